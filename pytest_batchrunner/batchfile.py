@@ -1,0 +1,355 @@
+"""Parse ``.batch`` files into :class:`CommandSpec` objects.
+
+Plain Python, no pytest import: the pytest collector, the Python API and the
+command line all read batch files through :func:`parse_batch_file`.
+
+The format:
+
+* one command per line, run by ``/bin/sh -c`` exactly as written;
+* blank lines and lines whose first non-blank character is ``#`` are skipped;
+* a line ending in an odd number of backslashes continues on the next line; the
+  physical lines are handed to the shell joined by newlines, so the shell does
+  the backslash-newline removal itself;
+* CRLF line endings and a UTF-8 byte order mark are accepted;
+* a trailing ``# batch: key=value ...`` comment (ignored by the shell) holds
+  per-line settings, and a line holding only ``# batch: ...`` sets the defaults
+  for the lines after it, until the next such line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "BatchFileError",
+    "CommandSpec",
+    "LineSettings",
+    "item_names",
+    "parse_batch_file",
+    "parse_batch_text",
+]
+
+_BOM = b"\xef\xbb\xbf"
+_DIRECTIVE = re.compile(r"batch:(?=\s|$)")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class BatchFileError(ValueError):
+    """A batch file cannot be read; the message names the file, the line and the problem."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
+        self.path = os.fspath(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """Settings from ``# batch:`` comments; ``None`` means "not set on this line"."""
+
+    timeout: float | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    retry_on: tuple[int, ...] | None = None
+    expect: int | None = None
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    skip: str | None = None
+    xfail: str | None = None
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+    sequential: bool = False
+
+    def over(self, defaults: LineSettings) -> LineSettings:
+        """These settings, falling back to *defaults* key by key (``env`` and ``tags`` merge)."""
+        merged = {}
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(defaults, f.name)
+            if f.name == "env":
+                names = {name for name, _ in mine}
+                merged[f.name] = tuple(kv for kv in theirs if kv[0] not in names) + mine
+            elif f.name == "tags":
+                merged[f.name] = tuple(dict.fromkeys(theirs + mine))
+            elif f.name == "sequential":
+                merged[f.name] = mine or theirs
+            else:
+                merged[f.name] = theirs if mine is None else mine
+        return LineSettings(**merged)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command of a batch file.
+
+    ``command`` is the text handed to ``/bin/sh -c``, exactly as written (physical
+    lines joined by ``\\n``, carriage returns removed). ``display`` is the same
+    command on one line without its ``# batch:`` comment: what item names are
+    made of.
+    """
+
+    path: str
+    line: int
+    command: str
+    display: str
+    settings: LineSettings = field(default_factory=LineSettings)
+
+
+def parse_batch_file(path: str | os.PathLike[str]) -> list[CommandSpec]:
+    """Read and parse a batch file.
+
+    Raises :class:`FileNotFoundError` for a missing file and
+    :class:`BatchFileError` for a file that is not valid UTF-8 or holds a bad line.
+    """
+    data = Path(path).read_bytes()
+    return parse_batch_text(data, path)
+
+
+def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<commands>") -> list[CommandSpec]:
+    """Parse the content of a batch file (bytes are decoded as strict UTF-8)."""
+    if isinstance(data, bytes):
+        text = _decode(data, path)
+    else:
+        text = data[1:] if data.startswith("\ufeff") else data
+    path = os.fspath(path)
+    specs: list[CommandSpec] = []
+    defaults = LineSettings()
+    physical = text.split("\n")
+    if physical and physical[-1] == "":
+        physical.pop()
+    i = 0
+    while i < len(physical):
+        start = i
+        raw = physical[i].rstrip("\r")
+        i += 1
+        if "\x00" in raw:
+            raise BatchFileError(path, start + 1, "contains a NUL byte, which no shell command can hold")
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            body = stripped[1:].lstrip()
+            if _DIRECTIVE.match(body):
+                defaults = _parse_settings(body[len("batch:"):], path, start + 1)
+            continue
+        parts = [raw]
+        while _continues(parts[-1]):
+            if i >= len(physical):
+                raise BatchFileError(
+                    path, start + 1, "the last line ends with a backslash but no line follows it"
+                )
+            nxt = physical[i].rstrip("\r")
+            if "\x00" in nxt:
+                raise BatchFileError(path, i + 1, "contains a NUL byte, which no shell command can hold")
+            parts.append(nxt)
+            i += 1
+        command = "\n".join(parts).strip()
+        body, settings_text = _split_settings_comment(command)
+        settings = LineSettings()
+        if settings_text is not None:
+            settings = _parse_settings(settings_text, path, start + 1)
+        display = re.sub(r"\\\n\s*", " ", body).replace("\n", " ").strip()
+        specs.append(
+            CommandSpec(
+                path=path,
+                line=start + 1,
+                command=command,
+                display=display or command,
+                settings=settings.over(defaults),
+            )
+        )
+    return specs
+
+
+def item_names(specs: list[CommandSpec]) -> list[str]:
+    """Unique, deterministic item names for *specs*, in order.
+
+    The name is the command as displayed. pytest splits a command-line argument
+    at ``::`` (before its first ``[``), so ``::`` becomes ``: :`` to keep every id
+    usable as ``pytest "file.batch::<name>"``. A repeated command gets `` (2)``,
+    `` (3)``... in the order of the file, so inserting other lines never renames it.
+    """
+    seen: dict[str, int] = {}
+    names = []
+    for spec in specs:
+        base = re.sub(r":(?=:)", ": ", spec.display)
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        name = base if count == 1 else f"{base} ({count})"
+        while count > 1 and name in seen:  # "x (2)" was itself a command
+            count += 1
+            name = f"{base} ({count})"
+        seen.setdefault(name, 1)
+        names.append(name)
+    return names
+
+
+def _decode(data: bytes, path: str | os.PathLike[str]) -> str:
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start:exc.end].hex(" ")
+        raise BatchFileError(
+            path,
+            line,
+            f"not valid UTF-8 (byte {bad} at column {column}); save the file as UTF-8",
+        ) from None
+
+
+def _continues(line: str) -> bool:
+    trailing = len(line) - len(line.rstrip("\\"))
+    return trailing % 2 == 1
+
+
+def _split_settings_comment(command: str) -> tuple[str, str | None]:
+    """Split off a trailing ``# batch: ...`` comment, honouring shell quoting.
+
+    A ``#`` starts a comment only at the start of a word and outside quotes, as
+    in the shell; ``echo '# batch: x'`` has no settings.
+    """
+    quote = ""
+    escaped = False
+    prev = " "
+    for pos, ch in enumerate(command):
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            if ch == "'":
+                quote = ""
+        elif ch == "\\":
+            escaped = True
+        elif quote == '"':
+            if ch == '"':
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and prev in " \t\n;&|()":
+            end = command.find("\n", pos)
+            comment = command[pos + 1:] if end == -1 else command[pos + 1:end]
+            body = comment.lstrip()
+            if _DIRECTIVE.match(body) and end == -1:
+                return command[:pos].rstrip(), body[len("batch:"):]
+            if end == -1:
+                break
+        prev = ch
+    return command, None
+
+
+def _parse_settings(text: str, path: str, line: int) -> LineSettings:
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise BatchFileError(path, line, f"cannot read '# batch:' settings: {exc}") from None
+    values: dict[str, object] = {}
+    env: list[tuple[str, str]] = []
+    for token in tokens:
+        key, has_value, value = token.partition("=")
+        parse = _KEYS.get(key)
+        if parse is None:
+            known = ", ".join(sorted(_KEYS))
+            raise BatchFileError(path, line, f"unknown batch setting '{key}' (known: {known})")
+        if key in _FLAGS and not has_value:
+            values[_FLAGS[key]] = _FLAG_DEFAULTS[key]
+            continue
+        if not has_value:
+            raise BatchFileError(path, line, f"batch setting '{key}' needs a value: {key}=...")
+        try:
+            parsed = parse(value)
+        except ValueError as exc:
+            raise BatchFileError(path, line, f"bad value for batch setting '{key}': {exc}") from None
+        if key == "env":
+            env.append(parsed)  # type: ignore[arg-type]
+        else:
+            values[key.replace("-", "_")] = parsed
+    if env:
+        values["env"] = tuple(env)
+    return LineSettings(**values)  # type: ignore[arg-type]
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"'{value}' must be a finite number of seconds, 0 or more")
+    return seconds
+
+
+def _timeout(value: str) -> float:
+    seconds = _seconds(value)
+    if seconds == 0:
+        raise ValueError("'0' is not a timeout; leave the key out for no timeout")
+    return seconds
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"'{value}' is not a whole number, 0 or more")
+    return int(value)
+
+
+def _exit_code(value: str) -> int:
+    code = _count(value)
+    if code > 255:
+        raise ValueError(f"'{value}' is not an exit code (0 to 255)")
+    return code
+
+
+def _exit_codes(value: str) -> tuple[int, ...]:
+    return tuple(_exit_code(v.strip()) for v in value.split(",") if v.strip()) or _fail(
+        "give one or more exit codes, e.g. 75,124"
+    )
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"'{name}' is not a valid tag name (letters, digits, underscores)")
+    return names or _fail("give one or more tags, e.g. tags=smoke,db")
+
+
+def _env(value: str) -> tuple[str, str]:
+    name, has_value, val = value.partition("=")
+    if not has_value or not _ENV_NAME.match(name):
+        raise ValueError(f"'{value}' is not NAME=VALUE")
+    return name, val
+
+
+def _nonempty(value: str) -> str:
+    return value if value.strip() else _fail("must not be empty")
+
+
+def _fail(message: str):  # type: ignore[no-untyped-def]
+    raise ValueError(message)
+
+
+_KEYS = {
+    "timeout": _timeout,
+    "retries": _count,
+    "retry-delay": _seconds,
+    "retry-on": _exit_codes,
+    "expect": _exit_code,
+    "cwd": _nonempty,
+    "env": _env,
+    "skip": str,
+    "xfail": str,
+    "tags": _names,
+    "group": _nonempty,
+    "sequential": lambda value: _fail("'sequential' takes no value"),
+}
+# Keys that may stand alone; the value they take then.
+_FLAGS = {"skip": "skip", "xfail": "xfail", "sequential": "sequential"}
+_FLAG_DEFAULTS: dict[str, object] = {"skip": "", "xfail": "", "sequential": True}

@@ -1,0 +1,105 @@
+"""Kill our commands' process groups when the process that started them dies.
+
+A command runs in its own session, so nothing ties its life to ours: if an
+xdist worker is killed (``kill -9 $PPID`` in a command, the OOM killer, a
+crashed interpreter), its running command would go on under PID 1. The
+guardian is one small helper process per runner process, started on first use.
+We tell it, through a pipe, which process groups are running; when that pipe
+reaches end-of-file, whatever the way we died, it terminates the groups still
+registered. Registering costs one ``write`` of a few bytes per command.
+
+Plain Python, no pytest import.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+__all__ = ["register", "unregister"]
+
+# The helper ignores the signals a terminal or a CI runner sends to a whole
+# process tree: it must outlive us long enough to act, and it exits by itself
+# when our end of the pipe closes.
+_GUARDIAN_SOURCE = r"""
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+grace = float(sys.argv[1])
+groups = set()
+pending = b""
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    except OSError:
+        break
+    if not data:
+        break
+    pending += data
+    *lines, pending = pending.split(b"\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+    if groups and sig == signal.SIGTERM:
+        time.sleep(grace)
+"""
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"pid": None, "fd": None, "proc": None}
+GRACE_SECONDS = 0.2
+
+
+def _writer() -> int | None:
+    """The pipe to this process's guardian, started on first use (and again after a fork)."""
+    fd = _state["fd"]
+    if fd is not None and _state["pid"] == os.getpid():
+        return fd  # type: ignore[return-value]
+    with _lock:
+        if _state["fd"] is not None and _state["pid"] == os.getpid():
+            return _state["fd"]  # type: ignore[return-value]
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARDIAN_SOURCE, str(GRACE_SECONDS)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError:
+            return None  # no guardian: commands are still killed on every normal path
+        assert proc.stdin is not None
+        _state.update(pid=os.getpid(), fd=proc.stdin.fileno(), proc=proc)
+        return _state["fd"]  # type: ignore[return-value]
+
+
+def _send(message: bytes) -> None:
+    fd = _writer()
+    if fd is None:
+        return
+    try:
+        os.write(fd, message)
+    except OSError:
+        pass  # the guardian is gone; nothing better to do than go on
+
+
+def register(pgid: int) -> None:
+    """Ask the guardian to kill process group *pgid* should this process die."""
+    _send(b"+%d\n" % pgid)
+
+
+def unregister(pgid: int) -> None:
+    """Process group *pgid* is gone; the guardian forgets it."""
+    _send(b"-%d\n" % pgid)
