@@ -1,0 +1,230 @@
+"""The pytest collector (:class:`BatchFile`) and item (:class:`CommandItem`)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from .process import Attempt, run_command
+
+if TYPE_CHECKING:
+    from .plugin import EngineSettings
+
+__all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
+
+# Lines of stdout / stderr shown in a failure.
+FAILURE_TAIL_LINES = 15
+
+
+class BatchFileWarning(pytest.PytestWarning):
+    """A batch file was collected but holds nothing to run."""
+
+
+class LeftoverProcessWarning(pytest.PytestWarning):
+    """A command left processes behind after its shell exited; they were killed."""
+
+
+class CommandFailed(Exception):
+    """A command did not succeed. ``str()`` starts with its status, e.g. ``"exit code 2: make test"``,
+    so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry."""
+
+    def __init__(self, attempt: Attempt, spec: CommandSpec) -> None:
+        super().__init__(f"{attempt.describe_status()}: {spec.display}")
+        self.attempt = attempt
+        self.spec = spec
+
+    def describe(self) -> str:
+        """The short, human failure message shown by pytest."""
+        a, spec = self.attempt, self.spec
+        status = a.describe_status()
+        if a.expected_exit != 0 and not a.timed_out and a.signal is None:
+            status += f", expected {a.expected_exit}"
+        lines = [
+            f"{status} · {spec.path}:{spec.line} · {a.duration:.2f} s",
+            f"  command: {spec.display}",
+        ]
+        if a.leftovers:
+            lines.append("  killed leftover processes: " + ", ".join(a.leftovers))
+        for label, text, size in (("stderr", a.stderr, a.stderr_bytes), ("stdout", a.stdout, a.stdout_bytes)):
+            tail = text.rstrip("\n").splitlines()[-FAILURE_TAIL_LINES:]
+            if not tail:
+                continue
+            lines.append(f"  --- {label}, last {len(tail)} lines of {size} bytes ---")
+            lines.extend("  " + _printable(line) for line in tail)
+        return "\n".join(lines)
+
+
+def _printable(line: str) -> str:
+    # Escape C0 controls but tab, so a stray ESC or NUL cannot drive the terminal.
+    return "".join(ch if ch >= " " or ch == "\t" else f"\\x{ord(ch):02x}" for ch in line)
+
+
+class BatchFile(pytest.File):
+    """A batch file: one :class:`CommandItem` per command."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        try:
+            specs = parse_batch_text(self.path.read_bytes(), self._display_path())
+        except BatchFileError as exc:
+            # CollectError is shown as its message alone, without a traceback.
+            raise self.CollectError(f"batch file error: {exc}") from None
+        if not specs:
+            self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
+            return
+        for spec, name in zip(specs, item_names(specs)):
+            for tag in spec.settings.tags:
+                self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
+            yield CommandItem.from_parent(self, name=name, spec=spec)
+
+    def _display_path(self) -> str:
+        """The file as messages name it: relative to the rootdir when inside it."""
+        try:
+            return self.path.relative_to(self.config.rootpath).as_posix()
+        except ValueError:
+            return str(self.path)
+
+
+class CommandItem(pytest.Item):
+    """One command of a batch file, run by :func:`~pytest_batchrunner.process.run_command`."""
+
+    def __init__(self, *, spec: CommandSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        # Seconds; set from pytest-timeout's settings by the timeout integration
+        # (which sees the line's ``timeout=`` as a ``timeout`` marker).
+        self.timeout: float | None = spec.settings.timeout
+        self.attempt_number = 0
+        self.last_attempt: Attempt | None = None
+        self._apply_settings()
+
+    def _apply_settings(self) -> None:
+        s = self.spec.settings
+        if s.timeout is not None:
+            self.add_marker(pytest.mark.timeout(s.timeout))
+        if s.retries is not None:
+            kwargs: dict[str, Any] = {"reruns": s.retries}
+            if s.retry_delay is not None:
+                kwargs["reruns_delay"] = s.retry_delay
+            if s.retry_on:
+                codes = "|".join(str(c) for c in s.retry_on)
+                kwargs["only_rerun"] = [rf"^CommandFailed: exit code ({codes})\b"]
+            self.add_marker(pytest.mark.flaky(**kwargs))
+        if s.skip is not None:
+            self.add_marker(pytest.mark.skip(reason=s.skip or "skipped in the batch file"))
+        if s.xfail is not None:
+            self.add_marker(pytest.mark.xfail(reason=s.xfail, raises=CommandFailed))
+        for tag in s.tags:
+            self.add_marker(tag)
+        if s.group is not None:
+            self.add_marker(pytest.mark.xdist_group(s.group))
+
+    @property
+    def engine(self) -> EngineSettings:
+        from .plugin import ENGINE_KEY
+
+        return self.config.stash[ENGINE_KEY]
+
+    def environment(self) -> dict[str, str] | None:
+        """The command's environment: ours, plus BATCH_* variables and the line's ``env=``."""
+        env = dict(os.environ)
+        env["BATCH_FILE"] = str(self.path)
+        env["BATCH_LINE"] = str(self.spec.line)
+        env["BATCH_ATTEMPT"] = str(self.attempt_number)
+        env["BATCH_WORKER"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        env.update(self.spec.settings.env)
+        return env
+
+    def working_directory(self) -> Path:
+        """Where the command runs: the line's ``cwd=`` (relative to the batch file), else pytest's start directory."""
+        if self.spec.settings.cwd is not None:
+            return (self.path.parent / self.spec.settings.cwd).resolve()
+        return self.config.invocation_params.dir
+
+    def runtest(self) -> None:
+        self.attempt_number += 1
+        self.last_attempt = None
+        engine = self.engine
+        cwd = self.working_directory()
+        if not cwd.is_dir():
+            raise CommandSetupError(f"{self.spec.path}:{self.spec.line}: cwd={self.spec.settings.cwd}: no such directory {cwd}")
+        attempt = run_command(
+            self.spec.command,
+            timeout=self.timeout,
+            cwd=cwd,
+            env=self.environment(),
+            capture_bytes=engine.capture_bytes,
+            kill_grace=engine.kill_grace,
+            expected_exit=self.spec.settings.expect or 0,
+            echo=engine.echo,
+        )
+        self.last_attempt = attempt
+        if attempt.leftovers:
+            self.warn(
+                LeftoverProcessWarning(
+                    f"{self.spec.path}:{self.spec.line}: killed processes left behind by "
+                    f"'{self.spec.display}': {', '.join(attempt.leftovers)}"
+                )
+            )
+        if not attempt.success:
+            raise CommandFailed(attempt, self.spec)
+
+    def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
+        if isinstance(excinfo.value, CommandFailed):
+            return excinfo.value.describe()
+        if isinstance(excinfo.value, CommandSetupError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):  # type: ignore[no-untyped-def]
+        return self.path, self.spec.line - 1, f"{self.path.name}:{self.spec.line}: {self.spec.display}"
+
+    def attempt_record(self) -> dict[str, Any] | None:
+        """The last attempt as plain data: travels on the report, through xdist, to the reports."""
+        a = self.last_attempt
+        if a is None:
+            return None
+        return {
+            "nodeid": self.nodeid,
+            "command": self.spec.command,
+            "file": self.spec.path,
+            "line": self.spec.line,
+            "attempt": self.attempt_number,
+            "success": a.success,
+            "exit_code": a.exit_code,
+            "signal": a.signal,
+            "timed_out": a.timed_out,
+            "timeout": a.timeout,
+            "status": a.describe_status(),
+            "stdout": a.stdout,
+            "stderr": a.stderr,
+            "stdout_bytes": a.stdout_bytes,
+            "stderr_bytes": a.stderr_bytes,
+            "started": a.started,
+            "timestamp": datetime.datetime.fromtimestamp(a.started).astimezone().isoformat(timespec="milliseconds"),
+            "duration_ms": round(a.duration * 1000, 3),
+            "leftovers": a.leftovers,
+            "expected_exit": a.expected_exit,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "pid": os.getpid(),
+        }
+
+
+class CommandSetupError(Exception):
+    """The command could not be started as the batch file asks (e.g. a missing ``cwd``)."""
+
+
+def stdout_echo(stream: int, data: bytes) -> None:
+    """Stream a command's output live to our own stdout / stderr (used with ``-s``)."""
+    out = sys.stdout if stream == 1 else sys.stderr
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+    else:
+        out.write(data.decode("utf-8", "replace"))
+    out.flush()

@@ -1,0 +1,199 @@
+"""pytest wiring: options, ini values and hooks. The work is done elsewhere:
+
+* :mod:`.batchfile` parses, :mod:`.process` runs commands, :mod:`.items` holds
+  the collector and item, :mod:`.timeouts` integrates pytest-timeout,
+  :mod:`.recording` turns reports into results on the controller, and
+  :mod:`.summary` prints them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import reports
+from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
+
+DEFAULT_PATTERNS = ["*.batch"]
+
+PATTERNS_HELP = (
+    "Glob patterns of file names collected as batch files, in addition to *.batch "
+    "(e.g. '*.cmds commands.txt')."
+)
+CAPTURE_HELP = (
+    "Bytes of each command's stdout and stderr to keep (the tail, plus a small head); "
+    f"the rest is counted and dropped. Default {DEFAULT_CAPTURE_BYTES}."
+)
+GRACE_HELP = (
+    "Seconds between SIGTERM and SIGKILL when a command's process group is stopped "
+    f"(timeout, leftover processes, interruption). Default {DEFAULT_KILL_GRACE:g}."
+)
+
+
+JOBS_HELP = (
+    "Run up to N commands at once inside each pytest process (no extra interpreters); "
+    "reports stay in item order. Combines with -n. Default 1."
+)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How commands are run, resolved once per run from options and ini values."""
+
+    capture_bytes: int = DEFAULT_CAPTURE_BYTES
+    kill_grace: float = DEFAULT_KILL_GRACE
+    echo: Echo | None = None
+
+
+ENGINE_KEY = pytest.StashKey[EngineSettings]()
+RECORDING_KEY = pytest.StashKey[Any]()
+_SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"'{value}' must be 0 or more")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a number") from None
+    if not number >= 0:
+        raise ValueError(f"'{value}' must be 0 or more")
+    return number
+
+
+def _cli_int(value: str) -> int:
+    import argparse
+
+    try:
+        return _non_negative_int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cli_float(value: str) -> float:
+    import argparse
+
+    try:
+        return _non_negative_float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("batchrunner", "batch files of shell commands (pytest-batchrunner)")
+    group.addoption("--batch-capture-bytes", dest="batch_capture_bytes", type=_cli_int, default=None,
+                    metavar="BYTES", help=CAPTURE_HELP)
+    group.addoption("--batch-kill-grace", dest="batch_kill_grace", type=_cli_float, default=None,
+                    metavar="SECONDS", help=GRACE_HELP)
+    group.addoption("--batch-jobs", dest="batch_jobs", type=_cli_int, default=None, metavar="N",
+                    help=JOBS_HELP)
+    parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
+    parser.addini("batch_jobs", JOBS_HELP, default=None)
+    parser.addini("batch_capture_bytes", CAPTURE_HELP, default=None)
+    parser.addini("batch_kill_grace", GRACE_HELP, default=None)
+    reports.add_options(group, parser)
+
+
+def _setting(config: pytest.Config, name: str, convert, default):  # type: ignore[no-untyped-def]
+    """Command line > ini > default, validated with an error that says where the value came from."""
+    value = config.getoption(name)
+    if value is not None:
+        return value
+    ini = config.getini(name)
+    if ini in (None, ""):
+        return default
+    try:
+        return convert(str(ini).strip())
+    except ValueError as exc:
+        raise pytest.UsageError(f"ini value {name}: {exc}") from None
+
+
+def patterns(config: pytest.Config) -> list[str]:
+    return DEFAULT_PATTERNS + [p for p in config.getini("batch_patterns") if p not in DEFAULT_PATTERNS]
+
+
+def is_controller(config: pytest.Config) -> bool:
+    """True in the process that reports: the xdist controller, or a run without xdist."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from .items import stdout_echo
+
+    capture_off = config.getoption("capture", "fd") == "no"
+    config.stash[ENGINE_KEY] = EngineSettings(
+        capture_bytes=_setting(config, "batch_capture_bytes", _non_negative_int, DEFAULT_CAPTURE_BYTES),
+        kill_grace=_setting(config, "batch_kill_grace", _non_negative_float, DEFAULT_KILL_GRACE),
+        echo=stdout_echo if capture_off else None,
+    )
+    if config.pluginmanager.hasplugin("timeout"):
+        from .timeouts import TimeoutIntegration
+
+        config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")
+    if is_controller(config):
+        from .recording import BatchRecording
+
+        recording = BatchRecording(config, patterns(config))
+        config.stash[RECORDING_KEY] = recording
+        config.pluginmanager.register(recording, "batchrunner-recording")
+        reports.configure(config, recording)
+    _install_sigterm(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(_SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def _install_sigterm(config: pytest.Config) -> None:
+    """Treat SIGTERM like Ctrl+C: commands are killed, reports written, exit status "interrupted".
+
+    CI runners and ``timeout(1)`` stop a job with SIGTERM; by default Python would
+    die at once, leaving reports unwritten (commands are then killed by the guardian).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
+    if any(fnmatch.fnmatch(file_path.name, p) for p in patterns(parent.config)):
+        from .items import BatchFile
+
+        return BatchFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if call.when == "call":
+        record_of = getattr(item, "attempt_record", None)
+        if record_of is not None:
+            record = record_of()
+            if record is not None:
+                # A plain dict: pytest-xdist serialises it with the report.
+                report.batch = record
+    return report

@@ -1,0 +1,176 @@
+"""The controller side of a run: turns pytest reports into a :class:`~.results.Recorder`.
+
+Registered in the process that prints the terminal report (the xdist
+controller, or the only process without xdist). Every attempt's data reaches
+it on ``report.batch``, which pytest-xdist serialises with the report; each
+rerun arrives as its own report, so reruns are counted wherever they ran.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .batchfile import BatchFileError, item_names, parse_batch_text
+from .results import Recorder
+from .summary import write_terminal_summary
+
+
+class BatchRecording:
+    """pytest hooks that feed the recorder and print the BatchRunner summary."""
+
+    def __init__(self, config: pytest.Config, patterns: list[str]) -> None:
+        self.config = config
+        self.patterns = patterns
+        numprocesses = getattr(config.option, "numprocesses", None)
+        dist = getattr(config.option, "dist", "no")
+        workers = numprocesses if isinstance(numprocesses, int) and numprocesses > 0 and dist != "no" else 1
+        jobs = getattr(config.option, "batch_jobs", None) or 1
+        parallel = workers > 1 or jobs > 1
+        self.recorder = Recorder(
+            mode="parallel" if parallel else "sequential",
+            max_retries=int(getattr(config.option, "reruns", 0) or 0),
+            workers=workers * jobs,
+        )
+        self._is_batch: dict[str, bool] = {}
+        self.writers: list[Any] = []
+
+    def is_batch_nodeid(self, nodeid: str) -> bool:
+        """Whether *nodeid* names a command of a batch file (decided by its file's name)."""
+        path = nodeid.split("::", 1)[0]
+        known = self._is_batch.get(path)
+        if known is None:
+            name = path.rsplit("/", 1)[-1]
+            known = self._is_batch[path] = any(fnmatch.fnmatch(name, p) for p in self.patterns)
+        return known
+
+    # -- what is going to run -------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items) -> None:  # type: ignore[no-untyped-def]
+        from .items import CommandItem
+
+        for item in items:
+            if isinstance(item, CommandItem):
+                self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
+
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
+        # The controller collects nothing under xdist; it re-reads the batch files
+        # (cheap) to know every command that is meant to run, for interrupted runs.
+        if self.recorder.entries:
+            return
+        by_file: dict[str, list[str]] = defaultdict(list)
+        for nodeid in ids:
+            if self.is_batch_nodeid(nodeid):
+                by_file[nodeid.split("::", 1)[0]].append(nodeid)
+        for rel, nodeids in by_file.items():
+            path = Path(self.config.rootpath, rel)
+            try:
+                specs = parse_batch_text(path.read_bytes(), rel)
+            except (OSError, BatchFileError):
+                continue
+            wanted = set(nodeids)
+            for spec, name in zip(specs, item_names(specs)):
+                nodeid = f"{rel}::{name}"
+                if nodeid in wanted:
+                    self.recorder.expect(nodeid, spec.command, spec.path, spec.line)
+
+    # -- what ran -------------------------------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:  # type: ignore[no-untyped-def]
+        if self.is_batch_nodeid(nodeid):
+            self.recorder.start(nodeid)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.is_batch_nodeid(report.nodeid):
+            return
+        record = getattr(report, "batch", None)
+        if record is None and report.when not in ("setup", "call", "teardown") and report.outcome in ("failed", "rerun"):
+            # pytest-xdist's report for an item whose worker died under it.
+            record = _crash_record(report, self.recorder)
+        if record is not None:
+            self.recorder.attempt(record, report.outcome)
+        if report.outcome == "rerun":
+            return
+        if report.when == "call" or (report.when not in ("setup", "teardown")):
+            if hasattr(report, "wasxfail"):
+                outcome = "xfailed" if report.skipped else "xpassed"
+            else:
+                outcome = report.outcome
+            self.recorder.outcome(report.nodeid, outcome, _message(report, record))
+        elif report.when == "setup" and not report.passed:
+            outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+            self.recorder.outcome(report.nodeid, outcome, _message(report, record))
+        elif report.when == "teardown" and report.failed:
+            self.recorder.outcome(report.nodeid, "failed", "teardown failed")
+
+    # -- the end --------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        import time
+
+        self.recorder.finished = time.time()
+        self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+        if not self.recorder.entries:
+            return
+        for writer in self.writers:
+            writer.finish(self.recorder)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        if not self.recorder.entries:
+            return
+        results = self.recorder.results()
+        write_terminal_summary(terminalreporter, self.recorder.summary(results), results)
+
+
+def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
+    if report.skipped:
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            reason = str(longrepr[2])
+            return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+        return getattr(report, "wasxfail", "") or "skipped"
+    if record is not None:
+        return record["status"] if not record["success"] else ""
+    if report.failed:
+        text = str(report.longrepr or "").strip().splitlines()
+        return text[-1][:300] if text else "failed"
+    return ""
+
+
+def _crash_record(report: pytest.TestReport, recorder: Recorder) -> dict[str, Any]:
+    import datetime
+    import time
+
+    entry = recorder.entries.get(report.nodeid)
+    text = str(report.longrepr or "worker crashed").strip()
+    now = time.time()
+    return {
+        "nodeid": report.nodeid,
+        "command": entry.command if entry else report.nodeid,
+        "file": entry.file if entry else None,
+        "line": entry.line if entry else None,
+        "attempt": (len(entry.records) if entry else 0) + 1,
+        "success": False,
+        "exit_code": None,
+        "signal": None,
+        "timed_out": False,
+        "timeout": None,
+        "status": "worker crashed (the worker process died while running the command)",
+        "stdout": "",
+        "stderr": text,
+        "stdout_bytes": 0,
+        "stderr_bytes": len(text.encode()),
+        "started": now,
+        "timestamp": datetime.datetime.fromtimestamp(now).astimezone().isoformat(timespec="milliseconds"),
+        "duration_ms": round(float(getattr(report, "duration", 0.0)) * 1000, 3),
+        "leftovers": [],
+        "expected_exit": 0,
+        "worker": getattr(getattr(report, "node", None), "gateway", None) and report.node.gateway.id or "?",
+        "pid": None,
+    }
