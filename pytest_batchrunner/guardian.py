@@ -23,7 +23,7 @@ __all__ = ["register", "unregister"]
 # The helper ignores the signals a terminal or a CI runner sends to a whole
 # process tree: it must outlive us long enough to act, and it exits by itself
 # when our end of the pipe closes.
-_GUARDIAN_SOURCE = r"""
+_GUARDIAN_SOURCE = r"""# pytest-batchrunner guardian
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
