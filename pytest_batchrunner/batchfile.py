@@ -155,7 +155,7 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
         settings = LineSettings()
         if settings_text is not None:
             settings = _parse_settings(settings_text, path, start + 1)
-        display = re.sub(r"\\\n\s*", " ", body).replace("\n", " ").strip()
+        display = re.sub(r"[ \t]*\\\n\s*", " ", body).replace("\n", " ").strip()
         specs.append(
             CommandSpec(
                 path=path,

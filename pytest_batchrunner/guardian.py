@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 
-__all__ = ["register", "unregister"]
+__all__ = ["register", "start", "unregister"]
 
 # The helper ignores the signals a terminal or a CI runner sends to a whole
 # process tree: it must outlive us long enough to act, and it exits by itself
@@ -93,6 +93,15 @@ def _send(message: bytes) -> None:
         os.write(fd, message)
     except OSError:
         pass  # the guardian is gone; nothing better to do than go on
+
+
+def start() -> None:
+    """Start this process's guardian now, if it is not running yet.
+
+    Called before a command is spawned: a command that kills our process at once
+    (``kill -9 $PPID``) must not win the race against the guardian's start.
+    """
+    _writer()
 
 
 def register(pgid: int) -> None:

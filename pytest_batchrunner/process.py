@@ -170,6 +170,7 @@ def run_command(
     streaming). Any exception raised while waiting (KeyboardInterrupt included)
     terminates the command's process group before it propagates.
     """
+    guardian.start()
     started = time.time()
     t0 = time.monotonic()
     proc = subprocess.Popen(

@@ -1,0 +1,307 @@
+"""The plugin end to end: real batch files, real processes, in-process and under ``-n 2``.
+
+The ``run`` fixture (tests/conftest.py) runs pytest in a subprocess, adds ``-n 2``
+in the xdist mode, and fails the test if any process started by the run is
+still alive afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FAST = ("--batch-kill-grace", "0.3")
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    """The summary line's counts, reruns included (``assert_outcomes`` has no ``rerun``)."""
+    counts = result.parseoutcomes()
+    return {k: v for k, v in counts.items() if k in ("passed", "failed", "rerun", "skipped", "error", "errors")}
+
+
+def write(pytester: pytest.Pytester, text: str | bytes, name: str = "cmds.batch") -> Path:
+    path = pytester.path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_pass_and_fail(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo hello\nsh -c 'echo boom >&2; exit 3'\ntrue\n")
+    result = run("-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*exit code 3 · cmds.batch:2 · *",
+            "*command: sh -c 'echo boom >&2; exit 3'",
+            "*--- stderr, last 1 lines of 5 bytes ---",
+            "*boom",
+            "*BatchRunner summary*",
+            "Total Commands: 3 | Successful: 2 | Failed: 1 | Flaky: 0 | Reruns: 0",
+            "Success Rate: 66.7%",
+            "*PASSED cmds.batch::echo hello",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_flaky_command_passes_on_rerun(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "test -f flag || { touch flag; exit 1; }\necho ok\n")
+    result = run("--reruns", "1")
+    assert outcomes(result) == {"passed": 2, "rerun": 1}
+    result.stdout.fnmatch_lines(["Total Commands: 2 | Successful: 2 | Failed: 0 | Flaky: 1 | Reruns: 1"])
+    assert result.ret == 0
+
+
+def test_timeout_with_grandchildren(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "sh -c 'sleep 301' & sleep 302 & wait\necho fine\n")
+    start = time.monotonic()
+    result = run("--timeout", "0.5", *FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Failed: 1 (of them timed out: 1)*"])
+    assert time.monotonic() - start < 20
+
+
+def test_timeout_applies_to_every_rerun(pytester: pytest.Pytester, run) -> None:
+    # pytest-rerunfailures#99: with the default timer the rerun runs unbounded and passes.
+    write(pytester, "sleep 3\n")
+    start = time.monotonic()
+    result = run("--timeout", "0.5", "--reruns", "2", *FAST)
+    assert outcomes(result) == {"failed": 1, "rerun": 2}
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Reruns: 2*", "Success Rate: 0.0%"])
+    assert time.monotonic() - start < 3 + 10
+
+
+def test_timeout_marker_from_line_setting_and_ini(pytester: pytest.Pytester, run) -> None:
+    pytester.makeini("[pytest]\ntimeout = 0.5\n")
+    write(pytester, "sleep 5\nsleep 0.8  # batch: timeout=3\n")
+    result = run(*FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*"])
+
+
+def test_trapped_term_is_killed_and_trap_exit_zero_is_a_timeout(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "trap '' TERM INT; sleep 303\ntrap 'exit 0' TERM; sleep 304 & wait\n")
+    result = run("--timeout", "0.5", *FAST, "-rf")
+    result.assert_outcomes(failed=2)
+    assert result.stdout.str().count("timed out after 0.5 s") >= 2
+
+
+def test_background_child_holding_pipe_passes_at_once(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "sleep 305 & echo started\n")
+    start = time.monotonic()
+    result = run("-W", "always", "--timeout", "30", *FAST)
+    result.assert_outcomes(passed=1)
+    # The stray is named as it is when found: often still the forked shell about to exec sleep.
+    result.stdout.fnmatch_lines(["*LeftoverProcessWarning*killed processes left behind by *sleep 305 (pid *"])
+    assert time.monotonic() - start < 15
+
+
+def test_stdin_reader_gets_eof(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "cat\nread line; test -z \"$line\"\n")
+    run("--timeout", "5").assert_outcomes(passed=2)
+
+
+def test_hostile_output_bytes(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "printf 'a\\000b\\033[31mc\\377d\\n' >&2; exit 1\n")
+    result = run("-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*a\\x00b\\x1b[31mc\ufffdd*"])
+
+
+def test_segfault_reports_signal_name(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "kill -SEGV $$\n")
+    result = run("-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*killed by SIGSEGV*"])
+    assert "  cmds.batch:1  kill -SEGV $$  [killed by SIGSEGV]" in result.stdout.lines
+
+
+def test_crlf_bom_and_continuation(pytester: pytest.Pytester, run) -> None:
+    write(pytester, b"\xef\xbb\xbfecho one\r\n# comment\r\necho \\\r\n  two\r\n")
+    result = run("-rA")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["PASSED cmds.batch::echo one", "PASSED cmds.batch::echo two"])
+
+
+def test_non_utf8_file_is_a_clean_collection_error(pytester: pytest.Pytester, run) -> None:
+    write(pytester, b"echo ok\necho caf\xe9\n")
+    result = run()
+    # In-process a collection error interrupts the session; xdist reports it as an error.
+    assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED)
+    result.stdout.fnmatch_lines(["*batch file error: cmds.batch:2: not valid UTF-8 (byte e9 at column 9)*"])
+    assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_bad_setting_is_a_clean_collection_error(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo ok\nmake # batch: timout=3\n")
+    result = run()
+    result.stdout.fnmatch_lines(["*cmds.batch:2: unknown batch setting 'timout'*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_empty_file_collects_nothing_and_says_so(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "# only a comment\n\n")
+    result = run("-W", "always")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["*BatchFileWarning: cmds.batch: no commands found*"])
+
+
+def test_command_killing_its_worker(pytester: pytest.Pytester, run, mode: str) -> None:
+    if mode != "xdist":
+        pytest.skip("$PPID is the xdist worker only under -n")
+    write(pytester, "echo one\nkill -9 $PPID; sleep 306\necho three\necho four\n")
+    result = run()
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*kill -9 $PPID*"])
+    # no_leftovers (through `run`) checks that `sleep 306` died with its worker.
+
+
+def test_worker_crash_is_rerun(pytester: pytest.Pytester, run, mode: str) -> None:
+    if mode != "xdist":
+        pytest.skip("$PPID is the xdist worker only under -n")
+    write(pytester, "test -f flag || { touch flag; kill -9 $PPID; }\n")
+    result = run("--reruns", "1")
+    assert outcomes(result) == {"passed": 1, "rerun": 1}
+
+
+def test_capture_off_streams_output_live(pytester: pytest.Pytester, run, mode: str) -> None:
+    if mode == "xdist":
+        pytest.skip("xdist workers do not forward -s output")
+    write(pytester, "echo streamed-out; echo streamed-err >&2\n")
+    result = run("-s")
+    result.stdout.fnmatch_lines(["*streamed-out*"])
+    result.stderr.fnmatch_lines(["*streamed-err*"])
+
+
+def test_environment_variables_and_cwd(pytester: pytest.Pytester, run) -> None:
+    (pytester.path / "sub").mkdir()
+    write(
+        pytester,
+        'test "$BATCH_LINE" = 1 && test "$BATCH_ATTEMPT" = 1 && test "$(basename $BATCH_FILE)" = cmds.batch\n'
+        'test "$(pwd)" = "$START"\n'
+        'test "$(basename $(pwd))" = sub && test "$GREETING" = "hi there"  # batch: cwd=sub env=GREETING="hi there"\n'
+        'test -n "$BATCH_WORKER"\n',
+    )
+    os.environ["START"] = str(pytester.path)
+    try:
+        run().assert_outcomes(passed=4)
+    finally:
+        del os.environ["START"]
+
+
+def test_ini_patterns_collect_other_files(pytester: pytest.Pytester, run) -> None:
+    pytester.makeini("[pytest]\nbatch_patterns = *.cmds commands.txt\n")
+    write(pytester, "echo a\n", "x.cmds")
+    write(pytester, "echo b\n", "commands.txt")
+    write(pytester, "echo c\n", "other.txt")
+    run().assert_outcomes(passed=2)
+
+
+def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
+    write(pytester, "echo hi\n")
+    assert pytester.runpytest_subprocess().ret == pytest.ExitCode.OK
+    result = pytester.runpytest_subprocess("-p", "no:batchrunner")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+# -- ids -------------------------------------------------------------------------------
+
+TRICKY = [
+    "echo 'quoted \"double\"'",
+    "echo a::b",
+    "[ -d . ] && echo bracket",
+    "echo [x::y]",
+    "echo héllo wörld ✓",
+    "echo same",
+    "echo same",
+]
+
+
+def _ids(pytester: pytest.Pytester) -> list[str]:
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider")
+    return [line for line in result.outlines if line.startswith("cmds.batch::")]
+
+
+def test_ids_round_trip_as_arguments(pytester: pytest.Pytester) -> None:
+    write(pytester, "\n".join(TRICKY) + "\n")
+    ids = _ids(pytester)
+    assert len(ids) == len(TRICKY) == len(set(ids))
+    for nodeid in ids:
+        result = pytester.runpytest_subprocess(nodeid, "-rA", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines([f"PASSED {nodeid}"])
+
+
+def test_ids_round_trip_through_deselect(pytester: pytest.Pytester) -> None:
+    # --deselect matches by prefix (pytest's rule, as for Python tests), so the
+    # kept id is one that no other id is a prefix of.
+    write(pytester, "\n".join(TRICKY) + "\n")
+    ids = _ids(pytester)
+    keep = "cmds.batch::echo same (2)"
+    args = [a for nodeid in ids if nodeid != keep for a in ("--deselect", nodeid)]
+    result = pytester.runpytest_subprocess(*args, "-rA", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=0, deselected=len(TRICKY))  # "echo same" is a prefix of the kept id
+    args = [a for nodeid in ids[:-2] for a in ("--deselect", nodeid)]
+    result = pytester.runpytest_subprocess(*args, "-rA", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, deselected=len(TRICKY) - 2)
+    result.stdout.fnmatch_lines(["PASSED cmds.batch::echo same", f"PASSED {keep}"])
+
+
+def test_ids_identical_on_every_worker(pytester: pytest.Pytester) -> None:
+    write(pytester, "\n".join(TRICKY * 3) + "\n")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(TRICKY) * 3)
+    assert "Different tests were collected" not in result.stdout.str()
+
+
+def test_last_failed_after_inserting_lines(pytester: pytest.Pytester) -> None:
+    write(pytester, "echo a\nfalse\necho c\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=2, failed=1)
+    write(pytester, "echo new1\necho new2\necho a\nfalse\necho c\n")
+    result = pytester.runpytest_subprocess("--lf", "-rA")
+    assert outcomes(result) == {"failed": 1}
+    result.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*", "FAILED cmds.batch::false - exit code 1 · cmds.batch:4 *"])
+
+
+def test_keyword_selection_and_reportinfo(pytester: pytest.Pytester) -> None:
+    write(pytester, "echo build\necho test\nfalse build\n")
+    result = pytester.runpytest_subprocess("-k", "build", "-v", "-rf", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*cmds.batch:3: false build*"])
+
+
+# -- interruption -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_interrupt_mid_run(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
+    write(pytester, "echo first\ntouch started; sleep 307\ntouch started2; sleep 308\necho never\n")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *extra, *FAST],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pytester.path / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the run never reached the slow command"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    if how == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: the whole foreground group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # what a CI runner does first
+    out, _ = proc.communicate(timeout=30)
+    text = out.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert "BatchRunner summary" in text
+    assert "Interrupted" in text

@@ -1,0 +1,119 @@
+"""The process layer, with real processes: RELIABILITY.md's cases at the lowest level."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from pytest_batchrunner.process import OutputBuffer, run_command
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def test_exit_status_and_output() -> None:
+    a = run_command("echo out; echo err >&2; exit 3")
+    assert (a.exit_code, a.signal, a.timed_out, a.success) == (3, None, False, False)
+    assert (a.stdout, a.stderr) == ("out\n", "err\n")
+    assert a.describe_status() == "exit code 3"
+
+
+def test_expected_exit_code() -> None:
+    assert run_command("exit 1", expected_exit=1).success
+    assert not run_command("true", expected_exit=1).success
+
+
+def test_timeout_kills_grandchildren_within_timeout_plus_grace() -> None:
+    start = time.monotonic()
+    a = run_command("sh -c 'sleep 201' & sleep 202 & wait", timeout=0.3, kill_grace=0.5)
+    elapsed = time.monotonic() - start
+    assert a.timed_out and not a.success
+    assert a.describe_status() == "timed out after 0.3 s"
+    assert elapsed < 0.3 + 0.5 + 0.5
+
+
+def test_trapped_term_is_killed_by_escalation() -> None:
+    start = time.monotonic()
+    a = run_command("trap '' TERM INT; sleep 203", timeout=0.2, kill_grace=0.3)
+    assert a.timed_out and not a.success
+    assert 0.45 <= time.monotonic() - start < 1.5
+
+
+def test_trap_exit_zero_on_term_is_still_a_timeout() -> None:
+    a = run_command("trap 'exit 0' TERM; sleep 204 & wait", timeout=0.2, kill_grace=0.5)
+    assert a.exit_code == 0 and a.timed_out and not a.success
+
+
+def test_background_child_holding_the_pipe_does_not_hang() -> None:
+    start = time.monotonic()
+    a = run_command("sleep 205 & echo hi", kill_grace=0.5)
+    assert time.monotonic() - start < 1.0
+    assert a.success and a.stdout == "hi\n"
+    assert len(a.leftovers) == 1 and "(pid " in a.leftovers[0]
+
+
+def test_stdin_is_at_end_of_file() -> None:
+    start = time.monotonic()
+    a = run_command("cat; read x || echo eof")
+    assert a.success and a.stdout == "eof\n"
+    assert time.monotonic() - start < 1.0
+
+
+def test_signal_name_of_a_segfault() -> None:
+    a = run_command("kill -SEGV $$")
+    assert (a.exit_code, a.signal) == (None, "SIGSEGV")
+    assert a.describe_status() == "killed by SIGSEGV"
+
+
+def test_child_killed_by_signal_is_explained() -> None:
+    a = run_command("sh -c 'kill -KILL $$'; exit $?")
+    assert a.exit_code == 137
+    assert a.describe_status() == "exit code 137 (128+SIGKILL)"
+
+
+def test_hostile_bytes_decode_and_serialise() -> None:
+    a = run_command(r"printf 'a\000b\033c\377d\n'; printf '\377' >&2")
+    assert a.stdout == "a\x00b\x1bc\ufffdd\n"
+    assert a.stderr == "\ufffd"
+    json.dumps(a.stdout).encode("utf-8")
+
+
+def test_large_output_keeps_tail_and_counts_dropped_bytes() -> None:
+    a = run_command("seq 1 200000", capture_bytes=4096)
+    assert a.stdout_bytes == len("".join(f"{i}\n" for i in range(1, 200001)))
+    assert a.stdout.endswith("199999\n200000\n")
+    assert a.stdout.startswith("1\n2\n")
+    assert "bytes dropped by pytest-batchrunner" in a.stdout
+    assert len(a.stdout) < 4096 + 200
+
+
+def test_output_buffer_bounds_memory() -> None:
+    buf = OutputBuffer(limit=1000, head=100)
+    for _ in range(10_000):
+        buf.add(b"x" * 1000)
+    assert buf.total == 10_000_000
+    assert len(buf.head) + len(buf.tail) < 100 + 2 * 1000 + 65536 + 1000
+    assert buf.dropped == 10_000_000 - 1000
+
+
+def test_live_echo_receives_output() -> None:
+    chunks: list[tuple[int, bytes]] = []
+    run_command("echo a; echo b >&2", echo=lambda stream, data: chunks.append((stream, data)))
+    assert b"".join(d for s, d in chunks if s == 1) == b"a\n"
+    assert b"".join(d for s, d in chunks if s == 2) == b"b\n"
+
+
+def test_environment_and_cwd(tmp_path) -> None:
+    a = run_command("pwd; echo $X", cwd=tmp_path, env={**os.environ, "X": "42"})
+    assert a.stdout == f"{tmp_path}\n42\n"
+
+
+def test_interruption_kills_the_group() -> None:
+    def interrupt(stream: int, data: bytes) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_command("sleep 206 & echo go; sleep 207", echo=interrupt, kill_grace=0.5)
+    # no_leftovers checks that both sleeps are gone.
