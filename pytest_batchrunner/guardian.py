@@ -13,6 +13,7 @@ Plain Python, no pytest import.
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -82,7 +83,20 @@ def _writer() -> int | None:
             return None  # no guardian: commands are still killed on every normal path
         assert proc.stdin is not None
         _state.update(pid=os.getpid(), fd=proc.stdin.fileno(), proc=proc)
+        atexit.register(_stop, proc)
         return _state["fd"]  # type: ignore[return-value]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """At a normal exit: close the pipe and reap the guardian, which then exits at once."""
+    if _state["proc"] is not proc or _state["pid"] != os.getpid():
+        return
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=GRACE_SECONDS + 1)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _send(message: bytes) -> None:
