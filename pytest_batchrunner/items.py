@@ -6,6 +6,7 @@ import datetime
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -130,12 +131,12 @@ class CommandItem(pytest.Item):
 
         return self.config.stash[ENGINE_KEY]
 
-    def environment(self) -> dict[str, str] | None:
+    def environment(self, attempt: int) -> dict[str, str]:
         """The command's environment: ours, plus BATCH_* variables and the line's ``env=``."""
         env = dict(os.environ)
         env["BATCH_FILE"] = str(self.path)
         env["BATCH_LINE"] = str(self.spec.line)
-        env["BATCH_ATTEMPT"] = str(self.attempt_number)
+        env["BATCH_ATTEMPT"] = str(attempt)
         env["BATCH_WORKER"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
         env.update(self.spec.settings.env)
         return env
@@ -146,23 +147,39 @@ class CommandItem(pytest.Item):
             return (self.path.parent / self.spec.settings.cwd).resolve()
         return self.config.invocation_params.dir
 
-    def runtest(self) -> None:
-        self.attempt_number += 1
-        self.last_attempt = None
+    def run_attempt(
+        self, number: int, timeout: float | None, started: Callable[[int], None] | None = None
+    ) -> Attempt:
+        """Run the command once, as attempt *number*; thread-safe (``--batch-jobs`` calls it ahead)."""
         engine = self.engine
         cwd = self.working_directory()
         if not cwd.is_dir():
-            raise CommandSetupError(f"{self.spec.path}:{self.spec.line}: cwd={self.spec.settings.cwd}: no such directory {cwd}")
-        attempt = run_command(
+            raise CommandSetupError(
+                f"{self.spec.path}:{self.spec.line}: cwd={self.spec.settings.cwd}: no such directory {cwd}"
+            )
+        return run_command(
             self.spec.command,
-            timeout=self.timeout,
+            timeout=timeout,
             cwd=cwd,
-            env=self.environment(),
+            env=self.environment(number),
             capture_bytes=engine.capture_bytes,
             kill_grace=engine.kill_grace,
             expected_exit=self.spec.settings.expect or 0,
             echo=engine.echo,
+            started=started,
         )
+
+    def runtest(self) -> None:
+        self.attempt_number += 1
+        self.last_attempt = None
+        ahead = None
+        if self.attempt_number == 1:
+            from .plugin import JOBS_KEY
+
+            jobs = self.config.stash.get(JOBS_KEY, None)
+            if jobs is not None:
+                ahead = jobs.take(self)
+        attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, self.timeout)
         self.last_attempt = attempt
         if attempt.leftovers:
             self.warn(

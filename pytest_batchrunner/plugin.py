@@ -53,6 +53,7 @@ class EngineSettings:
 
 ENGINE_KEY = pytest.StashKey[EngineSettings]()
 RECORDING_KEY = pytest.StashKey[Any]()
+JOBS_KEY = pytest.StashKey[Any]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
 
@@ -141,6 +142,12 @@ def pytest_configure(config: pytest.Config) -> None:
         kill_grace=_setting(config, "batch_kill_grace", _non_negative_float, DEFAULT_KILL_GRACE),
         echo=stdout_echo if capture_off else None,
     )
+    jobs = _setting(config, "batch_jobs", _non_negative_int, 1)
+    if jobs > 1:
+        from .jobs import JobRunner
+
+        config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)
+        config.pluginmanager.register(runner, "batchrunner-jobs")
     if config.pluginmanager.hasplugin("timeout"):
         from .timeouts import TimeoutIntegration
 

@@ -135,6 +135,8 @@ class Attempt:
     leftovers: list[str] = field(default_factory=list)
     """Processes still in the command's group after its shell ended, which were killed."""
     expected_exit: int = 0
+    pid: int = 0
+    """The shell's process id, which is also the command's process group id."""
 
     @property
     def success(self) -> bool:
@@ -162,16 +164,18 @@ def run_command(
     kill_grace: float = DEFAULT_KILL_GRACE,
     expected_exit: int = 0,
     echo: Echo | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> Attempt:
     """Run *command* with ``/bin/sh -c`` and return its :class:`Attempt`.
 
     *timeout* bounds the attempt (``None`` or ``0``: no bound). *echo*, if given,
     is called as ``echo(1 or 2, chunk)`` with output as it arrives (live
-    streaming). Any exception raised while waiting (KeyboardInterrupt included)
+    streaming). *started*, if given, is called with the process group id right
+    after the spawn (so that a caller running commands in threads can stop them). Any exception raised while waiting (KeyboardInterrupt included)
     terminates the command's process group before it propagates.
     """
     guardian.start()
-    started = time.time()
+    wall_start = time.time()
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [SHELL, "-c", command],
@@ -184,6 +188,8 @@ def run_command(
     )
     pgid = proc.pid
     guardian.register(pgid)
+    if started is not None:
+        started(pgid)
     run = _Run(proc, capture_bytes, echo)
     timed_out = False
     leftovers: list[str] = []
@@ -219,10 +225,11 @@ def run_command(
         stderr=run.err.text(),
         stdout_bytes=run.out.total,
         stderr_bytes=run.err.total,
-        started=started,
+        started=wall_start,
         duration=end - t0,
         leftovers=leftovers,
         expected_exit=expected_exit,
+        pid=pgid,
     )
 
 

@@ -13,6 +13,8 @@ it to every attempt, killing the command's whole process group.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from .items import CommandItem
@@ -33,3 +35,28 @@ class TimeoutIntegration:
         if isinstance(item, CommandItem):
             return True
         return None
+
+
+def resolve_timeout(item: CommandItem) -> float | None:
+    """The timeout pytest-timeout will give *item*, resolved ahead of its protocol.
+
+    ``--batch-jobs`` starts commands before pytest-timeout's hook runs for their
+    item, so it applies pytest-timeout's documented precedence itself, from the
+    same public sources: the ``timeout`` marker, then ``--timeout``, then
+    ``PYTEST_TIMEOUT``, then the ``timeout`` ini value. Without pytest-timeout,
+    the line's own ``timeout=`` setting.
+    """
+    config = item.config
+    if not config.pluginmanager.hasplugin("timeout"):
+        return item.spec.settings.timeout
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        value = config.getoption("timeout", None)
+        if value is None:
+            value = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout") or None
+    if value is None:
+        return None
+    seconds = float(value)
+    return seconds if seconds > 0 else None

@@ -1,0 +1,170 @@
+"""``--batch-jobs N``: up to N commands in flight inside one pytest process.
+
+pytest runs one item's protocol at a time, and its hooks (reporting, capture,
+rerunfailures) are not thread-safe, so the items themselves stay sequential.
+What runs ahead is the *first attempt's command* of the next items: when an
+item's protocol starts, the commands of the following items are started in a
+thread pool until N are in flight; each item's ``runtest`` then takes its own
+command's :class:`~pytest_batchrunner.process.Attempt`. Reports therefore come
+in item order, and everything else is unchanged: a rerun runs inside its
+item's protocol with its own timeout, a failed command is reported by its own
+item, and capture stays bounded.
+
+Not started ahead: items with a ``skip``/``skipif``/``xfail(run=False)``
+marker, steps of a ``sequential`` group (they must wait for the step before),
+and anything once the session is stopping (``-x``, ``--maxfail``). When the run
+loop ends for any reason (end, ``-x``, Ctrl+C), commands still in flight are
+terminated: SIGTERM to their groups, the kill grace, then SIGKILL.
+
+Under xdist each worker looks ahead into the items it has been given (its
+queue); with ``--dist worksteal`` queued items may be taken by another worker,
+so only the already-assigned next item is started ahead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from .items import CommandItem
+from .process import Attempt
+from .timeouts import resolve_timeout
+
+
+class JobRunner:
+    """Starts the first attempt of upcoming command items ahead of their turn."""
+
+    def __init__(self, config: pytest.Config, jobs: int) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="batchrunner-job")
+        self.pending: dict[CommandItem, Future[Attempt]] = {}
+        self.live: set[int] = set()
+        self.lock = threading.Lock()
+        self.index: dict[int, int] = {}
+        self.stopping = False
+        self.worksteal = getattr(config.option, "dist", "no") == "worksteal"
+        self.queue: Any = _xdist_queue(config) if hasattr(config, "workerinput") else None
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):  # type: ignore[no-untyped-def]
+        try:
+            return (yield)
+        finally:
+            self.shutdown()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        session = item.session
+        if session.shouldstop or session.shouldfail:
+            return
+        for upcoming in self._upcoming(item, nextitem):
+            if len(self.pending) >= self.jobs:
+                break
+            if upcoming in self.pending or not self._may_start(upcoming):
+                continue
+            self.pending[upcoming] = self.pool.submit(self._run, upcoming)
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def take(self, item: CommandItem) -> Future[Attempt] | None:
+        """The command started ahead for *item*'s first attempt, if any (called by the item)."""
+        return self.pending.pop(item, None)
+
+    def _run(self, item: CommandItem) -> Attempt:
+        attempt = item.run_attempt(1, resolve_timeout(item), started=self._started)
+        self.finished(attempt.pid)
+        return attempt
+
+    def _started(self, pgid: int) -> None:
+        with self.lock:
+            self.live.add(pgid)
+            stopping = self.stopping
+        if stopping:
+            _killpg(pgid, signal.SIGKILL)
+
+    def finished(self, pgid: int) -> None:
+        with self.lock:
+            self.live.discard(pgid)
+
+    def _may_start(self, item: pytest.Item) -> bool:
+        if not isinstance(item, CommandItem) or item.spec.settings.sequential:
+            return False
+        for name in ("skip", "skipif"):
+            if item.get_closest_marker(name) is not None:
+                return False
+        xfail = item.get_closest_marker("xfail")
+        return xfail is None or xfail.kwargs.get("run", True)
+
+    def _upcoming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
+        items = item.session.items
+        if hasattr(self.config, "workerinput"):
+            return [item, *self._worker_queue(items, nextitem)]
+        if not self.index:
+            self.index = {id(it): i for i, it in enumerate(items)}
+        start = self.index.get(id(item))
+        if start is None:
+            return [item] + ([nextitem] if nextitem is not None else [])
+        return items[start : start + self.jobs * 2]
+
+    def _worker_queue(self, items: list[pytest.Item], nextitem: pytest.Item | None) -> list[pytest.Item]:
+        ahead = [nextitem] if nextitem is not None else []
+        if self.worksteal or nextitem is None:
+            return ahead
+        queue = self.queue
+        if queue is None:
+            return ahead
+        with queue.lock() as pending:
+            indices = [i for i in list(pending)[: self.jobs * 2] if isinstance(i, int)]
+        return ahead + [items[i] for i in indices]
+
+    def shutdown(self) -> None:
+        """Terminate commands still in flight (TERM, grace, KILL) and drop their results."""
+        with self.lock:
+            self.stopping = True
+            live = list(self.live)
+        for pgid in live:
+            _killpg(pgid, signal.SIGTERM)
+        grace = self.config.stash[_engine_key()].kill_grace
+        deadline = time.monotonic() + grace
+        for future in list(self.pending.values()):
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway
+                pass
+        with self.lock:
+            for pgid in self.live:
+                _killpg(pgid, signal.SIGKILL)
+        self.pending.clear()
+        self.pool.shutdown(wait=True)
+
+
+def _engine_key() -> Any:
+    from .plugin import ENGINE_KEY
+
+    return ENGINE_KEY
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
+
+
+def _xdist_queue(config: pytest.Config) -> Any:
+    """The worker's queue of assigned item indices (pytest-xdist's ``WorkerInteractor.torun``), if reachable."""
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ == "WorkerInteractor":
+            queue = getattr(plugin, "torun", None)
+            if queue is not None and hasattr(queue, "lock"):
+                return queue
+    return None

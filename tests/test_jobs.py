@@ -1,0 +1,104 @@
+"""``--batch-jobs N``: commands in flight inside one process, with every guarantee intact.
+
+Concurrency is shown without timing: each command of a barrier batch waits until
+four commands have started, which only a run with four in flight can satisfy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_plugin import FAST, outcomes, write
+
+BARRIER = (
+    'touch "started.$BATCH_LINE"; n=0; '
+    'until [ "$(ls started.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 200 ] || exit 9; done'
+)
+
+
+def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "\n".join([BARRIER] * 8) + "\n")
+    result = run("--batch-jobs", "4", "-p", "no:randomly")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["Success Rate: 100.0%"])
+
+
+def test_sequential_without_batch_jobs_cannot_pass_the_barrier(pytester: pytest.Pytester) -> None:
+    write(pytester, BARRIER.replace("lt 200", "lt 4") + "\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+
+
+def test_reports_stay_in_item_order(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    if mode == "xdist":
+        pytest.skip("xdist reports in completion order across workers by design")
+    write(pytester, "sleep 0.6; echo first\necho second\nsleep 0.3; echo third\necho fourth\n")
+    result = pytester.runpytest_subprocess("--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    order = [line.split("::", 1)[1].split(" PASSED")[0] for line in result.outlines if " PASSED" in line]
+    assert order == ["sleep 0.6; echo first", "echo second", "sleep 0.3; echo third", "echo fourth"]
+
+
+def test_timeouts_and_reruns_per_attempt(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "sleep 3\ntest \"$BATCH_ATTEMPT\" = 2\necho ok\n")
+    start = time.monotonic()
+    result = run("--batch-jobs", "3", "--timeout", "0.5", "--reruns", "1", *FAST)
+    assert outcomes(result) == {"passed": 2, "failed": 1, "rerun": 2}
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Flaky: 1 | Reruns: 2*"])
+    assert time.monotonic() - start < 3 + 10
+
+
+def test_line_timeout_applies_to_a_command_started_ahead(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo a\nsleep 5  # batch: timeout=0.5\necho b\n")
+    result = run("--batch-jobs", "3", *FAST)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*"])
+
+
+def test_skipped_lines_are_never_started(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo a\ntouch must-not-exist  # batch: skip\necho b\n")
+    result = run("--batch-jobs", "3")
+    result.assert_outcomes(passed=2, skipped=1)
+    assert not (pytester.path / "must-not-exist").exists()
+
+
+def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "sleep 0.3; false\nsleep 311\nsleep 312\nsleep 313\ntouch never-started\n")
+    start = time.monotonic()
+    # pytest-xdist lets a test already running on another worker finish when -x
+    # stops the run; a timeout bounds those. In-process, -x kills them at once.
+    extra = ("--timeout", "3") if mode == "xdist" else ()
+    result = run("--batch-jobs", "4", "-x", *extra, *FAST)
+    assert result.parseoutcomes()["failed"] >= 1
+    assert time.monotonic() - start < 20
+    # no_leftovers (through `run`) checks the sleeps were killed.
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_interrupt_kills_all_in_flight(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
+    write(pytester, "touch started; sleep 321\nsleep 322\nsleep 323\nsleep 324\nsleep 325\n")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "cmds.batch", "--batch-jobs", "3", "-p", "no:cacheprovider", *extra, *FAST],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (pytester.path / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if how == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode(errors="replace")
