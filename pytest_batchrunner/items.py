@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from .pipelines import group_key
 from .process import Attempt, run_command
 
 if TYPE_CHECKING:
@@ -78,10 +79,15 @@ class BatchFile(pytest.File):
         if not specs:
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
+        steps: dict[str, int] = {}
         for spec, name in zip(specs, item_names(specs)):
             for tag in spec.settings.tags:
                 self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
-            yield CommandItem.from_parent(self, name=name, spec=spec)
+            item = CommandItem.from_parent(self, name=name, spec=spec)
+            if spec.settings.sequential:
+                key = group_key(spec)
+                steps[key] = item.step = steps.get(key, 0) + 1  # type: ignore[index]
+            yield item
 
     def _display_path(self) -> str:
         """The file as messages name it: relative to the rootdir when inside it."""
@@ -101,6 +107,8 @@ class CommandItem(pytest.Item):
         # (which sees the line's ``timeout=`` as a ``timeout`` marker).
         self.timeout: float | None = spec.settings.timeout
         self.attempt_number = 0
+        self.step = 0
+        """Position in its sequential group (1 for the first step), else 0."""
         self.last_attempt: Attempt | None = None
         self._apply_settings()
 
@@ -122,8 +130,9 @@ class CommandItem(pytest.Item):
             self.add_marker(pytest.mark.xfail(reason=s.xfail, raises=CommandFailed))
         for tag in s.tags:
             self.add_marker(tag)
-        if s.group is not None:
-            self.add_marker(pytest.mark.xdist_group(s.group))
+        group = group_key(self.spec)
+        if group is not None:
+            self.add_marker(pytest.mark.xdist_group(group))
 
     @property
     def engine(self) -> EngineSettings:

@@ -159,6 +159,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
         reports.configure(config, recording)
+    from .pipelines import SequentialGroups, configure_distribution
+
+    config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
+    configure_distribution(config, patterns(config))
     _install_sigterm(config)
 
 

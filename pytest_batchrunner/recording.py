@@ -39,6 +39,15 @@ class BatchRecording:
         self._is_batch: dict[str, bool] = {}
         self.writers: list[Any] = []
 
+    def key(self, nodeid: str) -> str:
+        """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
+        at = nodeid.rfind("@")
+        if at > nodeid.rfind("]") and at > nodeid.find("::") >= 0 and nodeid not in self.recorder.entries:
+            base = nodeid[:at]
+            if base in self.recorder.entries:
+                return base
+        return nodeid
+
     def is_batch_nodeid(self, nodeid: str) -> bool:
         """Whether *nodeid* names a command of a batch file (decided by its file's name)."""
         path = nodeid.split("::", 1)[0]
@@ -83,15 +92,18 @@ class BatchRecording:
 
     def pytest_runtest_logstart(self, nodeid: str, location) -> None:  # type: ignore[no-untyped-def]
         if self.is_batch_nodeid(nodeid):
-            self.recorder.start(nodeid)
+            self.recorder.start(self.key(nodeid))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.is_batch_nodeid(report.nodeid):
             return
+        nodeid = self.key(report.nodeid)
         record = getattr(report, "batch", None)
+        if record is not None and record["nodeid"] != nodeid:
+            record = {**record, "nodeid": nodeid}
         if record is None and report.when not in ("setup", "call", "teardown") and report.outcome in ("failed", "rerun"):
             # pytest-xdist's report for an item whose worker died under it.
-            record = _crash_record(report, self.recorder)
+            record = _crash_record(report, nodeid, self.recorder)
         if record is not None:
             self.recorder.attempt(record, report.outcome)
         if report.outcome == "rerun":
@@ -101,12 +113,12 @@ class BatchRecording:
                 outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 outcome = report.outcome
-            self.recorder.outcome(report.nodeid, outcome, _message(report, record))
+            self.recorder.outcome(nodeid, outcome, _message(report, record))
         elif report.when == "setup" and not report.passed:
             outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
-            self.recorder.outcome(report.nodeid, outcome, _message(report, record))
+            self.recorder.outcome(nodeid, outcome, _message(report, record))
         elif report.when == "teardown" and report.failed:
-            self.recorder.outcome(report.nodeid, "failed", "teardown failed")
+            self.recorder.outcome(nodeid, "failed", "teardown failed")
 
     # -- the end --------------------------------------------------------------------------
 
@@ -143,15 +155,15 @@ def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
     return ""
 
 
-def _crash_record(report: pytest.TestReport, recorder: Recorder) -> dict[str, Any]:
+def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) -> dict[str, Any]:
     import datetime
     import time
 
-    entry = recorder.entries.get(report.nodeid)
+    entry = recorder.entries.get(nodeid)
     text = str(report.longrepr or "worker crashed").strip()
     now = time.time()
     return {
-        "nodeid": report.nodeid,
+        "nodeid": nodeid,
         "command": entry.command if entry else report.nodeid,
         "file": entry.file if entry else None,
         "line": entry.line if entry else None,

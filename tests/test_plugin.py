@@ -22,7 +22,7 @@ FAST = ("--batch-kill-grace", "0.3")
 def outcomes(result: pytest.RunResult) -> dict[str, int]:
     """The summary line's counts, reruns included (``assert_outcomes`` has no ``rerun``)."""
     counts = result.parseoutcomes()
-    return {k: v for k, v in counts.items() if k in ("passed", "failed", "rerun", "skipped", "error", "errors")}
+    return {k: v for k, v in counts.items() if k in ("passed", "failed", "rerun", "skipped", "xfailed", "xpassed", "error", "errors")}
 
 
 def write(pytester: pytest.Pytester, text: str | bytes, name: str = "cmds.batch") -> Path:
