@@ -1,0 +1,114 @@
+"""The ``batchrunner`` command: the original BatchRunner's command line, on :class:`~.api.BatchRunner`.
+
+Also ``python -m batchrunner`` and ``python -m pytest_batchrunner``. Exit status:
+0 when every command succeeded, 1 when one failed or the input is bad (a
+one-line message on stderr, no traceback), 2 for a usage error (argparse), 130
+when interrupted (Ctrl+C or SIGTERM: running commands are killed, the reports
+are written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .api import BatchRunner
+
+EPILOG = """\
+examples:
+  batchrunner -f commands.txt
+  batchrunner -f commands.txt --parallel --retries 2 -l run.log -o results.json
+  batchrunner -c "make lint" "make test" --timeout 300 --junitxml junit.xml
+
+A commands file holds one command per line; blank lines and '#' comments are
+skipped, a line ending in '\\' continues on the next one, and a trailing
+'# batch: key=value ...' comment sets that line's timeout, retries, cwd, etc.
+"""
+
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``batchrunner`` command."""
+    from .api import DEFAULT_WORKERS
+    from .plugin import _cli_float, _cli_int
+
+    parser = argparse.ArgumentParser(
+        prog="batchrunner",
+        description="Run a batch of shell commands, sequentially or in parallel, with retries, "
+        "timeouts, logs and a summary (on pytest-batchrunner's engine).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-f", "--file", metavar="FILE", help="file of commands, one per line")
+    source.add_argument("-c", "--commands", metavar="CMD", nargs="+", help="commands given inline")
+    parser.add_argument("--parallel", action="store_true", help="run commands at once (default: one after another)")
+    parser.add_argument("--workers", metavar="N", type=_cli_int, default=DEFAULT_WORKERS,
+                        help=f"commands run at once with --parallel (default: {DEFAULT_WORKERS})")
+    parser.add_argument("--retries", metavar="N", type=_cli_int, default=0,
+                        help="tries again a failed command up to N times (default: 0)")
+    parser.add_argument("--retry-delay", metavar="S", type=_cli_float, default=1.0,
+                        help="seconds between tries (default: 1.0)")
+    parser.add_argument("--timeout", metavar="S", type=_cli_float, default=None,
+                        help="seconds each try may take before its processes are killed (default: none)")
+    parser.add_argument("-l", "--log", metavar="FILE", help="append an audit log to FILE")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the results as JSON to FILE")
+    parser.add_argument("--junitxml", metavar="FILE", help="write a JUnit XML report to FILE")
+    parser.add_argument("--version", action="version", version=f"batchrunner {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``batchrunner`` command with *argv* (default: ``sys.argv[1:]``); return its exit status."""
+    from .api import BatchRunner
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("argument --workers: must be 1 or more")
+    options = dict(
+        mode="parallel" if args.parallel else "sequential",
+        max_retries=args.retries,
+        retry_delay_sec=args.retry_delay,
+        timeout_sec=args.timeout,
+        log_file=args.log,
+        verbose=not args.quiet,
+        workers=args.workers,
+        junitxml=args.junitxml,
+    )
+    try:
+        if args.file is not None:
+            runner = BatchRunner.from_file(args.file, **options)
+        else:
+            runner = BatchRunner(args.commands, **options)
+    except (OSError, ValueError) as exc:
+        return _error(exc)
+    try:
+        try:
+            _, summary = runner.run()
+        except KeyboardInterrupt:
+            _save(runner, args.output)
+            print("[!] Interrupted: running commands were killed", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+        _save(runner, args.output)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return _error(exc)
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _save(runner: BatchRunner, output: str | None) -> None:
+    if output is not None:
+        runner.save_results(output)
+
+
+def _error(exc: BaseException) -> int:
+    message = str(exc) if not isinstance(exc, OSError) or not exc.filename else f"{exc.strerror}: {exc.filename}"
+    print(f"[X] Error: {message}", file=sys.stderr, flush=True)
+    return 1
