@@ -1,0 +1,530 @@
+"""The original BatchRunner's Python API: ``from batchrunner import BatchRunner``.
+
+Every test here calls the API from inside a running pytest test, as test-suite
+orchestration does; the commands are real.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import batchrunner
+import pytest_batchrunner
+from batchrunner import BatchRunner, CommandResult, load_commands_from_file
+from pytest_batchrunner.batchfile import BatchFileError
+
+PY = sys.executable
+ORIGINAL_SUMMARY_KEYS = [
+    "total_commands",
+    "successful",
+    "failed",
+    "success_rate",
+    "total_duration_ms",
+    "avg_command_duration_ms",
+    "min_command_duration_ms",
+    "max_command_duration_ms",
+    "mode",
+    "max_retries",
+]
+NEW_SUMMARY_KEYS = ["workers", "timed_out", "flaky", "reruns", "skipped", "not_run", "interrupted"]
+
+
+def fails_until(attempt: int, marker: Path) -> str:
+    """A command that fails until its *attempt*-th run (counted in *marker*), then succeeds."""
+    return f"echo x >> {marker}; test $(wc -l < {marker}) -ge {attempt}"
+
+
+# -- imports and CommandResult ----------------------------------------------------------------
+
+
+def test_names_are_importable_from_both_packages() -> None:
+    assert batchrunner.BatchRunner is pytest_batchrunner.BatchRunner is BatchRunner
+    assert batchrunner.CommandResult is pytest_batchrunner.CommandResult is CommandResult
+    assert batchrunner.load_commands_from_file is pytest_batchrunner.load_commands_from_file
+    assert batchrunner.__version__ == pytest_batchrunner.__version__
+
+
+def test_command_result_keeps_the_original_constructor_and_to_dict() -> None:
+    result = CommandResult(
+        command="echo test",
+        success=True,
+        exit_code=0,
+        stdout="test\n",
+        stderr="",
+        duration_ms=150.5,
+        timestamp="2026-02-13T00:00:00",
+    )
+    data = result.to_dict()
+    assert list(data)[:7] == ["command", "success", "exit_code", "stdout", "stderr", "duration_ms", "timestamp"]
+    assert data["command"] == "echo test" and data["duration_ms"] == 150.5
+    assert data["attempts"] == 1 and data["timed_out"] is False
+
+
+def test_constructor_keeps_the_arguments_as_attributes() -> None:
+    runner = BatchRunner(["echo a"], verbose=False)
+    assert runner.commands == ["echo a"]
+    assert (runner.mode, runner.max_retries, runner.retry_delay_sec) == ("sequential", 0, 1.0)
+    assert runner.timeout_sec is None and runner.log_file is None and runner.verbose is False
+    assert runner.workers == 10
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def test_sequential_run_returns_results_in_order_and_the_summary(no_leftovers: str) -> None:
+    runner = BatchRunner(["echo one", "echo two >&2; exit 3", "echo three"], verbose=False)
+    results, summary = runner.run()
+
+    assert [r.command for r in results] == ["echo one", "echo two >&2; exit 3", "echo three"]
+    assert [r.success for r in results] == [True, False, True]
+    assert [r.exit_code for r in results] == [0, 3, 0]
+    assert results[0].stdout == "one\n" and results[1].stderr == "two\n"
+    assert all(r.duration_ms > 0 and r.timestamp for r in results)
+    assert list(summary)[: len(ORIGINAL_SUMMARY_KEYS)] == ORIGINAL_SUMMARY_KEYS
+    assert set(NEW_SUMMARY_KEYS) <= set(summary)
+    assert summary["total_commands"] == 3 and summary["successful"] == 2 and summary["failed"] == 1
+    assert summary["success_rate"] == 66.7
+    assert summary["mode"] == "sequential" and summary["max_retries"] == 0
+    assert summary["min_command_duration_ms"] <= summary["avg_command_duration_ms"] <= summary["max_command_duration_ms"]
+    assert runner.results == results and runner.summary == summary
+
+
+def test_parallel_results_follow_the_input_order(no_leftovers: str) -> None:
+    commands = ["sleep 0.4; echo slow", "echo fast", "sleep 0.2; echo middle"]
+    results, summary = BatchRunner(commands, mode="parallel", verbose=False).run()
+    assert [r.stdout for r in results] == ["slow\n", "fast\n", "middle\n"]
+    assert summary["mode"] == "parallel" and summary["workers"] == 3
+
+
+def test_parallel_mode_runs_ten_sleeps_at_once(no_leftovers: str) -> None:
+    runner = BatchRunner(["sleep 0.5"] * 10, mode="parallel", verbose=False)
+    start = time.monotonic()
+    results, summary = runner.run()
+    elapsed = time.monotonic() - start
+    assert summary["successful"] == 10
+    assert elapsed < 1.0, f"ten 'sleep 0.5' in parallel took {elapsed:.2f} s"
+
+
+def test_an_unknown_mode_raises_value_error_at_run_not_before() -> None:
+    runner = BatchRunner(["echo test"], mode="invalid", verbose=False)
+    with pytest.raises(ValueError, match="invalid"):
+        runner.run()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"max_retries": -1}, {"retry_delay_sec": -1}, {"timeout_sec": -5}, {"workers": 0}],
+)
+def test_bad_arguments_raise_value_error(option: dict) -> None:
+    with pytest.raises(ValueError):
+        BatchRunner(["echo a"], verbose=False, **option).run()
+
+
+def test_an_empty_command_list_gives_empty_results_and_a_summary_of_zeros(capfd: pytest.CaptureFixture[str]) -> None:
+    results, summary = BatchRunner([], verbose=False).run()
+    assert results == []
+    assert summary["total_commands"] == 0 and summary["successful"] == 0 and summary["failed"] == 0
+    assert summary["success_rate"] == 0.0 and summary["avg_command_duration_ms"] == 0.0
+    assert capfd.readouterr() == ("", "")
+
+
+def test_commands_run_exactly_as_given(no_leftovers: str) -> None:
+    commands = [
+        "printf 'a\\n'\nprintf 'b\\n'",  # two lines, no backslash: a batch file line could not hold it
+        "# only a comment",
+        "  echo padded  ",
+        "echo '# batch: timeout=0.1'; sleep 0.3 # batch: timeout=0.1",
+        "",
+    ]
+    results, summary = BatchRunner(commands, verbose=False).run()
+    assert [r.command for r in results] == commands
+    assert results[0].stdout == "a\nb\n"
+    assert results[2].stdout == "padded\n"
+    # In a list, "# batch:" is only a shell comment: the command is not timed out.
+    assert results[3].success and not results[3].timed_out
+    assert summary["successful"] == 5
+
+
+def test_commands_run_in_the_callers_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "here.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    results, _ = BatchRunner(["pwd", "cat here.txt"], verbose=False).run()
+    assert results[0].stdout.strip() == str(tmp_path)
+    assert results[1].stdout == "x"
+
+
+# -- retries and timeouts -----------------------------------------------------------------------
+
+
+def test_max_retries_two_means_up_to_three_attempts_retry_delay_apart(tmp_path: Path, no_leftovers: str) -> None:
+    flaky, broken = tmp_path / "flaky", tmp_path / "broken"
+    runner = BatchRunner(
+        [fails_until(3, flaky), fails_until(10, broken), "echo fine"],
+        max_retries=2,
+        retry_delay_sec=0.2,
+        verbose=False,
+    )
+    start = time.monotonic()
+    results, summary = runner.run()
+    elapsed = time.monotonic() - start
+
+    assert [r.success for r in results] == [True, False, True]
+    assert [r.attempts for r in results] == [3, 3, 1]
+    assert results[0].flaky and len(results[0].attempt_log) == 3
+    assert broken.read_text().count("x") == 3
+    assert summary["reruns"] == 4 and summary["flaky"] == 1 and summary["max_retries"] == 2
+    assert elapsed >= 4 * 0.2
+
+
+def test_a_timed_out_command_fails_and_its_stderr_says_so(no_leftovers: str) -> None:
+    start = time.monotonic()
+    results, summary = BatchRunner(["echo before >&2; sleep 30"], timeout_sec=0.5, verbose=False).run()
+    elapsed = time.monotonic() - start
+
+    (result,) = results
+    assert not result.success and result.timed_out
+    assert result.stderr.startswith("before\n")
+    assert "timed out after 0.5 s" in result.stderr
+    assert summary["timed_out"] == 1 and summary["failed"] == 1
+    assert elapsed < 5
+
+
+def test_every_attempt_gets_the_timeout(no_leftovers: str) -> None:
+    results, _ = BatchRunner(["sleep 30"], timeout_sec=0.3, max_retries=1, retry_delay_sec=0, verbose=False).run()
+    (result,) = results
+    assert result.attempts == 2
+    assert [a["timed_out"] for a in result.attempt_log] == [True, True]
+    assert result.stderr.count("timed out") == 1
+
+
+def test_pytest_timeout_in_the_environment_does_not_apply(monkeypatch: pytest.MonkeyPatch, no_leftovers: str) -> None:
+    monkeypatch.setenv("PYTEST_TIMEOUT", "0.1")
+    results, _ = BatchRunner(["sleep 0.3"], verbose=False).run()
+    assert results[0].success
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def test_verbose_prints_progress_and_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    BatchRunner(["echo one", "exit 4", fails_until(2, tmp_path / "m")], max_retries=1, retry_delay_sec=0).run()
+    out = capsys.readouterr().out
+    assert "3 commands" in out
+    assert "OK" in out and "FAIL" in out and "RETRY" in out
+    assert "[3/3]" in out
+    assert "exit code 4" in out
+    assert "Success Rate: 66.7%" in out
+
+
+def test_quiet_prints_nothing_at_all(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftovers: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a core dump would go
+    commands = [
+        "echo out; echo err >&2",
+        "exit 1",
+        "sleep 30",  # timed out
+        "sleep 30 & echo leftover",  # a leftover process: the plugin warns
+        "kill -SEGV $$",
+    ]
+    results, summary = BatchRunner(commands, timeout_sec=0.5, max_retries=1, retry_delay_sec=0, verbose=False).run()
+    BatchRunner([], verbose=False).run()
+    BatchRunner(["echo x"], verbose=False).save_results(tmp_path / "r.json")
+    assert results[3].leftovers
+    assert results[4].signal == "SIGSEGV"
+    assert capfd.readouterr() == ("", "")
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def test_log_file_and_save_results(tmp_path: Path, no_leftovers: str) -> None:
+    log, output = tmp_path / "logs" / "run.log", tmp_path / "results.json"
+    runner = BatchRunner(["echo test", "false"], log_file=log, verbose=False)
+    results, summary = runner.run()
+    runner.save_results(output)
+
+    text = log.read_text()
+    assert "echo test" in text and "false" in text
+    data = json.loads(output.read_text())
+    assert data["summary"]["total_commands"] == 2 and data["summary"]["success_rate"] == 50.0
+    assert [r["command"] for r in data["results"]] == ["echo test", "false"]
+    assert data["results"][0]["stdout"] == "test\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "results.json"]  # no temporary file left
+
+
+def test_a_log_file_that_cannot_be_opened_raises_value_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    runner = BatchRunner(["echo a"], log_file=tmp_path / "file" / "run.log", verbose=False)
+    with pytest.raises(ValueError, match="run.log: cannot open"):
+        runner.run()
+
+
+def test_junitxml(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    BatchRunner(["echo a", "false"], junitxml=junit, verbose=False).run()
+    text = junit.read_text()
+    assert text.count("<testcase") == 2 and "<failure" in text
+
+
+def test_load_commands_from_file_follows_the_batch_rules(tmp_path: Path) -> None:
+    path = tmp_path / "commands.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbfecho test1\r\n"
+        b"echo test2\n"
+        b"# comment line\n"
+        b"\n"
+        b"   \n"
+        b"echo a \\\n"
+        b"  b\n"
+        b"echo test3  # batch: timeout=5\n"
+    )
+    assert load_commands_from_file(path) == [
+        "echo test1",
+        "echo test2",
+        "echo a \\\n  b",
+        "echo test3  # batch: timeout=5",
+    ]
+    assert load_commands_from_file(str(path))[0] == "echo test1"
+
+
+def test_load_commands_from_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="Commands file not found: .*nonexistent.txt"):
+        load_commands_from_file(tmp_path / "nonexistent.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only comments\n\n# batch: timeout=3\n")
+    with pytest.raises(ValueError, match="No commands found in .*empty.txt"):
+        load_commands_from_file(empty)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"echo \xff\n")
+    with pytest.raises(BatchFileError, match="not valid UTF-8"):
+        load_commands_from_file(bad)
+
+
+def test_from_file_takes_any_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = ["commands.txt", "my jobs [1]*?.txt", "it's.cmds", "test_x.py", "conftest.py"]
+    for name in names:
+        Path(name).write_text("echo one\necho two\n")
+    for name in names:
+        results, summary = BatchRunner.from_file(name, verbose=False).run()
+        assert [r.stdout for r in results] == ["one\n", "two\n"], name
+        assert results[0].file == name
+
+
+def test_from_file_applies_the_batch_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftovers: str) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "jobs.txt"
+    path.write_text("pwd  # batch: cwd=sub\nsleep 30  # batch: timeout=0.3\nexit 3  # batch: expect=3\n")
+    monkeypatch.chdir("/")
+    results, summary = BatchRunner.from_file(path, verbose=False).run()
+    assert results[0].stdout.strip() == str(tmp_path / "sub")
+    assert results[1].timed_out and not results[1].success
+    assert results[2].success
+    assert [r.line for r in results] == [1, 2, 3]
+
+
+# -- one engine, isolated from the caller -----------------------------------------------------
+
+
+def test_the_callers_pytest_settings_are_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conftest.py").write_text("open('conftest-was-imported', 'w').close()\nraise SystemExit(9)\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --no-such-option -x\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '--no-such-option'\n")
+    (tmp_path / "tox.ini").write_text("[pytest]\naddopts = --no-such-option\n")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--no-such-option -x")
+    monkeypatch.setenv("PYTEST_PLUGINS", "no_such_plugin_module")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+
+    results, summary = BatchRunner(['echo "$PYTEST_ADDOPTS"', "false", "echo c"], verbose=False).run()
+
+    assert summary["total_commands"] == 3 and summary["failed"] == 1
+    # The commands still see the caller's environment.
+    assert results[0].stdout == "--no-such-option -x\n"
+    assert os.environ["PYTEST_ADDOPTS"] == "--no-such-option -x"
+    assert sorted(os.listdir(tmp_path)) == before  # no conftest import, no .pytest_cache
+
+
+def _process_state() -> dict:
+    return {
+        "environ": dict(os.environ),
+        "sigint": signal.getsignal(signal.SIGINT),
+        "sigterm": signal.getsignal(signal.SIGTERM),
+        "unraisablehook": sys.unraisablehook,
+        "excepthook": threading.excepthook,
+        "warnings": list(warnings.filters),
+        "faulthandler": faulthandler.is_enabled(),
+        "root_handlers": list(logging.getLogger().handlers),
+        "root_level": logging.getLogger().level,
+        "path": list(sys.path),
+        "stdout": sys.stdout,
+        "stderr": sys.stderr,
+        "threads": threading.active_count(),
+    }
+
+
+def test_run_leaves_no_state_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = _process_state()
+    first, _ = BatchRunner(["echo a", "false"], verbose=False).run()
+    second, summary = BatchRunner(["echo b"], mode="parallel", verbose=False).run()
+    assert _process_state() == before
+    assert [r.stdout for r in second] == ["b\n"] and summary["total_commands"] == 1
+    assert os.listdir(tmp_path) == []  # the temporary batch directory is gone
+
+
+def test_run_twice_with_the_same_runner(no_leftovers: str) -> None:
+    runner = BatchRunner(["echo a"], verbose=False)
+    first, _ = runner.run()
+    second, summary = runner.run()
+    assert len(second) == 1 and summary["total_commands"] == 1
+    assert first[0].timestamp != second[0].timestamp
+
+
+def test_the_outer_test_keeps_its_pytest_current_test() -> None:
+    before = os.environ["PYTEST_CURRENT_TEST"]
+    BatchRunner(["echo a"], verbose=False).run()
+    assert os.environ["PYTEST_CURRENT_TEST"] == before
+
+
+def test_ctrl_c_kills_the_commands_and_raises_keyboard_interrupt(tmp_path: Path, no_leftovers: str) -> None:
+    # The command's shell is our child: it sends us the Ctrl+C.
+    runner = BatchRunner(
+        ["echo first", "sleep 60 & kill -INT $PPID; wait", "echo never"], log_file=tmp_path / "run.log", verbose=False
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert [r.status for r in runner.results] == ["passed", "interrupted", "not run"]
+    assert runner.summary["interrupted"] is True
+    runner.save_results(tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text())["summary"]["interrupted"] is True
+    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+
+
+# -- the integration plan's examples, as written ------------------------------------------------
+
+
+def test_forge_quality_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "module.py").write_text("VALUE = 1\n")
+    monkeypatch.chdir(tmp_path)
+    commands = [
+        f"{PY} -m compileall -q src",
+        f"{PY} -c 'import ast, sys; ast.parse(open(\"src/module.py\").read())'",
+        f"{PY} -m pytest --version",
+        f"{PY} -m json.tool --help",
+    ]
+
+    runner = BatchRunner(commands, mode="sequential", verbose=True)
+    results, summary = runner.run()
+
+    if summary["success_rate"] < 100:
+        print(f"[!] Quality gates failed: {summary['failed']} checks")
+        sys.exit(1)
+    assert "Success Rate: 100.0%" in capsys.readouterr().out
+
+    failing = BatchRunner([*commands, f"{PY} -c 'raise SystemExit(1)'"], mode="sequential", verbose=True)
+    results, summary = failing.run()
+    with pytest.raises(SystemExit) as exit_info:
+        if summary["success_rate"] < 100:
+            print(f"[!] Quality gates failed: {summary['failed']} checks")
+            sys.exit(1)
+    assert exit_info.value.code == 1
+    assert "[!] Quality gates failed: 1 checks" in capsys.readouterr().out
+
+
+def test_atlas_parallel_tests_with_retries_and_a_log_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_leftovers: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("test_module1.py").write_text("assert 1 + 1 == 2\n")
+    # Fails on its first run only: the retry makes it pass.
+    Path("test_module2.py").write_text(
+        "import pathlib\np = pathlib.Path('ran-once')\nfirst = not p.exists()\np.touch()\nassert not first\n"
+    )
+    Path("test_integration.py").write_text("import time\ntime.sleep(0.2)\n")
+
+    # In tool build workflow
+    test_commands = [
+        "python test_module1.py",
+        "python test_module2.py",
+        "python test_integration.py",
+    ]
+
+    runner = BatchRunner(
+        test_commands,
+        mode="parallel",
+        max_retries=1,
+        log_file=Path(f"test-{datetime.now():%Y%m%d}.log"),
+    )
+
+    results, summary = runner.run()
+
+    if summary["failed"] == 0:
+        print("[OK] All tests passing - ready for deployment")
+    else:
+        print(f"[X] {summary['failed']} tests failed - fix before deploying")
+
+    out = capsys.readouterr().out
+    assert "[OK] All tests passing - ready for deployment" in out
+    assert [r.attempts for r in results] == [1, 2, 1]
+    (log,) = tmp_path.glob("test-*.log")
+    assert "python test_module2.py" in log.read_text()
+
+
+def test_production_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    production_commands = [f"{PY} -c 'print(\"migrate\")'", "echo deploy", "test -d ."]
+
+    # Production configuration
+    runner = BatchRunner(
+        commands=production_commands,
+        mode="sequential",           # Use sequential for critical steps
+        max_retries=2,               # Retry twice for transient failures
+        retry_delay_sec=2.0,         # 2-second delay between retries
+        timeout_sec=300,             # 5-minute timeout per command
+        log_file=Path(f"batch-{datetime.now():%Y%m%d-%H%M%S}.log"),
+        verbose=False                # Quiet mode for production
+    )
+    results, summary = runner.run()
+
+    assert summary["failed"] == 0 and summary["max_retries"] == 2
+    assert results[0].stdout == "migrate\n"
+    assert capfd.readouterr() == ("", "")
+    (log,) = tmp_path.glob("batch-*.log")
+    assert "echo deploy" in log.read_text()
+
+
+def test_recommended_error_handling_pattern(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = ["echo ok", "exit 2"]
+    try:
+        runner = BatchRunner(commands)
+        results, summary = runner.run()
+
+        if summary["failed"] > 0:
+            # Handle partial failure
+            print(f"Warning: {summary['failed']} commands failed")
+    except KeyboardInterrupt:
+        print("Batch interrupted by user")
+        sys.exit(130)
+    except Exception as e:
+        print(f"Batch runner error: {e}")
+        sys.exit(1)
+    out = capsys.readouterr().out
+    assert "Warning: 1 commands failed" in out
+    assert f"{summary['failed']}/{summary['total_commands']} commands failed" == "1/2 commands failed"
+    assert f"Success rate: {summary['success_rate']:.1f}%" == "Success rate: 50.0%"

@@ -1,0 +1,236 @@
+"""The ``batchrunner`` command, run as a real subprocess: every argument and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_batchrunner import __version__
+
+ENTRY_POINTS = {
+    "python -m batchrunner": [sys.executable, "-m", "batchrunner"],
+    "python -m pytest_batchrunner": [sys.executable, "-m", "pytest_batchrunner"],
+    "batchrunner": [shutil.which("batchrunner") or "batchrunner"],
+}
+
+
+def batchrunner(*args: str, cwd: Path, entry: str = "python -m batchrunner", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ENTRY_POINTS[entry], *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_every_entry_point_runs_and_reports(entry: str, tmp_path: Path, no_leftovers: str) -> None:
+    if entry == "batchrunner" and shutil.which("batchrunner") is None:
+        pytest.skip("the console script is not on PATH")
+    result = batchrunner("-c", "echo one", "false", "echo three", cwd=tmp_path, entry=entry)
+    assert result.returncode == 1, result.stderr
+    assert "[1/3] OK" in result.stdout and "[2/3] FAIL" in result.stdout
+    assert "Success Rate: 66.7%" in result.stdout
+    no_traceback(result)
+
+
+def test_version(tmp_path: Path) -> None:
+    result = batchrunner("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"batchrunner {__version__}"
+
+
+def test_all_passed_exits_0(tmp_path: Path) -> None:
+    result = batchrunner("-c", "echo a", "true", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Success Rate: 100.0%" in result.stdout
+
+
+def test_commands_run_in_the_current_directory(tmp_path: Path) -> None:
+    result = batchrunner("-q", "-o", "out.json", "-c", "pwd", cwd=tmp_path)
+    assert result.returncode == 0
+    assert json.loads((tmp_path / "out.json").read_text())["results"][0]["stdout"].strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "Commands file not found: x.txt"),
+        (b"# nothing but comments\n\n", "No commands found in x.txt"),
+        (b"echo \xff\n", "x.txt:1: not valid UTF-8"),
+        (b"echo a # batch: retries=lots\n", "x.txt:1: bad value for batch setting 'retries'"),
+    ],
+)
+def test_bad_input_exits_1_with_a_one_line_message(tmp_path: Path, content: bytes | None, message: str) -> None:
+    if content is not None:
+        (tmp_path / "x.txt").write_bytes(content)
+    result = batchrunner("-f", "x.txt", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert message in result.stderr
+    no_traceback(result)
+
+
+def test_a_directory_as_file_exits_1(tmp_path: Path) -> None:
+    result = batchrunner("-f", ".", cwd=tmp_path)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    no_traceback(result)
+
+
+def test_a_report_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
+    result = batchrunner("-q", "-c", "echo a", "-l", ".", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "[X] Error: argument --batch-log: --batch-log must be a file name, '.' is a directory"
+    )
+    no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["-f", "x.txt", "-c", "echo a"],
+        ["-c"],
+        ["-c", "echo", "--retries", "-1"],
+        ["-c", "echo", "--retries", "two"],
+        ["-c", "echo", "--timeout", "soon"],
+        ["-c", "echo", "--retry-delay", "-3"],
+        ["-c", "echo", "--workers", "0"],
+        ["-c", "echo", "--no-such-option"],
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    result = batchrunner(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage: batchrunner" in result.stderr
+    no_traceback(result)
+
+
+def test_file_with_batch_settings(tmp_path: Path, no_leftovers: str) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "cmds.txt").write_text(
+        "# setup\n"
+        "echo first\n"
+        "pwd  # batch: cwd=sub\n"
+        "sleep 30  # batch: timeout=0.3\n"
+        "echo a \\\n"
+        "  b\n"
+    )
+    result = batchrunner("-f", "cmds.txt", "-o", "out.json", cwd=tmp_path)
+    assert result.returncode == 1
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert [r["line"] for r in data["results"]] == [2, 3, 4, 5]
+    assert data["results"][1]["stdout"].strip() == str(tmp_path / "sub")
+    assert data["results"][2]["timed_out"] is True
+    assert data["results"][3]["stdout"] == "a b\n"
+    assert "Success Rate: 75.0%" in result.stdout
+
+
+def test_parallel_workers_retries_delay_timeout_log_output_junit(tmp_path: Path, no_leftovers: str) -> None:
+    result = batchrunner(
+        "-c",
+        "echo x >> m; test $(wc -l < m) -ge 2",
+        "sleep 30",
+        "echo ok",
+        "--parallel",
+        "--workers", "2",
+        "--retries", "1",
+        "--retry-delay", "0.2",
+        "--timeout", "0.5",
+        "-l", "logs/run.log",
+        "-o", "out/results.json",
+        "--junitxml", "junit.xml",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    summary, results = data["summary"], data["results"]
+    assert summary["mode"] == "parallel" and summary["workers"] == 2 and summary["max_retries"] == 1
+    assert [r["attempts"] for r in results] == [2, 2, 1]
+    assert [r["success"] for r in results] == [True, False, True]
+    assert results[1]["timed_out"] and "timed out after 0.5 s" in results[1]["stderr"]
+    assert "sleep 30" in (tmp_path / "logs" / "run.log").read_text()
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    assert len(root.findall(".//testcase")) == 3
+    assert "Results saved to: out/results.json" in result.stdout
+
+
+def test_retry_delay_is_waited(tmp_path: Path) -> None:
+    start = time.monotonic()
+    result = batchrunner("-q", "-c", "false", "--retries", "2", "--retry-delay", "0.4", cwd=tmp_path)
+    assert result.returncode == 1
+    assert time.monotonic() - start >= 0.8
+
+
+def test_quiet_prints_nothing(tmp_path: Path) -> None:
+    for commands, status in ((["echo a"], 0), (["echo a", "false"], 1)):
+        result = batchrunner("-q", "-c", *commands, "-o", "r.json", "-l", "r.log", cwd=tmp_path)
+        assert result.returncode == status
+        assert (result.stdout, result.stderr) == ("", "")
+
+
+def test_the_callers_pytest_settings_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text("raise SystemExit(9)\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --no-such-option\n")
+    env = {**os.environ, "PYTEST_ADDOPTS": "--no-such-option"}
+    result = subprocess.run(
+        [sys.executable, "-m", "batchrunner", "-c", "echo a"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conftest.py", "pytest.ini"]
+
+
+@pytest.mark.parametrize(
+    ("sig", "mode"), [(signal.SIGINT, []), (signal.SIGTERM, []), (signal.SIGINT, ["--parallel"])]
+)
+def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
+    tmp_path: Path, sig: signal.Signals, mode: list[str], no_leftovers: str
+) -> None:
+    # Sent to the command's process group, as a terminal's Ctrl+C is; the
+    # commands run in their own sessions, so only batchrunner gets it.
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "batchrunner",
+            "-c", "echo done", "sleep 0.2; touch started; sleep 60 & sleep 60; wait", "sleep 60",
+            "-o", "results.json", "-l", "run.log", "--junitxml", "junit.xml", *mode,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.02)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["summary"]["interrupted"] is True
+    statuses = [r["status"] for r in data["results"]]
+    assert statuses[:2] == ["passed", "interrupted"]
+    # In parallel the third command was started ahead of its turn, and killed as well.
+    assert statuses[2] in (("not run", "interrupted") if mode else ("not run",))
+    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+    assert (tmp_path / "junit.xml").exists()
