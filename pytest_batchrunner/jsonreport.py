@@ -1,0 +1,82 @@
+"""The JSON results file (``--batch-json PATH``), in the original BatchRunner's shape.
+
+Plain Python, no pytest import: the plugin, the Python API and the command line
+can all write it from a :class:`~.results.Recorder` (or from results and a
+summary they computed).
+
+The document is ``{"summary": {...}, "results": [...]}``:
+
+* ``summary`` is :meth:`Recorder.summary() <.results.Recorder.summary>` (the
+  BatchRunner keys first: ``total_commands``, ``successful``, ``failed``,
+  ``success_rate`` in percent, ``total_duration_ms``, ``avg/min/max_command_duration_ms``,
+  ``mode``, ``max_retries``; then ``timed_out``, ``flaky``, ``reruns``, ``skipped``,
+  ``not_run``, ``interrupted``...), plus ``batchrunner_version``, ``started`` and
+  ``finished`` (ISO 8601);
+* ``results`` holds one :class:`~.results.CommandResult` per command, in file
+  and line order: ``command``, ``success``, ``exit_code``, ``stdout``,
+  ``stderr``, ``duration_ms``, ``timestamp`` (ISO 8601), then ``file``, ``line``,
+  ``attempts``, ``timed_out``, ``signal``, ``status``, ``interrupted``,
+  ``attempt_log``... When a run is interrupted, ``summary.interrupted`` is true,
+  a command that was running is ``"status": "interrupted", "interrupted": true``,
+  and one that never started is ``"status": "not run"``.
+
+The file is always complete, valid UTF-8 JSON: it is replaced atomically, and
+text that cannot be encoded (lone surrogates, which the process layer never
+produces) is replaced rather than breaking the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ._version import __version__
+from .reportfiles import write_atomically
+from .results import CommandResult, Recorder
+
+__all__ = ["JsonReport", "json_document", "write_json_report"]
+
+
+def json_document(summary: dict[str, Any], results: Iterable[CommandResult]) -> dict[str, Any]:
+    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``."""
+    return {"summary": dict(summary), "results": [r.to_dict() for r in results]}
+
+
+def encode_json(document: Any) -> bytes:
+    """*document* as UTF-8 JSON bytes, whatever strings it holds."""
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    # "replace" only matters for lone surrogates, which would make strict
+    # encoding fail and leave no report at all.
+    return text.encode("utf-8", "replace") + b"\n"
+
+
+def write_json_report(
+    path: str | os.PathLike[str], summary: dict[str, Any], results: Iterable[CommandResult]
+) -> None:
+    """Write the JSON results file atomically (temporary file, fsync, rename)."""
+    write_atomically(path, encode_json(json_document(summary, results)))
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+
+
+class JsonReport:
+    """Writer for :class:`~.recording.BatchRecording`: writes the file once, at the end of the run."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+
+    def finish(self, recorder: Recorder) -> None:
+        """Write the results of *recorder* (also after an interruption)."""
+        results = recorder.results()
+        summary = recorder.summary(results)
+        summary["batchrunner_version"] = __version__
+        summary["started"] = _iso(recorder.started)
+        summary["finished"] = _iso(recorder.finished)
+        write_json_report(self.path, summary, results)
