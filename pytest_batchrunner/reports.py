@@ -5,16 +5,159 @@ writers that the options ask for. A writer may implement ``on_start(nodeid,
 command)`` and ``on_attempt(record, outcome)`` (called as the run goes, via
 :class:`~pytest_batchrunner.results.Recorder` listeners) and ``finish(recorder)``
 (called once at session finish, also when the run is interrupted).
+
+* ``--junitxml`` (pytest's own): :mod:`.junit` rewrites the batch testcases;
+* ``--batch-json PATH``: :mod:`.jsonreport`;
+* ``--batch-log PATH``: :mod:`.auditlog`;
+* ``--batch-joblog PATH``: :mod:`.joblog`.
+
+Relative paths are taken from the directory pytest was started in. A log that
+cannot be opened stops the run before it starts (a usage error). A report that
+cannot be written at the end does not stop the others: the problem is shown
+at the end of the terminal report and the run's exit status becomes 3
+(internal error), as when pytest's own JUnit file cannot be written, so that
+CI never mistakes a missing report for a good run.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+JSON_HELP = (
+    "Write the results as JSON to PATH, in the original BatchRunner's shape "
+    '({"summary": ..., "results": [...]}); replaced atomically at the end of the run, '
+    "also when it is interrupted."
+)
+LOG_HELP = (
+    "Append an audit log to PATH: one '[YYYY-MM-DD HH:MM:SS] [LEVEL] message' line per event "
+    "(run header, start and end of every attempt, retries, timeouts, killed leftovers, summary)."
+)
+JOBLOG_HELP = (
+    "Write a job log to PATH in GNU parallel's --joblog format (tab-separated Seq, Host, Starttime, "
+    "JobRuntime, Send, Receive, Exitval, Signal, Command), with a row for every attempt."
+)
+
+
+def _report_path(option: str) -> Callable[[str], str]:
+    def convert(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{option} needs a file name")
+        if os.path.isdir(os.path.expanduser(value)):
+            raise argparse.ArgumentTypeError(f"{option} must be a file name, '{value}' is a directory")
+        return value
+
+    return convert
 
 
 def add_options(group, parser: pytest.Parser) -> None:  # type: ignore[no-untyped-def]
     """Add the report options to the ``batchrunner`` option group."""
+    group.addoption("--batch-json", dest="batch_json", metavar="PATH", default=None,
+                    type=_report_path("--batch-json"), help=JSON_HELP)
+    group.addoption("--batch-log", dest="batch_log", metavar="PATH", default=None,
+                    type=_report_path("--batch-log"), help=LOG_HELP)
+    group.addoption("--batch-joblog", dest="batch_joblog", metavar="PATH", default=None,
+                    type=_report_path("--batch-joblog"), help=JOBLOG_HELP)
 
 
 def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-untyped-def]
     """Register the writers the options ask for (controller only)."""
+    files = ReportFiles()
+    base = config.invocation_params.dir
+
+    def resolve(value: str) -> Path:
+        return base / os.path.expanduser(value)
+
+    recorder = recording.recorder
+    if config.getoption("batch_json"):
+        from .jsonreport import JsonReport
+
+        path = resolve(config.getoption("batch_json"))
+        files.add("--batch-json", path, JsonReport(path))
+    for option, dest in (("--batch-log", "batch_log"), ("--batch-joblog", "batch_joblog")):
+        if not config.getoption(dest):
+            continue
+        path = resolve(config.getoption(dest))
+        try:
+            if dest == "batch_log":
+                from .auditlog import AuditLog
+
+                writer: Any = AuditLog(path, recorder, timeout=default_timeout(config))
+            else:
+                from .joblog import JobLog
+
+                writer = JobLog(path, recorder)
+        except OSError as exc:
+            raise pytest.UsageError(f"{option} {path}: cannot open: {exc.strerror or exc}") from None
+        recorder.listeners.append(writer)
+        files.add(option, path, writer)
+    if files.writers:
+        recording.writers.append(files)
+    if getattr(config.option, "xmlpath", None):
+        from .junit import JUnitReport
+
+        config.pluginmanager.register(JUnitReport(config, recording, files.guard), "batchrunner-junit")
+    config.pluginmanager.register(files, "batchrunner-reportfiles")
+
+
+def default_timeout(config: pytest.Config) -> float | None:
+    """The run's per-attempt timeout as pytest-timeout resolves it (option, environment, ini), or None."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return None
+    try:
+        from pytest_timeout import get_env_settings
+
+        return get_env_settings(config).timeout
+    except (ImportError, AttributeError):  # an older or newer pytest-timeout without it
+        return config.getoption("timeout", None)
+
+
+class ReportFiles:
+    """The run's report writers: finishes each one, and makes a failure to write any of them loud.
+
+    Registered as a writer of :class:`~.recording.BatchRecording` and as a pytest plugin.
+    """
+
+    def __init__(self) -> None:
+        self.writers: list[tuple[str, Path, Any]] = []
+        self.problems: list[str] = []
+
+    def add(self, option: str, path: Path, writer: Any) -> None:
+        """Finish *writer*, which writes *path* for *option*, at the end of the run."""
+        self.writers.append((option, path, writer))
+
+    def guard(self, option: str, path: str | os.PathLike[str], action: Callable[[], None]) -> None:
+        """Run *action*; if it fails, record the problem instead of stopping the other reports."""
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - any failure must leave the other reports written
+            self.problems.append(f"{option} {path}: not written: {type(exc).__name__}: {exc}")
+
+    def finish(self, recorder: Any) -> None:
+        """Finish every writer (also after an interruption)."""
+        for option, path, writer in self.writers:
+            self.guard(option, path, lambda: writer.finish(recorder))
+            # The logs keep going when a line cannot be written; say so now.
+            error = getattr(getattr(writer, "file", None), "error", None)
+            if error is not None:
+                self.problems.append(f"{option} {path}: incomplete, a write failed: {error}")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session):  # type: ignore[no-untyped-def]
+        result = yield
+        # After every implementation: the JUnit rewrite runs trylast.
+        if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        return result
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        if not self.problems:
+            return
+        terminalreporter.write_sep("=", "BatchRunner report errors", red=True, bold=True)
+        for problem in self.problems:
+            terminalreporter.write_line(problem, red=True)
