@@ -1,0 +1,581 @@
+"""The report files: JUnit XML (through pytest's ``--junitxml``), JSON results, audit log, job log.
+
+Real batch files and real processes, in-process and under ``-n 2`` (the ``run``
+fixture of tests/conftest.py, which also fails a test that leaves a process
+behind). Every JUnit file is read with a strict XML parser (expat), validated
+against the xunit2 schema pytest's own tests use, and read by a consumer
+library (junitparser); the JSON is decoded as strict UTF-8; and the four
+reports are checked against each other and against the terminal summary.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+junitparser_xunit2 = pytest.importorskip("junitparser.xunit2")
+xmlschema = pytest.importorskip("xmlschema")
+
+SCHEMA = Path(__file__).parent / "schemas" / "junit-10.xsd"
+FAST = ("--timeout", "1", "--batch-kill-grace", "0.2")
+REPORTS = (
+    "--junitxml", "out/junit.xml",
+    "--batch-json", "out/results.json",
+    "--batch-log", "out/audit.log",
+    "--batch-joblog", "out/jobs.tsv",
+)
+LOG_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[(INFO|WARNING|ERROR)\] ([A-Z]+) (.*)\Z")
+JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+# Keys the JSON summary adds to the one the terminal and the audit log show.
+RUN_KEYS = ("batchrunner_version", "started", "finished")
+
+
+def write(pytester: pytest.Pytester, text: str, name: str = "cmds.batch") -> Path:
+    path = pytester.path / name
+    path.write_bytes(text.encode())
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def junit_schema() -> Any:
+    return xmlschema.XMLSchema(str(SCHEMA))
+
+
+@dataclass
+class Reports:
+    """The four report files of a run, parsed."""
+
+    junit: ET.Element
+    junit_path: Path
+    json: dict[str, Any]
+    log: list[str]
+    joblog: list[list[str]]
+
+    def cases(self, classname: str = "cmds.batch") -> dict[str, ET.Element]:
+        """The batch testcases by name (failing if a name occurs twice)."""
+        found = [c for c in self.junit.iter("testcase") if c.get("classname") == classname]
+        names = [c.get("name") for c in found]
+        assert len(names) == len(set(names)), f"a command has more than one testcase: {names}"
+        return {c.get("name"): c for c in found}
+
+    def result(self, command: str) -> dict[str, Any]:
+        (match,) = [r for r in self.json["results"] if r["command"] == command]
+        return match
+
+    def events(self, name: str) -> list[str]:
+        return [m.group(4) for m in map(LOG_LINE.match, self.log) if m and m.group(3) == name]
+
+
+def read_reports(directory: Path, *, xsd: bool = True) -> Reports:
+    """Read and check the files a run wrote to ``directory/out``."""
+    out = directory / "out"
+    junit_path = out / "junit.xml"
+    data = junit_path.read_bytes()
+    root = ET.fromstring(data)  # expat: any ill-formed byte is an error
+    if xsd:
+        junit_schema().validate(str(junit_path))
+    text = (out / "results.json").read_bytes().decode("utf-8")  # strict: invalid UTF-8 is an error
+    document = json.loads(text)
+    log = (out / "audit.log").read_text("utf-8").splitlines()
+    for line in log:
+        assert LOG_LINE.match(line), f"not an audit log line: {line!r}"
+    rows = (out / "jobs.tsv").read_text("utf-8").splitlines()
+    assert rows[0] == JOBLOG_HEADER
+    joblog = [row.split("\t") for row in rows[1:]]
+    assert all(len(row) == 9 for row in joblog), joblog
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "temporary files left behind"
+    return Reports(root, junit_path, document, log, joblog)
+
+
+SUMMARY_LINE = re.compile(
+    r"Total Commands: (?P<total_commands>\d+) \| Successful: (?P<successful>\d+) \| "
+    r"Failed: (?P<failed>\d+)(?: \(of them timed out: (?P<timed_out>\d+)\))? \| "
+    r"Flaky: (?P<flaky>\d+) \| Reruns: (?P<reruns>\d+)"
+)
+
+
+def terminal_summary(text: str) -> dict[str, Any]:
+    """The numbers of the BatchRunner summary in the terminal report."""
+    match = SUMMARY_LINE.search(text)
+    assert match, text
+    numbers = {k: int(v or 0) for k, v in match.groupdict().items()}
+    rate = re.search(r"Success Rate: ([\d.]+)%", text)
+    assert rate, text
+    numbers["success_rate"] = float(rate.group(1))
+    return numbers
+
+
+def log_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def assert_reports_agree(terminal: dict[str, Any], reports: Reports) -> None:
+    """The terminal summary, the JSON, the JUnit file, the audit log and the job log tell the same story."""
+    summary, results = reports.json["summary"], reports.json["results"]
+    for key, value in terminal.items():
+        assert summary[key] == value, (key, summary[key], value)
+    assert len(results) == summary["total_commands"]
+
+    cases = reports.cases()
+    assert len(cases) == summary["total_commands"]
+    failed = [c for c in cases.values() if c.find("failure") is not None]
+    skipped = [c for c in cases.values() if c.find("skipped") is not None]
+    assert len(failed) == summary["failed"]
+    assert len(skipped) == summary["skipped"] + summary["not_run"]
+    assert len(cases) - len(failed) - len(skipped) == summary["successful"]
+    assert len([c for c in cases.values() if c.find("flakyFailure") is not None]) == summary["flaky"]
+    assert not [c for c in cases.values() if c.find("error") is not None]
+    if not summary["interrupted"]:
+        earlier = sum(len(c.findall("flakyFailure")) + len(c.findall("rerunFailure")) for c in cases.values())
+        assert earlier == summary["reruns"]
+
+    (last,) = reports.events("SUMMARY")[-1:]
+    pairs = dict(pair.split("=", 1) for pair in last.split(" "))
+    assert pairs == {k: log_value(v) for k, v in summary.items() if k not in RUN_KEYS}
+    attempts = sum(r["attempts"] for r in results)
+    assert len(reports.events("END")) == attempts
+    assert len(reports.events("START")) >= attempts  # a command interrupted mid-attempt has no END
+    if not summary["interrupted"]:
+        assert len(reports.events("START")) == attempts
+        assert len(reports.events("RETRY")) == summary["reruns"]
+
+    assert len(reports.joblog) == attempts
+    for seq, result in enumerate(results, 1):
+        rows = [row for row in reports.joblog if row[0] == str(seq)]
+        assert len(rows) == result["attempts"], (seq, result["command"])
+        if rows:
+            last_row = max(rows, key=lambda row: float(row[2]))
+            assert last_row[8] == result["command"].replace("\n", "\\n")
+            if result["exit_code"] is not None and not result["timed_out"]:
+                assert last_row[6] == str(result["exit_code"])
+
+
+# -- the whole story: passing, failing, flaky, timed out, hostile output ------------------
+
+MIXED = (
+    "echo hello\n"
+    "printf 'oops\\000\\033[1m\\377]]>&<\\n' >&2; exit 3\n"
+    "test -f flag || { touch flag; echo first try; exit 1; }\n"
+    "sleep 30\n"
+    "printf 'nul:\\000 esc:\\033[31m ff:\\377 cdata:]]> amp:&\\n'\n"
+    "echo '[x]' ':: y' \U0001F600\n"
+)
+PYTHON_TESTS = "def test_ok():\n    pass\n\n\ndef test_bad():\n    assert 0\n"
+
+
+def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, run) -> None:
+    write(pytester, MIXED)
+    pytester.makepyfile(test_py=PYTHON_TESTS)
+    result = run(*REPORTS, "--reruns", "1", *FAST)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 6, "successful": 4, "failed": 2, "timed_out": 1,
+                        "flaky": 1, "reruns": 3, "success_rate": 66.7}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)
+
+    cases = reports.cases()
+    hello = cases["echo hello"]
+    assert [child.tag for child in hello] == ["system-out"]
+    assert hello.find("system-out").text == "hello\n"
+
+    failing = cases["printf 'oops\\000\\033[1m\\377]]>&<\\n' >&2; exit 3"]
+    failure = failing.find("failure")
+    assert (failure.get("type"), failure.get("message")) == ("exit code", "exit code 3")
+    assert "attempt 2 of 2" in failure.text
+    (rerun,) = failing.findall("rerunFailure")
+    assert (rerun.get("type"), rerun.get("message")) == ("exit code", "exit code 3 (attempt 1)")
+    assert "attempt 1 of 2" in rerun.find("stackTrace").text
+    hostile_err = "oops#x00#x1B[1m\ufffd]]>&<\n"
+    assert rerun.find("system-err").text == hostile_err
+    assert failing.find("system-err").text == hostile_err
+    assert failing.find("flakyFailure") is None
+
+    flaky = cases["test -f flag || { touch flag; echo first try; exit 1; }"]
+    assert flaky.find("failure") is None and flaky.find("rerunFailure") is None
+    (first,) = flaky.findall("flakyFailure")
+    assert first.get("message") == "exit code 1 (attempt 1)"
+    assert first.find("system-out").text == "first try\n"
+
+    slow = cases["sleep 30"]
+    timeout = slow.find("failure")
+    assert (timeout.get("type"), timeout.get("message")) == ("timeout", "timed out after 1 s")
+    assert [r.get("message") for r in slow.findall("rerunFailure")] == ["timed out after 1 s (attempt 1)"]
+
+    hostile = cases["printf 'nul:\\000 esc:\\033[31m ff:\\377 cdata:]]> amp:&\\n'"]
+    assert hostile.find("system-out").text == "nul:#x00 esc:#x1B[31m ff:\ufffd cdata:]]> amp:&\n"
+    assert b"\x00" not in reports.junit_path.read_bytes()
+
+    # pytest names this one differently (it escapes the emoji): still a single testcase.
+    assert "echo '[x]' ': : y' \U0001F600" in cases
+
+    # Python tests: as pytest wrote them (with --reruns, test_bad twice), counted as pytest counts.
+    python = [c for c in reports.junit.iter("testcase") if c.get("classname") == "test_py"]
+    assert [c.get("name") for c in python].count("test_ok") == 1
+    assert [c.find("failure") is not None for c in python if c.get("name") == "test_bad"][-1]
+    (suite,) = reports.junit.iter("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("8", "3", "0", "0")
+
+    # A consumer library reads the same.
+    xml = junitparser_xunit2.JUnitXml.fromfile(str(reports.junit_path))
+    (parsed,) = list(xml)
+    assert (parsed.tests, parsed.failures, parsed.errors, parsed.skipped) == (8, 3, 0, 0)
+    by_name = {case.name: case for case in parsed if case.classname == "cmds.batch"}
+    assert by_name["sleep 30"].is_rerun and not by_name["sleep 30"].is_flaky
+    assert by_name["test -f flag || { touch flag; echo first try; exit 1; }"].is_flaky
+    assert by_name["echo hello"].is_passed and by_name["echo hello"].system_out == "hello\n"
+    assert [type(r).__name__ for r in by_name["sleep 30"].result] == ["Failure"]
+    assert by_name["sleep 30"].rerun_failures()[0].message == "timed out after 1 s (attempt 1)"
+
+    # The JSON holds the full story of each command.
+    flaky_result = reports.result("test -f flag || { touch flag; echo first try; exit 1; }")
+    assert (flaky_result["success"], flaky_result["attempts"], flaky_result["flaky"]) == (True, 2, True)
+    timed_out = reports.result("sleep 30")
+    assert (timed_out["success"], timed_out["timed_out"], timed_out["exit_code"]) == (False, True, None)
+
+
+def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    pytester.makepyfile(test_py=PYTHON_TESTS + "\n\nimport pytest\n\n\n@pytest.mark.skip\ndef test_skip():\n    pass\n")
+    common = ("--reruns", "1", "--junitprefix", "ci", "-p", "no:cacheprovider", *FAST)
+    alone = pytester.runpytest_subprocess("test_py.py", "--junitxml", "alone.xml", *common)
+    assert alone.ret == pytest.ExitCode.TESTS_FAILED
+    write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nfalse\n"
+                    "true # batch: skip='not today'\nfalse # batch: xfail=known\n")
+    both = pytester.runpytest_subprocess("--junitxml", "both.xml", *common)
+    assert both.ret == pytest.ExitCode.TESTS_FAILED
+    junit_schema().validate(str(pytester.path / "both.xml"))
+    (before,) = ET.parse(pytester.path / "alone.xml").getroot().iter("testsuite")
+    (after,) = ET.parse(pytester.path / "both.xml").getroot().iter("testsuite")
+
+    def python_cases(suite: ET.Element) -> list[str]:
+        cases = [c for c in suite.iter("testcase") if c.get("classname") == "ci.test_py"]
+        for case in cases:
+            case.attrib.pop("time")
+        return [ET.tostring(c, encoding="unicode") for c in cases]
+
+    assert python_cases(after) == python_cases(before)
+    batch = {c.get("name"): c for c in after.iter("testcase") if c.get("classname") == "ci.cmds.batch"}
+    assert sorted(batch) == ["echo hi", "false", "false (2)", "test -f flag || { touch flag; exit 1; }", "true"]
+    assert batch["true"].find("skipped").attrib == {"type": "pytest.skip", "message": "not today"}
+    assert batch["false (2)"].find("skipped").attrib == {"type": "pytest.xfail", "message": "known"}
+    # Batch: 5 tests, 1 failure, 2 skipped; the Python tests keep pytest's own counts.
+    for name, batch_count in (("tests", 5), ("failures", 1), ("errors", 0), ("skipped", 2)):
+        assert int(after.get(name)) == int(before.get(name)) + batch_count, name
+
+
+def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "echo hi\n\necho oops; false\n")
+    result = pytester.runpytest_subprocess(
+        "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
+        "-o", "junit_suite_name=batches", "-p", "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    root = ET.parse(pytester.path / "j.xml").getroot()
+    (suite,) = root.iter("testsuite")
+    assert suite.get("name") == "batches"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    # xunit1, as pytest's own: the file and the 0-based line.
+    assert (cases["echo hi"].get("file"), cases["echo hi"].get("line")) == ("cmds.batch", "0")
+    assert cases["echo oops; false"].get("line") == "2"
+    # Passing output is left out; failing output is kept.
+    assert cases["echo hi"].find("system-out") is None
+    assert cases["echo oops; false"].find("system-out").text == "oops\n"
+
+
+# -- JSON results ---------------------------------------------------------------------------
+
+ORIGINAL_SUMMARY_KEYS = [
+    "total_commands", "successful", "failed", "success_rate", "total_duration_ms",
+    "avg_command_duration_ms", "min_command_duration_ms", "max_command_duration_ms", "mode", "max_retries",
+]
+ORIGINAL_RESULT_KEYS = ["command", "success", "exit_code", "stdout", "stderr", "duration_ms", "timestamp"]
+
+
+def test_json_results(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "echo hello\nprintf 'bad:\\377\\376 ctl:\\001\\033\\n'; exit 4\nkill -SEGV $$\n"
+                    "exit 2 # batch: expect=2\ntrue # batch: skip\n")
+    # Reports from an earlier run are replaced, not appended to.
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "results.json").write_text("stale")
+    result = run("--batch-json", "out/results.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    data = (pytester.path / "out" / "results.json").read_bytes()
+    document = json.loads(data.decode("utf-8"))
+    assert list(document) == ["summary", "results"]
+    summary = document["summary"]
+    assert list(summary)[: len(ORIGINAL_SUMMARY_KEYS)] == ORIGINAL_SUMMARY_KEYS
+    assert summary["mode"] == ("parallel" if mode == "xdist" else "sequential")
+    assert (summary["total_commands"], summary["successful"], summary["failed"], summary["skipped"]) == (5, 2, 2, 1)
+    assert summary["success_rate"] == 50.0 and summary["interrupted"] is False
+    assert summary["min_command_duration_ms"] <= summary["avg_command_duration_ms"] <= summary["max_command_duration_ms"]
+    assert terminal_summary(result.stdout.str())["success_rate"] == summary["success_rate"]
+
+    results = document["results"]
+    assert [r["line"] for r in results] == [1, 2, 3, 4, 5]
+    for r in results:
+        assert list(r)[: len(ORIGINAL_RESULT_KEYS)] == ORIGINAL_RESULT_KEYS
+        assert r["file"] == "cmds.batch"
+        if r["attempts"]:
+            stamp = datetime.datetime.fromisoformat(r["timestamp"])
+            assert stamp.tzinfo is not None and abs(time.time() - stamp.timestamp()) < 300
+    hello, bad, segv, expected, skipped = results
+    assert (hello["success"], hello["exit_code"], hello["stdout"], hello["stderr"]) == (True, 0, "hello\n", "")
+    assert bad["exit_code"] == 4 and bad["stdout"] == "bad:\ufffd\ufffd ctl:\x01\x1b\n"
+    assert (segv["success"], segv["signal"], segv["exit_code"], segv["status"]) == (False, "SIGSEGV", None, "failed")
+    assert (expected["success"], expected["exit_code"]) == (True, 2)
+    assert (skipped["status"], skipped["attempts"], skipped["timestamp"]) == ("skipped", 0, "")
+
+
+# -- audit log ----------------------------------------------------------------------------------
+
+
+def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "echo hi\nsleep 100 & echo bg\nsleep 30\n"
+                    "test -f flag || { touch flag; exit 1; }\necho 'two \\\n  lines'\n")
+    result = run("--batch-log", "out/audit.log", "--reruns", "1", *FAST)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    again = run("--batch-log", "out/audit.log", "-k", "hi")  # a second, short run
+    assert again.ret == pytest.ExitCode.OK
+    lines = (pytester.path / "out" / "audit.log").read_text("utf-8").splitlines()
+    parsed = [LOG_LINE.match(line) for line in lines]
+    assert all(parsed), [line for line, m in zip(lines, parsed) if not m]
+    for m in parsed:
+        datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    # Appended: two runs, two headers, two summaries, the second run after the first.
+    events = [m.group(3) for m in parsed]
+    assert events.count("BATCHRUNNER") == 2 and events.count("SUMMARY") == 2
+    second = events.index("BATCHRUNNER", 1)
+    assert events[0] == "BATCHRUNNER" and events[second - 1] == "SUMMARY" and events[-1] == "SUMMARY"
+    assert events[second:] == ["BATCHRUNNER", "START", "END", "SUMMARY"]
+    run_lines = parsed[:second]
+
+    header = run_lines[0].group(4)
+    workers = "mode parallel, workers 2" if mode == "xdist" else "mode sequential, workers 1"
+    from pytest_batchrunner import __version__
+
+    assert f"version {__version__}: 5 commands from 1 batch file, {workers}, max retries 1" in header
+    assert "timeout 1 s per attempt" in header
+
+    def lines_of(event: str, level: str | None = None) -> list[str]:
+        return [m.group(4) for m in run_lines if m.group(3) == event and (level is None or m.group(2) == level)]
+
+    assert len(lines_of("START")) == len(lines_of("END")) == 7  # 5 commands, 2 reruns
+    assert "cmds.batch:5 attempt 1: " + r"echo 'two \\n  lines'" in lines_of("START")
+    assert any(t.startswith("cmds.batch:1 attempt 1: exit code 0 in ") and t.endswith("passed: echo hi")
+               for t in lines_of("END", "INFO"))
+    assert any(t.startswith("cmds.batch:3 attempt 2: timed out after 1 s in ") for t in lines_of("END", "ERROR"))
+    assert any(t.startswith("cmds.batch:4 attempt 1: exit code 1 in ") and "failed, will be retried" in t
+               for t in lines_of("END", "WARNING"))
+    assert sorted(lines_of("RETRY")) == [
+        "cmds.batch:3: attempt 1 failed (timed out after 1 s), running attempt 2",
+        "cmds.batch:4: attempt 1 failed (exit code 1), running attempt 2",
+    ]
+    assert len(lines_of("TIMEOUT", "WARNING")) == 2
+    (leftovers,) = lines_of("LEFTOVERS", "WARNING")
+    assert leftovers.startswith("cmds.batch:2 attempt 1: killed processes left behind: ") and "sleep 100" in leftovers
+    # Every attempt's START comes before its END.
+    for where in ("cmds.batch:1", "cmds.batch:3", "cmds.batch:4"):
+        sequence = [m.group(3) for m in run_lines if m.group(3) in ("START", "END") and m.group(4).startswith(where)]
+        assert sequence == ["START", "END"] * (len(sequence) // 2), (where, sequence)
+    (summary,) = lines_of("SUMMARY", "ERROR")
+    assert "total_commands=5 successful=4 failed=1 success_rate=80.0" in summary and "interrupted=false" in summary
+
+
+# -- job log ------------------------------------------------------------------------------------
+
+
+def test_joblog(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nsleep 30\nkill -SEGV $$\n"
+                    "printf 'a\\tb\\n'; echo 'tab\there'\n")
+    before = time.time()
+    result = run("--batch-joblog", "out/jobs.tsv", "--reruns", "1", *FAST)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    lines = (pytester.path / "out" / "jobs.tsv").read_text("utf-8").splitlines()
+    assert lines[0] == JOBLOG_HEADER
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(len(row) == 9 for row in rows), rows
+    by_seq: dict[int, list[list[str]]] = {}
+    for row in sorted(rows, key=lambda row: float(row[2])):
+        by_seq.setdefault(int(row[0]), []).append(row)
+        assert row[1] == ":" and row[4] == "0"
+        assert before - 1 < float(row[2]) < time.time() and float(row[3]) >= 0
+    # A row for every attempt: the failed attempts of retried commands are visible.
+    assert {seq: len(rows) for seq, rows in by_seq.items()} == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1}
+    assert [(r[6], r[7], r[8]) for r in by_seq[1]] == [("0", "0", "echo hi")]
+    assert [(r[6], r[7]) for r in by_seq[2]] == [("1", "0"), ("0", "0")]
+    assert [(r[6], r[7]) for r in by_seq[3]] == [("-1", str(int(signal.SIGTERM)))] * 2  # timed out
+    assert [(r[6], r[7]) for r in by_seq[4]] == [("-1", str(int(signal.SIGSEGV)))] * 2
+    assert by_seq[5][0][8] == "printf 'a\\tb\\n'; echo 'tab\\there'"
+    assert by_seq[1][0][5] == "3" and by_seq[5][0][5] == str(len("a\tb\ntab\there\n"))
+
+
+# -- interrupted runs ---------------------------------------------------------------------------
+
+
+def test_reports_after_ctrl_c(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    write(pytester, "echo one\ntest -f flag || { touch flag; exit 1; }\ntouch started; sleep 300\nsleep 301\n"
+                    "echo after\n")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
+        cwd=pytester.path,
+        env=os.environ.copy(),  # holds the token that finds leftover processes
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pytester.path / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never reached the slow command"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C, to pytest (the xdist controller under -n)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+
+    reports = read_reports(pytester.path)
+    summary = reports.json["summary"]
+    assert summary["interrupted"] is True
+    slow = reports.result("touch started; sleep 300")
+    assert (slow["status"], slow["interrupted"], slow["success"]) == ("interrupted", True, False)
+    statuses = {r["status"] for r in reports.json["results"]}
+    assert statuses <= {"passed", "interrupted", "not run"}, statuses
+    assert summary["failed"] == sum(r["status"] == "interrupted" for r in reports.json["results"])
+
+    cases = reports.cases()
+    assert cases["touch started; sleep 300"].find("failure").get("type") == "interrupted"
+    for r in reports.json["results"]:
+        if r["status"] == "not run":
+            assert cases[r["command"]].find("skipped").get("type") == "batchrunner.notrun"
+
+    assert_reports_agree(terminal_summary(text), reports)
+    assert "the run was stopped" in reports.events("INTERRUPTED")[0]
+    assert "cmds.batch:3: touch started; sleep 300" in reports.events("INTERRUPTED")
+    assert reports.events("SUMMARY")[-1].endswith("interrupted=true")
+
+
+# -- option handling and write failures ---------------------------------------------------------
+
+
+def test_unusable_report_paths(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "echo hi\n")
+    (pytester.path / "afile").write_text("")
+    (pytester.path / "adir").mkdir()
+    # A log that cannot be opened stops the run before it starts.
+    result = pytester.runpytest_subprocess("--batch-log", "afile/audit.log")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--batch-log" in result.stderr.str() and "cannot open" in result.stderr.str()
+    result = pytester.runpytest_subprocess("--batch-json", "adir")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "'adir' is a directory" in result.stderr.str()
+    # A report that cannot be written at the end: the others are written, the run says so and fails.
+    result = pytester.runpytest_subprocess("--batch-json", "afile/results.json", "--batch-joblog", "jobs.tsv")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["*BatchRunner report errors*", "--batch-json */afile/results.json: not written: *"])
+    assert (pytester.path / "jobs.tsv").read_text().splitlines()[1].endswith("\techo hi")
+
+
+# -- the writer on its own: size limit and character safety -------------------------------------
+
+
+def synthetic_record(nodeid: str, line: int, success: bool, output: str, attempt: int = 1) -> dict[str, Any]:
+    """An attempt record as :meth:`CommandItem.attempt_record` makes it."""
+    return {
+        "nodeid": nodeid, "command": nodeid.split("::", 1)[1], "file": "big.batch", "line": line,
+        "attempt": attempt, "success": success, "exit_code": 0 if success else 1, "signal": None,
+        "timed_out": False, "timeout": None, "status": f"exit code {0 if success else 1}",
+        "stdout": output, "stderr": output, "stdout_bytes": len(output), "stderr_bytes": len(output),
+        "started": 1.7e9, "timestamp": "2024-01-01T00:00:00.000+00:00", "duration_ms": 1.0,
+        "leftovers": [], "expected_exit": 0, "worker": "gw0", "pid": 1,
+    }
+
+
+def synthetic_junit(count: int, output: str, failing_output: str) -> bytes:
+    from pytest_batchrunner.junit import rewrite_junit
+    from pytest_batchrunner.results import Recorder
+
+    recorder = Recorder()
+    for line in range(1, count + 1):
+        nodeid = f"big.batch::command number {line}"
+        recorder.expect(nodeid, nodeid.split("::")[1], "big.batch", line)
+        success = line % 100 != 0  # 1 % fail, after a failed first attempt
+        if not success:
+            recorder.attempt(synthetic_record(nodeid, line, False, failing_output), "rerun")
+        text = output if success else failing_output
+        recorder.attempt(synthetic_record(nodeid, line, success, text, 2 - success), "passed" if success else "failed")
+        recorder.outcome(nodeid, "passed" if success else "failed", "" if success else "exit code 1")
+    records = {nodeid: entry.records for nodeid, entry in recorder.entries.items()}
+    return rewrite_junit(None, recorder.results(), records)
+
+
+GITLAB_LIMIT = 30_000_000
+
+
+def test_junit_for_100000_commands_stays_under_gitlabs_limit() -> None:
+    data = synthetic_junit(100_000, "ok\n", "error: it broke\n")
+    assert len(data) < GITLAB_LIMIT / 2
+    root = ET.fromstring(data)
+    (suite,) = root.iter("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("100000", "1000")
+    assert len(root.findall(".//rerunFailure")) == 1000
+
+
+def test_junit_output_is_clipped_to_stay_under_gitlabs_limit() -> None:
+    # 10,000 commands writing 3 kB of escape-heavy output each, 1 % failing with 300 kB.
+    data = synthetic_junit(10_000, "x<&\x00\x1b" * 600, "y\x00]]>" * 75_000)
+    assert len(data) < GITLAB_LIMIT
+    root = ET.fromstring(data)
+    failure_outputs = [c.find("system-out").text for c in root.iter("testcase") if c.find("failure") is not None]
+    assert len(failure_outputs) == 100
+    # The failures keep their head and tail, and say how much was left out.
+    for text in failure_outputs:
+        assert text.startswith("y#x00]]>") and text.endswith("y#x00]]>")
+        assert "characters left out of the JUnit report" in text
+        assert 1000 < len(text) < 4 * 50_000
+
+
+def test_clip_keeps_head_and_tail() -> None:
+    from pytest_batchrunner.junit import PASS_OUTPUT_CHARS, clip
+
+    text = "".join(f"{n}\n" for n in range(1, 40_001))
+    clipped = clip(text, PASS_OUTPUT_CHARS)
+    head, _, rest = clipped.partition("\n[... ")
+    omitted, tail = int(rest.split(" ", 1)[0]), rest.split("...]\n", 1)[1]
+    assert text.startswith(head) and head.startswith("1\n2\n")
+    assert text.endswith(tail) and tail.endswith("39999\n40000\n") and len(tail) > len(head)
+    assert len(head) + omitted + len(tail) == len(text)
+    assert len(clipped) < PASS_OUTPUT_CHARS + 100
+    assert clip("short", PASS_OUTPUT_CHARS) == "short"
+
+
+def test_xml_text_makes_every_character_writable_and_parseable() -> None:
+    from pytest_batchrunner.junit import xml_text
+
+    everything = "".join(map(chr, range(0x110000)))  # lone surrogates included
+    element = ET.Element("system-out")
+    element.text = xml_text(everything)
+    data = ET.tostring(element, encoding="utf-8")
+    parsed = ET.fromstring(data).text
+    assert parsed.startswith("#x00#x01") and "#x1B" in parsed and "#xD800" in parsed and "#xFFFE" in parsed
+    assert "\t\n" in parsed and "\U0010ffff" in parsed and "]]>" in xml_text("]]>")
