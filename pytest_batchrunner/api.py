@@ -230,7 +230,8 @@ class BatchRunner:
             parts.append(f"retries {self.max_retries}, {self.retry_delay_sec:g} s apart")
         if self.timeout_sec:
             parts.append(f"timeout {self.timeout_sec:g} s")
-        return f"BatchRunner {__version__}: {len(self.commands)} commands ({'; '.join(parts)})"
+        count = len(self.commands)
+        return f"BatchRunner {__version__}: {count} command{'' if count == 1 else 's'} ({'; '.join(parts)})"
 
     def _empty_summary(self) -> dict[str, Any]:
         return summarize([], wall_seconds=0.0, mode=self.mode, max_retries=self.max_retries, workers=self._jobs())

@@ -402,9 +402,13 @@ def test_the_outer_test_keeps_its_pytest_current_test() -> None:
 
 
 def test_ctrl_c_kills_the_commands_and_raises_keyboard_interrupt(tmp_path: Path, no_leftovers: str) -> None:
-    # The command's shell is our child: it sends us the Ctrl+C.
+    # The command's shell is our child: it sends us the Ctrl+C, once we wait for it
+    # (sent at once, it can land while subprocess.Popen is still returning, and
+    # the process layer never learns the command's process group).
     runner = BatchRunner(
-        ["echo first", "sleep 60 & kill -INT $PPID; wait", "echo never"], log_file=tmp_path / "run.log", verbose=False
+        ["echo first", "sleep 60 & sleep 0.3; kill -INT $PPID; wait", "echo never"],
+        log_file=tmp_path / "run.log",
+        verbose=False,
     )
     with pytest.raises(KeyboardInterrupt):
         runner.run()
