@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="batchrunner",
-        description="Run a batch of shell commands, sequentially or in parallel, with retries, "
+        description="Run a batch of shell commands, sequentially or in parallel, with retries,\n"
         "timeouts, logs and a summary (on pytest-batchrunner's engine).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

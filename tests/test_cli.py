@@ -167,6 +167,29 @@ def test_parallel_workers_retries_delay_timeout_log_output_junit(tmp_path: Path,
     assert "Results saved to: out/results.json" in result.stdout
 
 
+def test_the_issues_example_command_line(tmp_path: Path, no_leftovers: str) -> None:
+    (tmp_path / "cmds.txt").write_text("echo build\necho x >> m; test $(wc -l < m) -ge 3\n# done\n")
+    entry = "batchrunner" if shutil.which("batchrunner") else "python -m batchrunner"
+    result = batchrunner(
+        "-f", "cmds.txt", "--parallel", "--retries", "2", "-l", "run.log", "-o", "results.json", cwd=tmp_path, entry=entry
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [r["attempts"] for r in data["results"]] == [1, 3]
+    assert data["summary"]["flaky"] == 1 and data["summary"]["mode"] == "parallel"
+    assert "RETRY" in result.stdout and "Success Rate: 100.0%" in result.stdout
+    assert (tmp_path / "run.log").read_text().count("RETRY") == 2
+
+
+def test_long_option_names(tmp_path: Path) -> None:
+    (tmp_path / "cmds.txt").write_text("echo a\n")
+    result = batchrunner("--file", "cmds.txt", "--log", "l.log", "--output", "o.json", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == ""
+    assert (tmp_path / "l.log").exists() and (tmp_path / "o.json").exists()
+    result = batchrunner("--commands", "echo a", "false", "--quiet", cwd=tmp_path)
+    assert result.returncode == 1
+
+
 def test_retry_delay_is_waited(tmp_path: Path) -> None:
     start = time.monotonic()
     result = batchrunner("-q", "-c", "false", "--retries", "2", "--retry-delay", "0.4", cwd=tmp_path)
