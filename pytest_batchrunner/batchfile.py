@@ -150,21 +150,20 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
                 raise BatchFileError(path, i + 1, "contains a NUL byte, which no shell command can hold")
             parts.append(nxt)
             i += 1
-        command = "\n".join(parts).strip()
-        body, settings_text = _split_settings_comment(command)
-        settings = LineSettings()
+        command = "\n".join(parts).strip() if len(parts) > 1 else raw.strip()
+        # Fast path (the common line): no '#', so no settings comment to look for.
+        if "#" in command:
+            body, settings_text = _split_settings_comment(command)
+        else:
+            body, settings_text = command, None
+        settings = defaults
         if settings_text is not None:
-            settings = _parse_settings(settings_text, path, start + 1)
-        display = re.sub(r"[ \t]*\\\n\s*", " ", body).replace("\n", " ").strip()
-        specs.append(
-            CommandSpec(
-                path=path,
-                line=start + 1,
-                command=command,
-                display=display or command,
-                settings=settings.over(defaults),
-            )
-        )
+            settings = _parse_settings(settings_text, path, start + 1).over(defaults)
+        if len(parts) > 1:
+            display = re.sub(r"[ \t]*\\\n\s*", " ", body).replace("\n", " ").strip()
+        else:
+            display = body
+        specs.append(CommandSpec(path, start + 1, command, display or command, settings))
     return specs
 
 

@@ -152,7 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from .timeouts import TimeoutIntegration
 
         config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")
-    if is_controller(config):
+    if is_controller(config) and not config.option.collectonly:
         from .recording import BatchRecording
 
         recording = BatchRecording(config, patterns(config))

@@ -134,7 +134,8 @@ class BatchRecording:
             writer.finish(self.recorder)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
-        if not self.recorder.entries:
+        # Printed only when batch items ran (not for a run that selected none of them).
+        if not any(e.outcome or e.records or e.running for e in self.recorder.entries.values()):
             return
         results = self.recorder.results()
         write_terminal_summary(terminalreporter, self.recorder.summary(results), results)
