@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
-import re
+import shlex
 import sys
 import tempfile
 import time
@@ -388,9 +389,8 @@ def _pytest_arguments(runner: BatchRunner, rootdir: Path) -> list[str]:
 
 
 def _quote_pattern(name: str) -> str:
-    """*name* as a ``batch_patterns`` ini value that matches exactly this name."""
-    escaped = re.sub(r"([*?[])", r"[\1]", name)
-    return "'" + escaped.replace("'", "'\"'\"'") + "'"
+    """*name* as a ``batch_patterns`` ini value (shell-split, then glob-matched) that matches exactly this name."""
+    return shlex.quote(glob.escape(name))
 
 
 class _CommandList(BatchFile):
