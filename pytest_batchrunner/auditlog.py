@@ -8,7 +8,9 @@ starts with the event's name:
   number of commands and batch files, mode, workers, retries, timeout;
 * ``START`` / ``END`` - every attempt of every command, with its place
   (``file:line``), attempt number, command, and at the end its status (exit
-  code, signal or timeout), duration, worker and verdict;
+  code, signal or timeout), duration, start time, worker and verdict (``START``
+  is when pytest starts the item's attempt; with ``--batch-jobs`` the command
+  may have been started ahead, at the time ``END`` gives);
 * ``RETRY``, ``TIMEOUT``, ``LEFTOVERS`` - an attempt that will be retried, that
   timed out (its process group was killed), or that left processes behind
   (they were killed, and are named);
@@ -116,10 +118,12 @@ class AuditLog:
         else:
             level, verdict = ERROR, "failed"
         status = attempt_status(record)
+        started = time.strftime("%H:%M:%S", time.localtime(record["started"]))
+        started += f".{int(record['started'] % 1 * 1000):03d}"
         self.log(
             level,
             f"END {where} attempt {number}: {status} in {record['duration_ms'] / 1000:.3f} s "
-            f"(worker {record['worker']}), {verdict}: {record['command']}",
+            f"(started {started}, worker {record['worker']}), {verdict}: {record['command']}",
         )
         if record["timed_out"]:
             self.log(WARNING, f"TIMEOUT {where} attempt {number}: {status}, its process group was killed")
@@ -148,6 +152,10 @@ class AuditLog:
         pairs = " ".join(f"{key}={_value(value)}" for key, value in summary.items())
         good = summary["failed"] == 0 and not summary["interrupted"]
         self.log(INFO if good else ERROR, f"SUMMARY {pairs}")
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (again is harmless); later lines are dropped."""
         self.file.close()
 
 

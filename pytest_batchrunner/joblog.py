@@ -101,4 +101,8 @@ class JobLog:
 
     def finish(self, recorder: Recorder) -> None:
         """Close the file."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (again is harmless); later lines are dropped."""
         self.file.close()

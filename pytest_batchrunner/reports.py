@@ -147,6 +147,14 @@ class ReportFiles:
             if error is not None:
                 self.problems.append(f"{option} {path}: incomplete, a write failed: {error}")
 
+    def pytest_unconfigure(self) -> None:
+        # Also when finish() never ran (nothing collected, a usage error): the
+        # Python API runs pytest in-process, again and again.
+        for _, _, writer in self.writers:
+            close = getattr(writer, "close", None)
+            if close is not None:
+                close()
+
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session):  # type: ignore[no-untyped-def]
         result = yield

@@ -379,6 +379,7 @@ def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
     assert any(t.startswith("cmds.batch:1 attempt 1: exit code 0 in ") and t.endswith("passed: echo hi")
                for t in lines_of("END", "INFO"))
     assert any(t.startswith("cmds.batch:3 attempt 2: timed out after 1 s in ") for t in lines_of("END", "ERROR"))
+    assert all(re.search(r" s \(started \d\d:\d\d:\d\d\.\d{3}, worker (main|gw\d)\), ", t) for t in lines_of("END"))
     assert any(t.startswith("cmds.batch:4 attempt 1: exit code 1 in ") and "failed, will be retried" in t
                for t in lines_of("END", "WARNING"))
     assert sorted(lines_of("RETRY")) == [
@@ -427,7 +428,8 @@ def test_joblog(pytester: pytest.Pytester, run) -> None:
 # -- interrupted runs ---------------------------------------------------------------------------
 
 
-def test_reports_after_ctrl_c(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
     write(pytester, "echo one\ntest -f flag || { touch flag; exit 1; }\ntouch started; sleep 300\nsleep 301\n"
                     "echo after\n")
     extra = ["-n", "2"] if mode == "xdist" else []
@@ -445,7 +447,8 @@ def test_reports_after_ctrl_c(pytester: pytest.Pytester, mode: str, no_leftovers
             assert time.monotonic() < deadline and proc.poll() is None, "the run never reached the slow command"
             time.sleep(0.05)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)  # Ctrl+C, to pytest (the xdist controller under -n)
+        # Ctrl+C, or a CI runner stopping the job; to pytest only (the xdist controller under -n).
+        proc.send_signal(getattr(signal, how))
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -494,6 +497,17 @@ def test_unusable_report_paths(pytester: pytest.Pytester, no_leftovers: str) -> 
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["*BatchRunner report errors*", "--batch-json */afile/results.json: not written: *"])
     assert (pytester.path / "jobs.tsv").read_text().splitlines()[1].endswith("\techo hi")
+
+
+def test_logs_are_closed_when_nothing_runs(pytester: pytest.Pytester) -> None:
+    # The Python API runs pytest in-process again and again: no file may stay open.
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest("--batch-log", "audit.log", "--batch-joblog", "jobs.tsv", "--batch-json", "r.json")
+    result.assert_outcomes(passed=1)
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert not {str(pytester.path / "audit.log"), str(pytester.path / "jobs.tsv")} & open_files
+    assert (pytester.path / "jobs.tsv").read_text() == JOBLOG_HEADER + "\n"
+    assert not (pytester.path / "r.json").exists()  # no batch commands: nothing to report
 
 
 # -- the writer on its own: size limit and character safety -------------------------------------
