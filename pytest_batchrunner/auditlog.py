@@ -109,7 +109,9 @@ class AuditLog:
         nodeid = record["nodeid"]
         where = self._where(nodeid)
         number = self._attempts.get(nodeid) or record["attempt"]
-        if record["success"]:
+        if record["success"] and outcome == "failed":
+            level, verdict = ERROR, "succeeded, but its test failed (strict xfail)"
+        elif record["success"]:
             level, verdict = INFO, "passed"
         elif outcome == "rerun":
             level, verdict = WARNING, "failed, will be retried"

@@ -306,13 +306,20 @@ class _Builder:
             earlier, final, tag = records[:-1], records[-1:], "flakyFailure"
         elif status == "failed":
             earlier, final, tag = records[:-1], records[-1:], "rerunFailure"
-            if final:
-                last = final[0]
+            last = final[0] if final else None
+            if last is not None and not last["success"]:
                 failure = ET.SubElement(case, "failure", type=_kind(last), message=xml_text(attempt_status(last)))
                 failure.text = _details(result, last, count, count)
-            else:  # failed before the command could start (setup, missing cwd...)
-                failure = ET.SubElement(case, "failure", type="error", message=xml_text(result.message or "failed"))
-                failure.text = xml_text(f"{result.file}:{result.line}: {result.message}\ncommand: {result.command}")
+            else:
+                # Failed around the command: before it could start (setup, a
+                # missing cwd...), or after it succeeded (teardown, strict xfail).
+                message = result.message or "failed"
+                if last is not None:
+                    message = f"the command succeeded ({attempt_status(last)}) but its test failed"
+                    if result.message and result.message != last["status"]:
+                        message += f": {result.message}"
+                failure = ET.SubElement(case, "failure", type="error", message=xml_text(message))
+                failure.text = xml_text(f"{result.file}:{result.line}: {message}\ncommand: {result.command}")
         elif status == "interrupted":
             earlier, final, tag = records, [], "rerunFailure"
             failure = ET.SubElement(

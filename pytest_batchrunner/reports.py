@@ -98,11 +98,13 @@ def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-unty
         files.add(option, path, writer)
     if files.writers:
         recording.writers.append(files)
-    if getattr(config.option, "xmlpath", None):
+    junit = bool(getattr(config.option, "xmlpath", None))  # None with -p no:junitxml
+    if junit:
         from .junit import JUnitReport
 
         config.pluginmanager.register(JUnitReport(config, recording, files.guard), "batchrunner-junit")
-    config.pluginmanager.register(files, "batchrunner-reportfiles")
+    if files.writers or junit:
+        config.pluginmanager.register(files, "batchrunner-reportfiles")
 
 
 def default_timeout(config: pytest.Config) -> float | None:

@@ -297,6 +297,25 @@ def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers
     assert cases["echo oops; false"].find("system-out").text == "oops\n"
 
 
+def test_junit_when_the_command_succeeds_but_its_test_fails(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    pytester.makeconftest(
+        "import pytest\n\n\n@pytest.hookimpl(wrapper=True)\ndef pytest_runtest_teardown(item):\n"
+        "    yield\n    if 'teardown' in item.name:\n        raise RuntimeError('teardown broke')\n"
+    )
+    write(pytester, "echo teardown\ntrue # batch: xfail=known\necho fine\n")
+    result = pytester.runpytest_subprocess(*REPORTS, "-o", "xfail_strict=true", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal_summary(result.stdout.str()), reports)
+    cases = reports.cases()
+    teardown, strict = cases["echo teardown"].find("failure"), cases["true"].find("failure")
+    assert teardown.get("type") == strict.get("type") == "error"
+    assert teardown.get("message") == "the command succeeded (exit code 0) but its test failed: teardown failed"
+    assert strict.get("message").startswith("the command succeeded (exit code 0) but its test failed")
+    (suite,) = reports.junit.iter("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "2", "0")
+
+
 # -- JSON results ---------------------------------------------------------------------------
 
 ORIGINAL_SUMMARY_KEYS = [
