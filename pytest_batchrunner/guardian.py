@@ -5,8 +5,11 @@ xdist worker is killed (``kill -9 $PPID`` in a command, the OOM killer, a
 crashed interpreter), its running command would go on under PID 1. The
 guardian is one small helper process per runner process, started on first use.
 We tell it, through a pipe, which process groups are running; when that pipe
-reaches end-of-file, whatever the way we died, it terminates the groups still
-registered. Registering costs one ``write`` of a few bytes per command.
+reaches end-of-file without our "bye" (we died, whatever the way), it
+terminates the groups still registered and, on Linux, every process carrying
+its token in the environment (``BATCHRUNNER_GUARDIAN``, set for every
+command), which covers a command spawned but not yet registered. Registering
+costs one ``write`` of a few bytes per command.
 
 Plain Python, no pytest import.
 """
@@ -15,11 +18,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import subprocess
 import sys
 import threading
 
-__all__ = ["register", "start", "unregister"]
+__all__ = ["ENV_VAR", "register", "start", "unregister"]
 
 # The helper ignores the signals a terminal or a CI runner sends to a whole
 # process tree: it must outlive us long enough to act, and it exits by itself
@@ -28,9 +32,10 @@ _GUARDIAN_SOURCE = r"""# pytest-batchrunner guardian
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-grace = float(sys.argv[1])
+grace, token = float(sys.argv[1]), sys.argv[2].encode()
 groups = set()
 pending = b""
+clean_exit = False
 while True:
     try:
         data = os.read(0, 65536)
@@ -47,18 +52,51 @@ while True:
             groups.add(int(line[1:]))
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
+        elif line == b"bye":
+            clean_exit = True
+if clean_exit and not groups:
+    sys.exit(0)
+
+def marked():
+    # Every command carries our token in its environment, so this finds a
+    # command spawned but not yet registered, and its descendants, wherever
+    # they moved (new process group, new session).
+    needle = b"\0BATCHRUNNER_GUARDIAN=" + token + b"\0"
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/environ" % entry, "rb") as f:
+                    if needle in b"\0" + f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
 for sig in (signal.SIGTERM, signal.SIGKILL):
     for pgid in groups:
         try:
             os.killpg(pgid, sig)
         except OSError:
             pass
-    if groups and sig == signal.SIGTERM:
+    for pid in marked():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    if sig == signal.SIGTERM:
         time.sleep(grace)
 """
 
+ENV_VAR = "BATCHRUNNER_GUARDIAN"
+"""Set in every command's environment to the guardian's token (see :func:`token`)."""
+
 _lock = threading.Lock()
-_state: dict[str, object] = {"pid": None, "fd": None, "proc": None}
+_state: dict[str, object] = {"pid": None, "fd": None, "proc": None, "token": None}
 GRACE_SECONDS = 0.2
 
 
@@ -70,9 +108,12 @@ def _writer() -> int | None:
     with _lock:
         if _state["fd"] is not None and _state["pid"] == os.getpid():
             return _state["fd"]  # type: ignore[return-value]
+        token = secrets.token_hex(8)
+        env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _GUARDIAN_SOURCE, str(GRACE_SECONDS)],
+                [sys.executable, "-I", "-S", "-c", _GUARDIAN_SOURCE, str(GRACE_SECONDS), token],
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -82,7 +123,7 @@ def _writer() -> int | None:
         except OSError:
             return None  # no guardian: commands are still killed on every normal path
         assert proc.stdin is not None
-        _state.update(pid=os.getpid(), fd=proc.stdin.fileno(), proc=proc)
+        _state.update(pid=os.getpid(), fd=proc.stdin.fileno(), proc=proc, token=token)
         atexit.register(_stop, proc)
         return _state["fd"]  # type: ignore[return-value]
 
@@ -92,6 +133,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if _state["proc"] is not proc or _state["pid"] != os.getpid():
         return
     assert proc.stdin is not None
+    try:
+        os.write(proc.stdin.fileno(), b"bye\n")
+    except OSError:
+        pass
     proc.stdin.close()
     try:
         proc.wait(timeout=GRACE_SECONDS + 1)
@@ -109,13 +154,17 @@ def _send(message: bytes) -> None:
         pass  # the guardian is gone; nothing better to do than go on
 
 
-def start() -> None:
-    """Start this process's guardian now, if it is not running yet.
+def start() -> str | None:
+    """Start this process's guardian now, if it is not running yet; return its token.
 
-    Called before a command is spawned: a command that kills our process at once
-    (``kill -9 $PPID``) must not win the race against the guardian's start.
+    Called before a command is spawned, and the token goes into the command's
+    environment as ``BATCHRUNNER_GUARDIAN``: a command that kills our process at
+    once (``kill -9 $PPID``) is then found by the guardian even if it was not
+    registered yet.
     """
-    _writer()
+    if _writer() is None:
+        return None
+    return _state["token"]  # type: ignore[return-value]
 
 
 def register(pgid: int) -> None:

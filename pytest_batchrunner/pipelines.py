@@ -74,6 +74,7 @@ class SequentialGroups:
 class KeepGroupsTogether:
     """On the xdist controller: hand ``--dist loadgroup`` to the workers."""
 
+    @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:  # type: ignore[no-untyped-def]
         node.workerinput[_WORKER_FLAG] = True
 

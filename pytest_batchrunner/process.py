@@ -27,9 +27,11 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import guardian
 
@@ -171,29 +173,37 @@ def run_command(
     *timeout* bounds the attempt (``None`` or ``0``: no bound). *echo*, if given,
     is called as ``echo(1 or 2, chunk)`` with output as it arrives (live
     streaming). *started*, if given, is called with the process group id right
-    after the spawn (so that a caller running commands in threads can stop them). Any exception raised while waiting (KeyboardInterrupt included)
+    after the spawn (so that a caller running commands in threads can stop
+    them). Any exception raised while waiting (KeyboardInterrupt included)
     terminates the command's process group before it propagates.
     """
-    guardian.start()
+    token = guardian.start()
+    env = dict(os.environ if env is None else env)
+    if token is not None:
+        env[guardian.ENV_VAR] = token
     wall_start = time.time()
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [SHELL, "-c", command],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
-    pgid = proc.pid
-    guardian.register(pgid)
-    if started is not None:
-        started(pgid)
-    run = _Run(proc, capture_bytes, echo)
-    timed_out = False
-    leftovers: list[str] = []
+    # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
+    # SIGINT/SIGTERM handlers until it is tracked, then replay them in the try below.
+    with _DeferredSignals() as deferred:
+        proc = subprocess.Popen(
+            [SHELL, "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        pgid = proc.pid
+        guardian.register(pgid)
+        if started is not None:
+            started(pgid)
+        run = _Run(proc, capture_bytes, echo)
+        timed_out = False
+        leftovers: list[str] = []
     try:
+        deferred.replay()
         deadline = t0 + timeout if timeout else None
         if run.wait_exit(deadline):
             end = time.monotonic()
@@ -231,6 +241,43 @@ def run_command(
         expected_exit=expected_exit,
         pid=pgid,
     )
+
+
+class _DeferredSignals:
+    """Hold Python-level SIGINT/SIGTERM handlers for a moment; :meth:`replay` runs them.
+
+    Only in the main thread (the only one Python delivers signals to); elsewhere
+    a no-op. Handlers that are not Python callables (SIG_DFL, SIG_IGN) are left alone.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.caught: list[int] = []
+
+    def _defer(self, signum: int, frame: Any) -> None:
+        self.caught.append(signum)
+
+    def __enter__(self) -> _DeferredSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    self.previous[sig] = handler
+                    signal.signal(sig, self._defer)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if exc[0] is not None:
+            self.replay()
+
+    def replay(self) -> None:
+        caught, self.caught = self.caught, []
+        for signum in caught:
+            self.previous[signum](signum, None)
 
 
 class _Run:

@@ -67,6 +67,7 @@ class BatchRecording:
             if isinstance(item, CommandItem):
                 self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
 
+    @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .results import CommandResult
@@ -15,6 +16,11 @@ def _seconds(ms: float) -> str:
 
 def _where(r: CommandResult) -> str:
     return f"{r.file}:{r.line}" if r.file else ""
+
+
+def one_line(command: str) -> str:
+    """A command as one line: continuation lines folded, as in item names."""
+    return re.sub(r"[ \t]*\\\n\s*", " ", command).replace("\n", " ")
 
 
 def _last_line(text: str) -> str:
@@ -53,14 +59,14 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     if len(ran) > 1:
         lines.append((f"Slowest commands:", {}))
         for r in ran[:SLOWEST]:
-            lines.append((f"  {_seconds(r.duration_ms):>9}  {_where(r)}  {r.command.splitlines()[0]}", {}))
+            lines.append((f"  {_seconds(r.duration_ms):>9}  {_where(r)}  {one_line(r.command)}", {}))
     bad = [r for r in results if r.status in ("failed", "interrupted")]
     if bad:
         lines.append(("Failed commands:", {"red": True}))
         for r in bad:
             detail = r.message or r.status
             last = _last_line(r.stderr) or _last_line(r.stdout)
-            text = f"  {_where(r)}  {r.command.splitlines()[0]}  [{detail}]"
+            text = f"  {_where(r)}  {one_line(r.command)}  [{detail}]"
             if last:
                 text += f"  {last}"
             lines.append((text, {"red": True}))
