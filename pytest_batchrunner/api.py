@@ -22,6 +22,7 @@ import dataclasses
 import glob
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -187,7 +188,7 @@ class BatchRunner:
             # Also when interrupted: the results say which commands ran and which did not.
             if engine.outcome is not None:
                 recorded, self.summary = engine.outcome
-                self.results = [_with_timeout_note(r) for r in recorded]
+                self.results = [_as_original(r) for r in recorded]
             self.end_time = time.time()
             if self.verbose and self.summary:
                 _print_summary(self.summary, recorded)
@@ -298,11 +299,6 @@ class _Engine:
 
     # -- hooks of the inner run -------------------------------------------------------------
 
-    def pytest_addhooks(self, pluginmanager: pytest.PytestPluginManager) -> None:
-        # xdist is blocked, but the plugin's recording implements one of its hooks,
-        # which pytest rejects as unknown unless it is declared.
-        pluginmanager.add_hookspecs(_XdistHookspecs)
-
     @contextlib.contextmanager
     def _keeping_usage_error(self) -> Iterator[None]:
         try:
@@ -409,28 +405,33 @@ class _CommandList(BatchFile):
             yield CommandItem.from_parent(self, name=name, spec=spec)
 
 
-class _XdistHookspecs:
-    """The xdist hook that :class:`~pytest_batchrunner.recording.BatchRecording` implements."""
-
-    @pytest.hookspec
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        """Never called in-process."""
-
-
 def _list_spec(position: int, command: str) -> CommandSpec:
     display = " ".join(command.split()) or repr(command)
     return CommandSpec(path=LIST_NAME, line=position, command=command, display=display)
 
 
-def _with_timeout_note(result: CommandResult) -> CommandResult:
-    """A timed-out result whose stderr says so: the original's did, the command's own may not."""
-    if not result.timed_out or result.success or not result.attempt_log:
+def _as_original(result: CommandResult) -> CommandResult:
+    """*result* with the original BatchRunner's conventions where they differ from the plugin's.
+
+    The original ran ``subprocess.run``: a timed-out command had ``exit_code=-1``
+    and ``"Command timed out after N seconds"`` in its stderr, and a command
+    killed by a signal had the negative signal number. The plugin's own fields
+    (``timed_out``, ``signal``, ``attempt_log``) keep the details.
+    """
+    if result.success or not result.attempt_log:
         return result
-    note = f"[batchrunner] {result.attempt_log[-1]['status']}"
-    if note in result.stderr:
-        return result
-    stderr = result.stderr if not result.stderr or result.stderr.endswith("\n") else result.stderr + "\n"
-    return dataclasses.replace(result, stderr=stderr + note + "\n")
+    if result.timed_out:
+        last = result.attempt_log[-1]
+        seconds = last.get("timeout")
+        note = f"Command timed out after {seconds:g} seconds" if seconds else last["status"]
+        stderr = result.stderr if not result.stderr or result.stderr.endswith("\n") else result.stderr + "\n"
+        return dataclasses.replace(result, exit_code=-1, stderr=stderr + note + "\n")
+    if result.signal is not None and result.exit_code is None:
+        try:
+            return dataclasses.replace(result, exit_code=-int(signal.Signals[result.signal]))
+        except KeyError:
+            return dataclasses.replace(result, exit_code=-1)
+    return result
 
 
 class _Progress:

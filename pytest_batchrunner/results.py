@@ -191,8 +191,8 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
         outcome = "interrupted" if (entry.running or records) and interrupted else "not run"
     success = outcome in ("passed", "xpassed")
     attempt_log = [
-        {k: r[k] for k in ("attempt", "success", "exit_code", "signal", "timed_out", "status",
-                           "duration_ms", "timestamp", "worker", "leftovers")}
+        {k: r.get(k) for k in ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", "status",
+                               "duration_ms", "timestamp", "worker", "leftovers")}
         for r in records
     ]
     message = entry.message

@@ -532,3 +532,14 @@ def test_recommended_error_handling_pattern(capsys: pytest.CaptureFixture[str]) 
     assert "Warning: 1 commands failed" in out
     assert f"{summary['failed']}/{summary['total_commands']} commands failed" == "1/2 commands failed"
     assert f"Success rate: {summary['success_rate']:.1f}%" == "Success rate: 50.0%"
+
+
+def test_exit_codes_follow_the_original_conventions(no_leftovers: str) -> None:
+    # The original ran subprocess.run: -1 and "Command timed out after N seconds" for a
+    # timeout, the negative signal number for a command killed by a signal.
+    results, _ = BatchRunner(["sleep 30", "kill -SEGV $$", "exit 3"], timeout_sec=0.3, verbose=False).run()
+    timed_out, segfault, failed = results
+    assert timed_out.exit_code == -1 and "Command timed out after 0.3 seconds" in timed_out.stderr
+    assert timed_out.timed_out and not timed_out.success
+    assert segfault.exit_code == -11 and segfault.signal == "SIGSEGV"
+    assert failed.exit_code == 3
