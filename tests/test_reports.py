@@ -449,8 +449,10 @@ def test_joblog(pytester: pytest.Pytester, run) -> None:
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
-    write(pytester, "echo one\ntest -f flag || { touch flag; exit 1; }\ntouch started; sleep 300\nsleep 301\n"
-                    "echo after\n")
+    # Passing, flaky, failing and timed-out commands, then one that is running when the run is stopped
+    # (its own timeout, so that --timeout 1 cannot end it first), then commands that never start.
+    write(pytester, "echo one\ntest -f flag || { touch flag; exit 1; }\necho bad >&2; exit 3\nsleep 30\n"
+                    "touch started; sleep 300 # batch: timeout=120\nsleep 301\necho after\n")
     extra = ["-n", "2"] if mode == "xdist" else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
@@ -479,11 +481,15 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
     reports = read_reports(pytester.path)
     summary = reports.json["summary"]
     assert summary["interrupted"] is True
-    slow = reports.result("touch started; sleep 300")
+    slow = reports.result("touch started; sleep 300 # batch: timeout=120")
     assert (slow["status"], slow["interrupted"], slow["success"]) == ("interrupted", True, False)
     statuses = {r["status"] for r in reports.json["results"]}
-    assert statuses <= {"passed", "interrupted", "not run"}, statuses
-    assert summary["failed"] == sum(r["status"] == "interrupted" for r in reports.json["results"])
+    assert statuses <= {"passed", "failed", "interrupted", "not run"}, statuses
+    assert summary["failed"] == sum(r["status"] in ("failed", "interrupted") for r in reports.json["results"])
+    if mode == "inprocess":  # in file order: all that came before had finished
+        assert [r["status"] for r in reports.json["results"]] == [
+            "passed", "passed", "failed", "failed", "interrupted", "not run", "not run"]
+        assert (summary["flaky"], summary["timed_out"], summary["reruns"]) == (1, 1, 3)
 
     cases = reports.cases()
     assert cases["touch started; sleep 300"].find("failure").get("type") == "interrupted"
@@ -493,7 +499,7 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
 
     assert_reports_agree(terminal_summary(text), reports)
     assert "the run was stopped" in reports.events("INTERRUPTED")[0]
-    assert "cmds.batch:3: touch started; sleep 300" in reports.events("INTERRUPTED")
+    assert "cmds.batch:5: touch started; sleep 300 # batch: timeout=120" in reports.events("INTERRUPTED")
     assert reports.events("SUMMARY")[-1].endswith("interrupted=true")
 
 
