@@ -20,8 +20,9 @@ pytest has written the file (a ``trylast`` ``pytest_sessionfinish``), the
   ``<stackTrace>`` and its output as ``<system-out>`` / ``<system-err>``;
 * the final outcome: nothing for a pass (xpass included); ``<failure>`` for a
   failure, whose ``message`` is its status (``exit code 3``, ``killed by SIGSEGV``,
-  ``timed out after 30 s``); ``<failure type="interrupted">`` for a command that
-  was running when the run was stopped; ``<skipped>`` for a skipped, xfailed or
+  ``timed out after 30 s``); ``<failure type="error">`` when the command did not
+  fail but its test did (setup, teardown, a strict xfail that passed);
+  ``<failure type="interrupted">`` for a command that was running when the run was stopped; ``<skipped>`` for a skipped, xfailed or
   never-run command. So the suite's ``tests`` / ``failures`` / ``skipped`` for the
   batch are the summary's ``total_commands`` / ``failed`` / ``skipped + not_run``;
 * the last attempt's stdout and stderr go in the testcase's ``<system-out>`` and
