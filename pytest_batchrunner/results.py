@@ -31,8 +31,8 @@ class CommandResult:
     stderr: str
     duration_ms: float
     """Time spent running the command, all attempts added (retry delays excluded)."""
-    timestamp: str
-    """ISO 8601 start time of the first attempt."""
+    timestamp: str | None
+    """ISO 8601 start time of the first attempt; ``None`` for a command that never started."""
     file: str | None = None
     line: int | None = None
     attempts: int = 1
@@ -205,7 +205,7 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
         stdout=last["stdout"] if last else "",
         stderr=last["stderr"] if last else "",
         duration_ms=round(sum(r["duration_ms"] for r in records), 3),
-        timestamp=records[0]["timestamp"] if records else "",
+        timestamp=records[0]["timestamp"] if records else None,
         file=entry.file,
         line=entry.line,
         attempts=len(records),

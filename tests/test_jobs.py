@@ -6,15 +6,11 @@ four commands have started, which only a run with four in flight can satisfy.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from test_plugin import FAST, outcomes, write
+from test_plugin import FAST, interrupt_run, outcomes, write
 
 BARRIER = (
     'touch "started.$BATCH_LINE"; n=0; '
@@ -84,21 +80,6 @@ def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run, mode
 def test_interrupt_kills_all_in_flight(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
     write(pytester, "touch started; sleep 321\nsleep 322\nsleep 323\nsleep 324\nsleep 325\n")
     extra = ["-n", "2"] if mode == "xdist" else []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "cmds.batch", "--batch-jobs", "3", "-p", "no:cacheprovider", *extra, *FAST],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while not (pytester.path / "started").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.3)
-    if how == "SIGINT":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        os.kill(proc.pid, signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode(errors="replace")
+    code, text = interrupt_run(pytester, ["--batch-jobs", "3", *extra], how)
+    assert code == pytest.ExitCode.INTERRUPTED, text
+    # no_leftovers checks that every command in flight was killed.

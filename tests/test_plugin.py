@@ -281,12 +281,14 @@ def test_keyword_selection_and_reportinfo(pytester: pytest.Pytester) -> None:
 # -- interruption -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
-def test_interrupt_mid_run(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
-    write(pytester, "echo first\ntouch started; sleep 307\ntouch started2; sleep 308\necho never\n")
-    extra = ["-n", "2"] if mode == "xdist" else []
+def interrupt_run(pytester: pytest.Pytester, args: list[str], how: str) -> tuple[int, str]:
+    """Start pytest, wait until a command has touched ``started``, interrupt it; return (exit code, output).
+
+    SIGINT goes to the whole process group, as a terminal's Ctrl+C does; SIGTERM to
+    pytest alone, as a CI runner sends it first.
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *extra, *FAST],
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *FAST, *args],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -296,13 +298,20 @@ def test_interrupt_mid_run(pytester: pytest.Pytester, mode: str, no_leftovers: s
     while not (pytester.path / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the run never reached the slow command"
         time.sleep(0.05)
-    time.sleep(0.2)
+    time.sleep(0.3)
     if how == "SIGINT":
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does: the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
     else:
-        os.kill(proc.pid, signal.SIGTERM)  # what a CI runner does first
+        os.kill(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
-    text = out.decode(errors="replace")
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    return proc.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_interrupt_mid_run(pytester: pytest.Pytester, mode: str, no_leftovers: str, how: str) -> None:
+    write(pytester, "echo first\ntouch started; sleep 307\ntouch started2; sleep 308\necho never\n")
+    code, text = interrupt_run(pytester, ["-n", "2"] if mode == "xdist" else [], how)
+    assert code == pytest.ExitCode.INTERRUPTED, text
     assert "BatchRunner summary" in text
     assert "Interrupted" in text
+    # no_leftovers checks the sleeps were killed.
