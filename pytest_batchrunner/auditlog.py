@@ -4,7 +4,7 @@ Plain Python, no pytest import. Every line is ``[YYYY-MM-DD HH:MM:SS] [LEVEL] me
 (local time; ``LEVEL`` is ``INFO``, ``WARNING`` or ``ERROR``), and the message
 starts with the event's name:
 
-* ``BATCHRUNNER`` - the header, before the first command starts: version,
+* ``BatchRunner`` - the header (worded as the original BatchRunner's), before the first command starts: version,
   number of commands and batch files, mode, workers, retries, timeout;
 * ``START`` / ``END`` - every attempt of every command, with its place
   (``file:line``), attempt number, command, and at the end its status (exit
@@ -82,7 +82,7 @@ class AuditLog:
         timeout = f"{self.timeout:g} s per attempt" if self.timeout else "none"
         self.log(
             INFO,
-            f"BATCHRUNNER version {__version__}: {len(r.entries)} commands from {len(files)} batch "
+            f"BatchRunner v{__version__} - Starting {len(r.entries)} commands from {len(files)} batch "
             f"file{'s' if len(files) != 1 else ''}, mode {r.mode}, workers {r.workers}, "
             f"max retries {r.max_retries}, timeout {timeout} (a line's timeout= setting overrides it)",
         )

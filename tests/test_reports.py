@@ -37,7 +37,7 @@ REPORTS = (
     "--batch-log", "out/audit.log",
     "--batch-joblog", "out/jobs.tsv",
 )
-LOG_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[(INFO|WARNING|ERROR)\] ([A-Z]+) (.*)\Z")
+LOG_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[(INFO|WARNING|ERROR)\] ([A-Z]+|BatchRunner) (.*)\Z")
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
 # Keys the JSON summary adds to the one the terminal and the audit log show.
 RUN_KEYS = ("batchrunner_version", "started", "finished")
@@ -377,10 +377,10 @@ def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
         datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
     # Appended: two runs, two headers, two summaries, the second run after the first.
     events = [m.group(3) for m in parsed]
-    assert events.count("BATCHRUNNER") == 2 and events.count("SUMMARY") == 2
-    second = events.index("BATCHRUNNER", 1)
-    assert events[0] == "BATCHRUNNER" and events[second - 1] == "SUMMARY" and events[-1] == "SUMMARY"
-    assert events[second:] == ["BATCHRUNNER", "START", "END", "SUMMARY"]
+    assert events.count("BatchRunner") == 2 and events.count("SUMMARY") == 2
+    second = events.index("BatchRunner", 1)
+    assert events[0] == "BatchRunner" and events[second - 1] == "SUMMARY" and events[-1] == "SUMMARY"
+    assert events[second:] == ["BatchRunner", "START", "END", "SUMMARY"]
     run_lines = parsed[:second]
 
     header = run_lines[0].group(4)
