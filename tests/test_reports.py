@@ -387,7 +387,7 @@ def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
     workers = "mode parallel, workers 2" if mode == "xdist" else "mode sequential, workers 1"
     from pytest_batchrunner import __version__
 
-    assert f"version {__version__}: 5 commands from 1 batch file, {workers}, max retries 1" in header
+    assert f"v{__version__} - Starting 5 commands from 1 batch file, {workers}, max retries 1" in header
     assert "timeout 1 s per attempt" in header
 
     def lines_of(event: str, level: str | None = None) -> list[str]:
