@@ -25,75 +25,11 @@ import threading
 
 __all__ = ["ENV_VAR", "register", "start", "unregister"]
 
-# The helper ignores the signals a terminal or a CI runner sends to a whole
-# process tree: it must outlive us long enough to act, and it exits by itself
-# when our end of the pipe closes.
-_GUARDIAN_SOURCE = r"""# pytest-batchrunner guardian
-import os, signal, sys, time
-for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-grace, token = float(sys.argv[1]), sys.argv[2].encode()
-groups = set()
-pending = b""
-clean_exit = False
-while True:
-    try:
-        data = os.read(0, 65536)
-    except InterruptedError:
-        continue
-    except OSError:
-        break
-    if not data:
-        break
-    pending += data
-    *lines, pending = pending.split(b"\n")
-    for line in lines:
-        if line[:1] == b"+":
-            groups.add(int(line[1:]))
-        elif line[:1] == b"-":
-            groups.discard(int(line[1:]))
-        elif line == b"bye":
-            clean_exit = True
-if clean_exit and not groups:
-    sys.exit(0)
-
-def marked():
-    # Every command carries our token in its environment, so this finds a
-    # command spawned but not yet registered, and its descendants, wherever
-    # they moved (new process group, new session).
-    needle = b"\0BATCHRUNNER_GUARDIAN=" + token + b"\0"
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/environ" % entry, "rb") as f:
-                    if needle in b"\0" + f.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-for sig in (signal.SIGTERM, signal.SIGKILL):
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            pass
-    for pid in marked():
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    if sig == signal.SIGTERM:
-        time.sleep(grace)
-"""
+# Run as a script by path: with -I -S it needs nothing from site-packages.
+_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guardian_process.py")
 
 ENV_VAR = "BATCHRUNNER_GUARDIAN"
-"""Set in every command's environment to the guardian's token (see :func:`token`)."""
+"""Set in every command's environment to the guardian's token (see :func:`start`)."""
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"pid": None, "fd": None, "proc": None, "token": None}
@@ -112,7 +48,7 @@ def _writer() -> int | None:
         env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _GUARDIAN_SOURCE, str(GRACE_SECONDS), token],
+                [sys.executable, "-I", "-S", _SCRIPT, str(GRACE_SECONDS), token],
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,

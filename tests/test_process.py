@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -117,3 +119,24 @@ def test_interruption_kills_the_group() -> None:
     with pytest.raises(KeyboardInterrupt):
         run_command("sleep 206 & echo go; sleep 207", echo=interrupt, kill_grace=0.5)
     # no_leftovers checks that both sleeps are gone.
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["touch started; sleep 208", "touch started; kill -9 $PPID; sleep 209"],
+    ids=["runner-killed", "command-kills-runner"],
+)
+def test_guardian_kills_commands_of_a_dead_runner(tmp_path, command: str) -> None:
+    # A runner process dies by SIGKILL (no finally, no atexit) while its command
+    # runs; in the second case before it could even register the command.
+    runner = subprocess.Popen(
+        [sys.executable, "-c", f"from pytest_batchrunner.process import run_command; run_command({command!r})"],
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    runner.kill()
+    runner.wait()
+    # no_leftovers checks the sleep is gone (the guardian's grace is 0.2 s).
