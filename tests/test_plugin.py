@@ -315,3 +315,43 @@ def test_interrupt_mid_run(pytester: pytest.Pytester, mode: str, no_leftovers: s
     assert "BatchRunner summary" in text
     assert "Interrupted" in text
     # no_leftovers checks the sleeps were killed.
+
+
+# -- output volume and hostile text ---------------------------------------------------------
+
+
+def test_huge_output_keeps_memory_flat_and_the_tail(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # 400 MB on stdout, then a last line and a failure. Peak RSS of pytest and its
+    # children (the largest of them) is read from the wrapper's RUSAGE_CHILDREN.
+    write(pytester, "head -c 400000000 /dev/zero | tr '\\0' x; echo; echo last-line; exit 1\n")
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "rc = subprocess.run([sys.executable, '-m', 'pytest', 'cmds.batch', '-p', 'no:cacheprovider',"
+        " '--batch-json', 'out.json']).returncode\n"
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", wrapper], cwd=pytester.path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    peak_mb = int(proc.stdout.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024
+    assert peak_mb < 120, f"peak RSS {peak_mb:.0f} MB"
+    assert "last-line" in proc.stdout
+    assert "of 400000011 bytes" in proc.stdout
+    import json
+
+    (result,) = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert result["stdout"].endswith("x\nlast-line\n") and "bytes dropped by pytest-batchrunner" in result["stdout"]
+    assert len(result["stdout"]) < 2 * 1024 * 1024
+
+
+def test_command_text_runs_as_written_and_environment_stays_out_of_reports(
+    pytester: pytest.Pytester, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_SECRET", "hunter2-do-not-log")
+    write(pytester, "printf '%s|{}|%%d|$BATCH_SECRET|\\n' x > out.txt\ntest -n \"$BATCH_SECRET\"\n")
+    result = run("--batch-json", "r.json", "--batch-log", "r.log", "--batch-joblog", "r.tsv", "--junitxml", "r.xml")
+    result.assert_outcomes(passed=2)
+    # The shell did the expansion, nothing else did: {} and %d were handed over untouched.
+    assert (pytester.path / "out.txt").read_text() == "x|{}|%d|$BATCH_SECRET|\n"
+    for name in ("r.json", "r.log", "r.tsv", "r.xml"):
+        assert "hunter2-do-not-log" not in (pytester.path / name).read_text(errors="replace"), name
