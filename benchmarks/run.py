@@ -1,0 +1,794 @@
+"""Benchmark pytest-batchrunner against xargs, GNU parallel and a plain thread pool.
+
+    python benchmarks/run.py [--rounds N] [--quick] [--only W1,W3] [--rev HEAD]
+                             [--markdown docs/benchmarks.md] [--json OUT]
+
+Every workload file is generated in a temporary directory holding an empty
+``pytest.ini`` (so no project configuration applies). Each variant runs as a
+subprocess; within a round every variant of a workload runs once, in an order
+rotated from round to round, so that machine noise falls on all of them alike.
+For each run we take the wall time (``perf_counter`` around spawn and
+``wait4``), the CPU time (user + system of the whole tree, from ``wait4``) and
+the peak RSS (GNU time's ``%M``: the largest single process of the tree, not a
+sum). The tables report medians, and ratios of medians from the same run.
+
+pytest runs with ``-p no:cacheprovider -q``, with every installed pytest plugin
+that is not ours or a dependency of ours blocked, and without ``PYTEST_*``,
+``PYTHONDONTWRITEBYTECODE`` and ``PYTHONUNBUFFERED`` in its environment.
+``--rev REV`` measures ``pytest_batchrunner/`` as committed at REV (extracted
+with ``git archive`` and put first on ``PYTHONPATH``) rather than the working
+tree the editable install points at.
+
+Benchmarks are not tests: nothing here runs in CI and no threshold fails a
+build. The exit status is 1 only if a variant did not do its work (a failed
+command, a wrong item count), never because a target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+THREADPOOL = HERE / "threadpool_runner.py"
+PY = sys.executable
+SLEEP = 0.25  # seconds, W2
+QUIET_WAIT = 20.0  # seconds to wait for a quiet machine before repeating a noisy run
+RUN_TIMEOUT = 600.0  # seconds; a variant taking longer is killed and reported as an error
+MARK_START = "<!-- benchmark-results:start -->"
+MARK_END = "<!-- benchmark-results:end -->"
+
+# The plugin and the plugins it depends on; any other installed pytest plugin
+# (pytest-benchmark, hypothesis...) is blocked with -p no:NAME, so that the
+# numbers do not depend on what else a machine happens to have installed.
+OWN_DISTRIBUTIONS = {"pytest-batchrunner", "pytest-xdist", "pytest-timeout", "pytest-rerunfailures"}
+
+
+def foreign_plugins() -> list[str]:
+    """Entry-point names of the installed pytest plugins that are not ours or our dependencies."""
+    from importlib.metadata import entry_points
+
+    names = set()
+    for ep in entry_points(group="pytest11"):
+        dist = ep.dist.name if ep.dist is not None else ""
+        if dist.lower().replace("_", "-") not in OWN_DISTRIBUTIONS:
+            names.add(ep.name)
+    return sorted(names)
+
+
+BLOCKED = foreign_plugins()
+# pytest as every pytest variant runs it: the cache plugin writes files.
+PYTEST = [PY, "-m", "pytest", "-p", "no:cacheprovider", *(a for n in BLOCKED for a in ("-p", f"no:{n}")), "-q"]
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running a workload."""
+
+    label: str
+    argv: Callable[[dict[str, int]], list[str]]
+    """The command line, given the workload's sizes; runs in the workload's directory."""
+    expect: Callable[[dict[str, int]], str] | None = None
+    """A regex its stdout must match to count as having done the work (stdout is discarded if None)."""
+    ref: str | None = None
+    """The variant (or ``"ideal"``) its wall time is compared with in the ratio column."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target of the issue: ``variant``'s median ``metric`` at most ``limit`` (times ``ref``'s, if any)."""
+
+    variant: str
+    metric: str  # "wall" (seconds) or "rss" (MB)
+    limit: float
+    ref: str | None = None  # a variant label, "ideal", or None for an absolute limit
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    sizes: dict[str, int]
+    quick_sizes: dict[str, int]
+    files: Callable[[dict[str, int]], dict[str, str]]
+    variants: list[Variant]
+    targets: list[Target]
+    rounds: int
+    """Default number of rounds (expensive workloads get fewer)."""
+    ideal: Callable[[dict[str, int]], float] | None = None
+
+
+def _pytest(*extra: str, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    return lambda s: [*PYTEST, file, *extra]
+
+
+def _xargs(jobs: int, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    # Each line is one argument of ``/bin/sh -c``, as the plugin runs it; -d '\n'
+    # keeps xargs from interpreting quotes and backslashes in the line.
+    return lambda s: ["xargs", "-a", file, "-d", "\n", "-n", "1", "-P", str(jobs), "/bin/sh", "-c"]
+
+
+def _parallel(jobs: int, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    # PARALLEL_SHELL=/bin/sh is set in the environment: started from Python,
+    # GNU parallel would otherwise pick bash.
+    return lambda s: ["parallel", "--will-cite", "-j", str(jobs), "-a", file]
+
+
+def _threads(workers: int, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    return lambda s: [PY, str(THREADPOOL), file, "--workers", str(workers)]
+
+
+def _passed(key: str) -> Callable[[dict[str, int]], str]:
+    return lambda s: rf"\b{s[key]} passed\b"
+
+
+def _ran(key: str) -> Callable[[dict[str, int]], str]:
+    return lambda s: rf"^{s[key]} commands, 0 failed"
+
+
+def _lines(command: str, count: int) -> str:
+    return (command + "\n") * count
+
+
+W1 = Workload(
+    key="W1",
+    title="1,000 lines of `true`: overhead per command",
+    sizes={"lines": 1000},
+    quick_sizes={"lines": 100},
+    files=lambda s: {"w.batch": _lines("true", s["lines"])},
+    variants=[
+        Variant("xargs -P1", _xargs(1)),
+        Variant("xargs -P2", _xargs(2)),
+        Variant("GNU parallel -j1", _parallel(1), ref="xargs -P1"),
+        Variant("GNU parallel -j2", _parallel(2), ref="xargs -P2"),
+        Variant("thread pool, 1 thread", _threads(1), _ran("lines"), ref="xargs -P1"),
+        Variant("thread pool, 10 threads", _threads(10), _ran("lines"), ref="xargs -P2"),
+        Variant("pytest in-process", _pytest(), _passed("lines"), ref="xargs -P1"),
+        Variant("pytest --batch-jobs 2", _pytest("--batch-jobs", "2"), _passed("lines"), ref="xargs -P2"),
+        Variant("pytest -n 2", _pytest("-n", "2"), _passed("lines"), ref="xargs -P2"),
+    ],
+    targets=[
+        Target("pytest in-process", "wall", 1.5, "xargs -P1"),
+        Target("pytest --batch-jobs 2", "wall", 1.5, "xargs -P2"),
+        Target("pytest --batch-jobs 2", "wall", 0.33, "GNU parallel -j2"),
+    ],
+    rounds=5,
+)
+
+W2 = Workload(
+    key="W2",
+    title="40 lines of `sleep 0.25`, 4 at a time: parallel efficiency (ideal 2.5 s)",
+    sizes={"lines": 40},
+    quick_sizes={"lines": 8},
+    files=lambda s: {"w.batch": _lines(f"sleep {SLEEP}", s["lines"])},
+    variants=[
+        Variant("xargs -P4", _xargs(4), ref="ideal"),
+        Variant("GNU parallel -j4", _parallel(4), ref="ideal"),
+        Variant("thread pool, 4 threads", _threads(4), _ran("lines"), ref="ideal"),
+        Variant("pytest --batch-jobs 4", _pytest("--batch-jobs", "4"), _passed("lines"), ref="ideal"),
+        Variant("pytest -n 4", _pytest("-n", "4"), _passed("lines"), ref="ideal"),
+    ],
+    targets=[
+        Target("pytest --batch-jobs 4", "wall", 1.10, "ideal"),
+        Target("pytest -n 4", "wall", 1.25, "ideal"),
+    ],
+    rounds=3,
+    ideal=lambda s: s["lines"] / 4 * SLEEP,
+)
+
+W3 = Workload(
+    key="W3",
+    title="one command printing 200 MB: peak memory",
+    sizes={"bytes": 200_000_000},
+    quick_sizes={"bytes": 20_000_000},
+    files=lambda s: {"w.batch": f"head -c {s['bytes']} /dev/zero | tr '\\0' x\n"},
+    variants=[
+        Variant("xargs -P1 (output discarded)", _xargs(1)),
+        Variant("thread pool, 10 threads", _threads(10), lambda s: r"^1 commands, 0 failed", ref="xargs -P1 (output discarded)"),
+        Variant("pytest in-process", _pytest(), lambda s: r"\b1 passed\b", ref="xargs -P1 (output discarded)"),
+        Variant("pytest -n 2", _pytest("-n", "2"), lambda s: r"\b1 passed\b", ref="xargs -P1 (output discarded)"),
+    ],
+    targets=[Target("pytest in-process", "rss", 80.0)],
+    rounds=5,
+)
+
+W4 = Workload(
+    key="W4",
+    title="a 100,000-line file, `--collect-only`: collection time and memory",
+    sizes={"lines": 100_000},
+    quick_sizes={"lines": 5_000},
+    files=lambda s: {"w.batch": _lines("true", s["lines"]), "one.batch": "true\n"},
+    variants=[
+        Variant("pytest --collect-only, 1 line (startup)", _pytest("--collect-only", file="one.batch"),
+                lambda s: r"\b1 tests? collected\b"),
+        Variant("pytest --collect-only", _pytest("--collect-only"), lambda s: rf"\b{s['lines']} tests collected\b"),
+    ],
+    targets=[
+        Target("pytest --collect-only", "wall", 3.0),
+        Target("pytest --collect-only", "rss", 400.0),
+    ],
+    rounds=3,
+)
+
+W5 = Workload(
+    key="W5",
+    title="5,000 lines of `true` under `-n 2`",
+    sizes={"lines": 5000},
+    quick_sizes={"lines": 500},
+    files=lambda s: {"w.batch": _lines("true", s["lines"])},
+    variants=[
+        Variant("xargs -P2", _xargs(2)),
+        Variant("pytest -n 2", _pytest("-n", "2"), _passed("lines"), ref="xargs -P2"),
+    ],
+    targets=[Target("pytest -n 2", "wall", 2.0, "xargs -P2")],
+    rounds=3,
+)
+
+WORKLOADS = [W1, W2, W3, W4, W5]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    workload: str
+    variant: str
+    round: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    others: float | None = None
+    repeats: int = 0
+    """How many earlier runs of this round were discarded as noisy."""
+    error: str | None = None
+
+
+# Set on some CI and sandbox machines, rare on a user's: without bytecode caching
+# pytest recompiles and re-rewrites its plugins on every start (~1 s here), and
+# unbuffered output turns every progress character into a write(2).
+UNUSUAL_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
+
+
+def clean_env() -> dict[str, str]:
+    """Our environment without settings that would change how pytest or Python run."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "COV_CORE_")) and k not in UNUSUAL_ENV}
+    env["PARALLEL_SHELL"] = "/bin/sh"
+    return env
+
+
+def _gnu_time() -> str | None:
+    """The path of GNU time, if installed (``apt-get install time``)."""
+    path = "/usr/bin/time"
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "GNU" in version.stdout + version.stderr else None
+
+
+GNU_TIME = _gnu_time()
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def busy_seconds() -> float | None:
+    """CPU seconds used by everything on the machine since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+def others_load(seconds: float = 0.5) -> float | None:
+    """Cores used by other processes over the next *seconds* (we sleep meanwhile)."""
+    before = busy_seconds()
+    time.sleep(seconds)
+    after = busy_seconds()
+    return None if before is None or after is None else max(0.0, (after - before) / seconds)
+
+
+def wait_for_quiet(max_cores: float, max_wait: float) -> None:
+    """Wait until other processes use at most *max_cores*, for at most *max_wait* seconds."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        load = others_load()
+        if load is None or load <= max_cores:
+            return
+
+
+def is_noisy(others: float | None, wall: float, max_cores: float) -> bool:
+    """Whether other processes used more than *max_cores* during a run.
+
+    Less than 2 clock ticks of their CPU is ignored: below ``/proc/stat``'s resolution.
+    """
+    return others is not None and others > max_cores and others * wall > 2 / _CLK_TCK
+
+
+@dataclass
+class Measurement:
+    wall: float
+    cpu: float
+    """User + system seconds of the measured process tree."""
+    rss_mb: float
+    others: float | None
+    """Cores used on average by everything else on the machine during the run (noise), if known."""
+    status: int
+    stdout: str
+    stderr: str
+
+
+def measure(argv: list[str], cwd: Path, env: dict[str, str], keep_stdout: bool) -> Measurement:
+    """Run *argv* and measure it; stdout is kept only if *keep_stdout*, stderr's tail always.
+
+    Peak RSS comes from GNU time's ``%M`` when it is installed. Taken from our
+    own ``wait4``, it could not go below this harness's RSS: Linux carries the
+    parent's high-water mark through fork and exec into the child's maxrss.
+    GNU time is small, so its floor is about 1 MB.
+    """
+    out_path, err_path, rss_path = cwd / ".stdout", cwd / ".stderr", cwd / ".maxrss"
+    if GNU_TIME:
+        rss_path.unlink(missing_ok=True)
+        argv = [GNU_TIME, "-o", str(rss_path), "-f", "%M", *argv]
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy_before = busy_seconds()
+        t0 = time.perf_counter()
+        # Its own session, so that a hung run is killed with all its processes.
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out if keep_stdout else subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        timer = threading.Timer(RUN_TIMEOUT, _killpg, (proc.pid,))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _killpg(proc.pid)
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        busy_after = busy_seconds()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: keep Popen from waiting again
+    cpu = usage.ru_utime + usage.ru_stime
+    maxrss_kib = usage.ru_maxrss
+    if GNU_TIME:
+        try:
+            # The last line: GNU time may write "Command exited with non-zero status N" before it.
+            maxrss_kib = int(rss_path.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+    rss_mb = maxrss_kib * 1024 / 1e6  # Linux reports KiB; MB here are 10^6 bytes, as in the targets
+    stdout = out_path.read_text(errors="replace") if keep_stdout else ""
+    stderr = err_path.read_text(errors="replace")[-2000:]
+    others = None
+    if busy_before is not None and busy_after is not None:
+        # /proc/stat counts in clock ticks (10 ms): clamp the rounding below zero.
+        others = max(0.0, (busy_after - busy_before - cpu) / wall)
+    return Measurement(wall, cpu, rss_mb, others, proc.returncode, stdout, stderr)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def check(variant: Variant, sizes: dict[str, int], status: int, stdout: str, stderr: str) -> str | None:
+    """Why this run does not count (it did not do its work), or None."""
+    if status != 0:
+        return f"exit status {status}: {(stderr or stdout)[-500:].strip()}"
+    if variant.expect is not None:
+        pattern = variant.expect(sizes)
+        if not re.search(pattern, stdout, re.MULTILINE):
+            return f"stdout does not match {pattern!r}: {stdout[-500:].strip()}"
+    return None
+
+
+def prepare(root: Path, workload: Workload, sizes: dict[str, int]) -> Path:
+    wdir = root / workload.key
+    wdir.mkdir()
+    (wdir / "pytest.ini").write_text("[pytest]\n")
+    for name, text in workload.files(sizes).items():
+        (wdir / name).write_text(text)
+    return wdir
+
+
+def warm_up(root: Path, env: dict[str, str]) -> None:
+    """Run each tool once, untimed, so that the first timed run does not pay for cold caches."""
+    wdir = root / "warmup"
+    wdir.mkdir()
+    (wdir / "pytest.ini").write_text("[pytest]\n")
+    (wdir / "w.batch").write_text("true\ntrue\n")
+    for argv in ([*PYTEST, "w.batch"], [*PYTEST, "w.batch", "-n", "2"], _xargs(1)({}),
+                 _parallel(1)({}), _threads(2)({})):
+        measure(argv, wdir, env, keep_stdout=False)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    workload: Workload
+    variant: Variant
+    runs: list[Run] = field(default_factory=list)
+
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.error is None]
+
+    def median(self, metric: str) -> float | None:
+        values = [getattr(r, metric) for r in self.ok_runs()]
+        return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "error" if value is None else f"{value:.{digits}f}"
+
+
+def reference_value(rows: dict[tuple[str, str], Row], workload: Workload, sizes: dict[str, int],
+                    ref: str, metric: str) -> float | None:
+    if ref == "ideal":
+        return workload.ideal(sizes) if workload.ideal else None
+    row = rows.get((workload.key, ref))
+    return row.median(metric) if row else None
+
+
+def _ref_name(ref: str, workload: Workload, sizes: dict[str, int]) -> str:
+    if ref == "ideal" and workload.ideal:
+        return f"ideal {workload.ideal(sizes):g} s"
+    return ref
+
+
+def results_table(rows: dict[tuple[str, str], Row], workloads: list[Workload], sizes_of: dict[str, dict[str, int]]) -> list[str]:
+    head = ["Workload", "Variant", "Wall s (median)", "Wall s (min-max)", "CPU s", "Peak RSS MB", "Ratio (wall)",
+            "Others' load"]
+    body = []
+    for w in workloads:
+        sizes = sizes_of[w.key]
+        for v in w.variants:
+            row = rows[(w.key, v.label)]
+            walls = [r.wall for r in row.ok_runs()]
+            spread = f"{min(walls):.2f}-{max(walls):.2f}" if walls else "error"
+            ratio = ""
+            if v.ref:
+                base, mine = reference_value(rows, w, sizes, v.ref, "wall"), row.median("wall")
+                if base and mine is not None:
+                    ratio = f"{mine / base:.2f}x {_ref_name(v.ref, w, sizes)}"
+            others = [r.others for r in row.ok_runs() if r.others is not None]
+            load = f"{statistics.median(others):.2f}" if others else "?"
+            body.append([w.key, v.label, _fmt(row.median("wall")), spread, _fmt(row.median("cpu")),
+                         _fmt(row.median("rss_mb"), 1), ratio, load])
+    return markdown_table(head, body)
+
+
+def evaluate_targets(rows: dict[tuple[str, str], Row], workloads: list[Workload],
+                     sizes_of: dict[str, dict[str, int]]) -> list[tuple[str, str, str, str, str]]:
+    """(workload, what, measured, target, verdict) for every target of the selected workloads."""
+    out = []
+    for w in workloads:
+        sizes = sizes_of[w.key]
+        for t in w.targets:
+            mine = rows[(w.key, t.variant)].median("rss_mb" if t.metric == "rss" else "wall")
+            unit = "MB" if t.metric == "rss" else "s"
+            what = f"{t.variant}: {'peak RSS' if t.metric == 'rss' else 'wall time'}"
+            if t.ref is None:
+                measured = _fmt(mine, 1 if unit == "MB" else 2) + f" {unit}"
+                target = f"<= {t.limit:g} {unit}"
+                value = mine
+            else:
+                base = reference_value(rows, w, sizes, t.ref, "wall")
+                value = mine / base if (mine is not None and base) else None
+                measured = "error" if value is None else f"{value:.2f}x"
+                target = f"<= {t.limit:g}x {_ref_name(t.ref, w, sizes)}"
+            verdict = "error" if value is None else ("PASS" if value <= t.limit else "MISS")
+            out.append((w.key, what, measured, target, verdict))
+    return out
+
+
+def markdown_table(head: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(n) for c, n in zip(cells, widths)) + " |"
+
+    return [line(head), "|" + "|".join("-" * (n + 2) for n in widths) + "|", *(line(r) for r in body)]
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "not found"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def snapshot(rev: str, dest: Path) -> str:
+    """Extract ``pytest_batchrunner/`` at *rev* into *dest*; return the short commit.
+
+    The measured runs then import it from ``PYTHONPATH``, ahead of the editable
+    install: numbers of a committed revision, whatever is being edited meanwhile.
+    """
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"],
+                            capture_output=True, text=True, check=False)
+    if commit.returncode != 0:
+        raise SystemExit(f"--rev {rev}: not a commit of {REPO}: {commit.stderr.strip()}")
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "pytest_batchrunner"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return commit.stdout.strip()
+
+
+def imported_from(env: dict[str, str]) -> str:
+    """Where the measured runs import pytest_batchrunner from."""
+    done = subprocess.run([PY, "-c", "import pytest_batchrunner; print(pytest_batchrunner.__file__)"],
+                          env=env, capture_output=True, text=True, cwd=tempfile.gettempdir(), check=False)
+    return str(Path(done.stdout.strip()).parent) if done.returncode == 0 else f"import failed: {done.stderr[-300:]}"
+
+
+def code_description(rev_commit: str | None) -> str:
+    if rev_commit:
+        return f"git {rev_commit}, committed code only (--rev)"
+    commit = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "pytest_batchrunner"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return f"working tree at git {commit}" + (", with uncommitted changes in pytest_batchrunner/" if dirty else "")
+
+
+def machine_info() -> list[tuple[str, str]]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    return [
+        ("Date", datetime.datetime.now().astimezone().isoformat(timespec="seconds")),
+        ("CPU", f"{cpu}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable)"),
+        ("Memory", mem),
+        ("OS", f"{platform.system()} {platform.release()}; /bin/sh is {os.path.realpath('/bin/sh')}"),
+        ("Python", platform.python_version()),
+        ("pytest", _dist_version("pytest")),
+        ("pytest-xdist", _dist_version("pytest-xdist")),
+        ("pytest-timeout / rerunfailures", f"{_dist_version('pytest-timeout')} / {_dist_version('pytest-rerunfailures')}"),
+        ("GNU parallel", _first_line(["parallel", "--version"])),
+        ("xargs", _first_line(["xargs", "--version"])),
+        ("pytest plugins blocked (unrelated, installed here)", ", ".join(BLOCKED) or "none"),
+        ("Environment removed", ", ".join(["PYTEST_*", *(k for k in UNUSUAL_ENV if k in os.environ)])),
+        ("Peak RSS measured by", "GNU time %M (largest single process of the tree)" if GNU_TIME else
+         "wait4 ru_maxrss (no GNU time: values cannot go below the harness's own RSS)"),
+    ]
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Workloads:\n" + "\n".join(f"  {w.key}: {w.title}" for w in WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds for every workload (default: 5 for W1 and W3, 3 for the others; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="1 round, smaller workloads: a smoke check, not a measurement")
+    parser.add_argument("--only", default=None, metavar="W1,W3", help="run only these workloads")
+    parser.add_argument("--markdown", default=None, metavar="FILE",
+                        help=f"write the results as markdown; if FILE holds {MARK_START} ... {MARK_END}, "
+                             "only that part is replaced")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write every run's numbers as JSON")
+    parser.add_argument("--rev", default=None, metavar="REV",
+                        help="measure pytest_batchrunner/ as committed at REV (e.g. HEAD) instead of the working tree")
+    parser.add_argument("--max-noise", type=float, default=0.3, metavar="CORES",
+                        help="a run during which other processes used more than CORES cores on average is "
+                             "run again (default 0.3)")
+    parser.add_argument("--noise-retries", type=int, default=2, metavar="N",
+                        help="at most N repeats of a noisy run, each after waiting up to "
+                             f"{QUIET_WAIT:g} s for the machine to calm down (default 2; 0: keep every run)")
+    parser.add_argument("--noise-budget", type=float, default=120.0, metavar="SECONDS",
+                        help="stop repeating noisy runs once waiting and repeating have cost this much in total "
+                             "(default 120), so that a busy machine does not make the run endless")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
+    if args.noise_retries < 0:
+        parser.error("--noise-retries must be 0 or more")
+    if args.only:
+        known = {w.key for w in WORKLOADS}
+        wanted = [k.strip().upper() for k in args.only.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in known]
+        if unknown:
+            parser.error(f"--only: unknown workload(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+        args.only = wanted
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the running variant was stopped, nothing written", file=sys.stderr)
+        return 130
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    workloads = [w for w in WORKLOADS if not args.only or w.key in args.only]
+    sizes_of = {w.key: dict(w.quick_sizes if args.quick else w.sizes) for w in workloads}
+    rounds_of = {w.key: args.rounds or (1 if args.quick else w.rounds) for w in workloads}
+    rows = {(w.key, v.label): Row(w, v) for w in workloads for v in w.variants}
+    env = clean_env()
+    info = machine_info()
+    load_before = _loadavg()
+    started = time.perf_counter()
+    # Stopped with SIGTERM, end like Ctrl+C: the running variant's process group is killed.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    with tempfile.TemporaryDirectory(prefix="batchrunner-bench-") as tmp:
+        root = Path(tmp)
+        rev_commit = None
+        if args.rev:
+            code = root / "code"
+            rev_commit = snapshot(args.rev, code)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+        source = imported_from(env)
+        at = next(i for i, (k, _) in enumerate(info) if k == "pytest-xdist") + 1
+        info.insert(at, ("pytest-batchrunner", f"{_dist_version('pytest-batchrunner')}: {code_description(rev_commit)}"))
+        if args.rev and not source.startswith(str(root)):
+            raise SystemExit(f"--rev: the runs would import pytest_batchrunner from {source}, not from the snapshot")
+        dirs = {w.key: prepare(root, w, sizes_of[w.key]) for w in workloads}
+        if not args.no_warmup:
+            print("warming up ...", file=sys.stderr, flush=True)
+            warm_up(root, env)
+        budget = args.noise_budget
+        for rnd in range(max(rounds_of.values())):
+            for w in workloads:
+                if rnd >= rounds_of[w.key]:
+                    continue
+                # Rotate the order each round: no variant always runs first, or right after another workload.
+                shift = rnd % len(w.variants)
+                for v in w.variants[shift:] + w.variants[:shift]:
+                    sizes = sizes_of[w.key]
+                    for repeat in range(args.noise_retries + 1):
+                        if repeat:
+                            t = time.perf_counter()
+                            wait_for_quiet(args.max_noise, min(QUIET_WAIT, budget))
+                            budget -= time.perf_counter() - t
+                        m = measure(v.argv(sizes), dirs[w.key], env, v.expect is not None)
+                        if repeat:
+                            budget -= m.wall
+                        error = check(v, sizes, m.status, m.stdout, m.stderr)
+                        again = (is_noisy(m.others, m.wall, args.max_noise) and not error
+                                 and repeat < args.noise_retries and budget > 0)
+                        others = "?" if m.others is None else f"{m.others:.2f}"
+                        print(f"round {rnd + 1}/{rounds_of[w.key]}  {w.key}  {v.label:<40} {m.wall:7.2f} s  "
+                              f"{m.cpu:6.2f} CPU s  {m.rss_mb:7.1f} MB  others {others} cores"
+                              + (f"  ERROR {error}" if error else "") + ("  (noisy: again)" if again else ""),
+                              file=sys.stderr, flush=True)
+                        if not again:
+                            break
+                    rows[(w.key, v.label)].runs.append(
+                        Run(w.key, v.label, rnd + 1, m.wall, m.cpu, m.rss_mb, m.others, repeat, error))
+
+    elapsed = time.perf_counter() - started
+    info.append(("Load average before / after", f"{load_before} / {_loadavg()}"))
+    info.append(("Harness run time", f"{elapsed:.0f} s"))
+    report = render(args, command, info, rows, workloads, sizes_of, rounds_of)
+    print("\n".join(report))
+    if args.markdown:
+        write_markdown(Path(args.markdown), report)
+        print(f"\nwrote {args.markdown}", file=sys.stderr)
+    if args.json:
+        data = {"command": command, "machine": dict(info), "sizes": sizes_of,
+                "runs": [r.__dict__ for row in rows.values() for r in row.runs]}
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+    errors = [r for row in rows.values() for r in row.runs if r.error]
+    return 1 if errors else 0
+
+
+def render(args: argparse.Namespace, command: str, info: list[tuple[str, str]], rows: dict[tuple[str, str], Row],
+           workloads: list[Workload], sizes_of: dict[str, dict[str, int]], rounds_of: dict[str, int]) -> list[str]:
+    out = [f"Command: `{command}`", ""]
+    out += markdown_table(["Machine", ""], [list(kv) for kv in info])
+    out += ["", "Workloads (rounds): " + "; ".join(
+        f"{w.key} ({rounds_of[w.key]}): " + ", ".join(f"{k}={v:,}" for k, v in sizes_of[w.key].items())
+        for w in workloads), ""]
+    out += results_table(rows, workloads, sizes_of)
+    targets = evaluate_targets(rows, workloads, sizes_of)
+    if targets:
+        out += ["", *markdown_table(["Workload", "Target of", "Measured", "Target", "Result"], [list(t) for t in targets])]
+    notes = []
+    if args.quick:
+        notes.append("`--quick`: one round of smaller workloads. A smoke check: the verdicts do not apply to these sizes.")
+    w2 = rows.get(("W2", "pytest --batch-jobs 4"))
+    if w2 and w2.median("wall") is not None:
+        sequential = sizes_of["W2"]["lines"] * SLEEP
+        if w2.median("wall") > 0.8 * sequential:
+            notes.append(f"`--batch-jobs 4` took {w2.median('wall'):.2f} s on W2, about the {sequential:g} s of running "
+                         "the lines one after another: in this build `--batch-jobs` runs commands sequentially.")
+    runs = [r for row in rows.values() for r in row.runs]
+    repeated = sum(r.repeats for r in runs)
+    noisy = [r for r in runs if is_noisy(r.others, r.wall, args.max_noise) and not r.error]
+    notes.append(f"Others' load: cores used on average by other processes during a variant's runs (median). "
+                 f"{repeated} runs were repeated because others used more than {args.max_noise:g} cores during "
+                 f"them; {len(noisy)} of the {len(runs)} runs kept were still above that.")
+    errors = [r for r in runs if r.error]
+    for r in errors:
+        notes.append(f"ERROR {r.workload} {r.variant} round {r.round}: {r.error}")
+    if notes:
+        out += ["", *(f"- {n}" for n in notes)]
+    return out
+
+
+def write_markdown(path: Path, report: list[str]) -> None:
+    block = "\n".join([MARK_START, *report, MARK_END])
+    if path.exists():
+        text = path.read_text()
+        if MARK_START in text and MARK_END in text:
+            before, rest = text.split(MARK_START, 1)
+            after = rest.split(MARK_END, 1)[1]
+            path.write_text(before + block + after)
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\n" + block + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
