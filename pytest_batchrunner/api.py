@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import glob
 import os
 import shlex
@@ -277,10 +278,15 @@ class _Engine:
         args = _pytest_arguments(self.runner, rootdir)
         current_test = os.environ.get("PYTEST_CURRENT_TEST")
         self.hidden = {name: os.environ.pop(name) for name in CALLER_SETTINGS if name in os.environ}
+        frozen = gc.get_freeze_count()
         try:
             status = pytest.main(args, plugins=[self])
         finally:
             self._restore_environment()
+            # A large run freezes its collected objects out of the garbage
+            # collector's reach (see plugin.pytest_collection); give them back.
+            if frozen == 0 and gc.get_freeze_count():
+                gc.unfreeze()
             # The inner run sets and removes it; an outer pytest test expects its own value.
             if current_test is not None:
                 os.environ["PYTEST_CURRENT_TEST"] = current_test

@@ -44,9 +44,15 @@ class JobRunner:
         self.config = config
         self.jobs = jobs
         self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="batchrunner-job")
-        self.pending: dict[CommandItem, Future[Attempt]] = {}
-        self.live: set[int] = set()
         self.lock = threading.Lock()
+        self.pending: dict[CommandItem, Future[Attempt]] = {}
+        """Started ahead, not yet taken by their item."""
+        self.claimed: set[pytest.Item] = set()
+        """Items whose first attempt has started (ahead or in their own protocol)."""
+        self.running = 0
+        """Commands started ahead and not yet finished: at most ``jobs``."""
+        self.upcoming: list[pytest.Item] = []
+        self.live: set[int] = set()
         self.index: dict[int, int] = {}
         self.stopping = False
         self.worksteal = getattr(config.option, "dist", "no") == "worksteal"
@@ -66,23 +72,52 @@ class JobRunner:
         session = item.session
         if session.shouldstop or session.shouldfail:
             return
-        for upcoming in self._upcoming(item, nextitem):
-            if len(self.pending) >= self.jobs:
-                break
-            if upcoming in self.pending or not self._may_start(upcoming):
-                continue
-            self.pending[upcoming] = self.pool.submit(self._run, upcoming)
+        upcoming = self._upcoming(item, nextitem)
+        with self.lock:
+            self.upcoming = upcoming
+        self._fill()
 
     # -- the work -----------------------------------------------------------------------------
 
     def take(self, item: CommandItem) -> Future[Attempt] | None:
-        """The command started ahead for *item*'s first attempt, if any (called by the item)."""
-        return self.pending.pop(item, None)
+        """The command started ahead for *item*'s first attempt, if any (called by the item).
+
+        Without one, the item is claimed, so that it is not started ahead while it
+        runs its command itself.
+        """
+        with self.lock:
+            self.claimed.add(item)
+            return self.pending.pop(item, None)
+
+    def _fill(self) -> None:
+        """Start upcoming commands until ``jobs`` are running (from the main thread or a finishing job)."""
+        with self.lock:
+            if self.stopping:
+                return
+            for item in self.upcoming:
+                if self.running >= self.jobs:
+                    break
+                if item in self.claimed or not self._may_start(item):
+                    continue
+                self.claimed.add(item)
+                self.running += 1
+                self.pending[item] = self.pool.submit(self._run, item)  # type: ignore[index]
 
     def _run(self, item: CommandItem) -> Attempt:
-        attempt = item.run_attempt(1, resolve_timeout(item), started=self._started)
-        self.finished(attempt.pid)
-        return attempt
+        success = False
+        try:
+            attempt = item.run_attempt(1, resolve_timeout(item), started=self._started)
+            success = attempt.success
+            self.finished(attempt.pid)
+            return attempt
+        finally:
+            with self.lock:
+                self.running -= 1
+            # Refill as soon as a command ends, while pytest still reports the
+            # items before it: its bookkeeping overlaps the next command. Only
+            # after a success, so that -x / --maxfail never see an extra start.
+            if success:
+                self._fill()
 
     def _started(self, pgid: int) -> None:
         with self.lock:
@@ -135,7 +170,9 @@ class JobRunner:
             _killpg(pgid, signal.SIGTERM)
         grace = self.config.stash[_engine_key()].kill_grace
         deadline = time.monotonic() + grace
-        for future in list(self.pending.values()):
+        with self.lock:
+            pending = list(self.pending.values())
+        for future in pending:
             try:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
             except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway

@@ -83,3 +83,31 @@ def test_interrupt_kills_all_in_flight(pytester: pytest.Pytester, mode: str, no_
     code, text = interrupt_run(pytester, ["--batch-jobs", "3", *extra], how)
     assert code == pytest.ExitCode.INTERRUPTED, text
     # no_leftovers checks that every command in flight was killed.
+
+
+LOCKED = 'mkdir lock 2>/dev/null || exit 9; sleep 0.05; rmdir lock'
+
+
+@pytest.mark.parametrize("jobs", ["0", "1"])
+def test_default_runs_one_command_at_a_time(pytester: pytest.Pytester, run, jobs: str) -> None:
+    # --batch-jobs 1 (the default) starts the next command as soon as the previous one
+    # passed, while pytest still reports it: commands never overlap.
+    write(pytester, "\n".join([LOCKED] * 12) + "\n")
+    run("--batch-jobs", jobs).assert_outcomes(passed=12)
+
+
+def test_exitfirst_starts_nothing_after_a_failure(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "true\nfalse\ntouch must-not-run\ntouch must-not-run-either\n")
+    result = run("-x", "-p", "no:randomly")
+    assert result.parseoutcomes()["failed"] == 1
+    assert not (pytester.path / "must-not-run").exists()
+    assert not (pytester.path / "must-not-run-either").exists()
+
+
+@pytest.mark.parametrize("args", [(), ("--batch-jobs", "3"), ("-n", "2"), ("-n", "2", "--batch-jobs", "3")])
+def test_every_command_runs_exactly_once(pytester: pytest.Pytester, no_leftovers: str, args) -> None:
+    lines = [f"echo {i} >> ran.log; sleep 0.0{i % 3}" for i in range(40)]
+    write(pytester, "\n".join(lines) + "\n")
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=40)
+    assert sorted(int(x) for x in (pytester.path / "ran.log").read_text().split()) == list(range(40))
