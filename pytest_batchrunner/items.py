@@ -141,12 +141,19 @@ class CommandItem(pytest.Item):
         return self.config.stash[ENGINE_KEY]
 
     def environment(self, attempt: int) -> dict[str, str]:
-        """The command's environment: ours, plus BATCH_* variables and the line's ``env=``."""
-        env = dict(os.environ)
+        """The command's environment: pytest's, plus BATCH_* variables and the line's ``env=``.
+
+        pytest's environment is a snapshot taken in the main thread (see
+        :class:`~pytest_batchrunner.plugin.EnvironmentSnapshot`): commands may
+        start in other threads while pytest changes ``os.environ``.
+        """
+        from .plugin import ENVIRONMENT_KEY
+
+        env = self.config.stash[ENVIRONMENT_KEY].copy()
         env["BATCH_FILE"] = str(self.path)
         env["BATCH_LINE"] = str(self.spec.line)
         env["BATCH_ATTEMPT"] = str(attempt)
-        env["BATCH_WORKER"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        env["BATCH_WORKER"] = env.get("PYTEST_XDIST_WORKER", "main")
         env.update(self.spec.settings.env)
         return env
 

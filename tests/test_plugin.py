@@ -355,3 +355,12 @@ def test_command_text_runs_as_written_and_environment_stays_out_of_reports(
     assert (pytester.path / "out.txt").read_text() == "x|{}|%d|$BATCH_SECRET|\n"
     for name in ("r.json", "r.log", "r.tsv", "r.xml"):
         assert "hunter2-do-not-log" not in (pytester.path / name).read_text(errors="replace"), name
+
+
+def test_environment_changes_by_python_tests_reach_later_commands(pytester: pytest.Pytester) -> None:
+    # Commands get a snapshot of pytest's environment (threads must not read os.environ
+    # while pytest changes it), refreshed after every Python test.
+    pytester.makepyfile(test_a_env="import os\ndef test_set():\n    os.environ['FROM_PYTHON'] = 'yes'\n")
+    write(pytester, 'test "$FROM_PYTHON" = yes && test -z "$PYTEST_CURRENT_TEST"\n', "z.batch")
+    result = pytester.runpytest_subprocess("test_a_env.py", "z.batch", "-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
