@@ -12,7 +12,11 @@ item, and capture stays bounded.
 
 Not started ahead: items with a ``skip``/``skipif``/``xfail(run=False)``
 marker, steps of a ``sequential`` group (they must wait for the step before),
-and anything once the session is stopping (``-x``, ``--maxfail``). When the run
+anything after a Python test that has not finished (it may prepare what the
+command needs), and anything once the session is stopping (``-x``,
+``--maxfail``). With the default ``--batch-jobs 1``, the next command starts
+when the previous one has passed, while pytest still reports it: commands
+never overlap, pytest's bookkeeping does. When the run
 loop ends for any reason (end, ``-x``, Ctrl+C), commands still in flight are
 terminated: SIGTERM to their groups, the kill grace, then SIGKILL.
 
@@ -96,6 +100,10 @@ class JobRunner:
                 return
             for item in self.upcoming:
                 if self.running >= self.jobs:
+                    break
+                if not isinstance(item, CommandItem):
+                    # A Python test is a barrier: commands after it may depend
+                    # on what it does, so none starts before it has finished.
                     break
                 if item in self.claimed or not self._may_start(item):
                     continue
