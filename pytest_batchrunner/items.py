@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from .environment import ENVIRONMENT_KEY
 from .pipelines import group_key
 from .process import Attempt, run_command
 
@@ -144,11 +145,9 @@ class CommandItem(pytest.Item):
         """The command's environment: pytest's, plus BATCH_* variables and the line's ``env=``.
 
         pytest's environment is a snapshot taken in the main thread (see
-        :class:`~pytest_batchrunner.plugin.EnvironmentSnapshot`): commands may
-        start in other threads while pytest changes ``os.environ``.
+        :mod:`~pytest_batchrunner.environment`): commands may start in other
+        threads while pytest changes ``os.environ``.
         """
-        from .plugin import ENVIRONMENT_KEY
-
         env = self.config.stash[ENVIRONMENT_KEY].copy()
         env["BATCH_FILE"] = str(self.path)
         env["BATCH_LINE"] = str(self.spec.line)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import gc
-import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -57,7 +56,6 @@ class EngineSettings:
 ENGINE_KEY = pytest.StashKey[EngineSettings]()
 RECORDING_KEY = pytest.StashKey[Any]()
 JOBS_KEY = pytest.StashKey[Any]()
-ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
 
@@ -146,8 +144,9 @@ def pytest_configure(config: pytest.Config) -> None:
         kill_grace=_setting(config, "batch_kill_grace", _non_negative_float, DEFAULT_KILL_GRACE),
         echo=stdout_echo if capture_off else None,
     )
-    config.stash[ENVIRONMENT_KEY] = _environment()
-    config.pluginmanager.register(EnvironmentSnapshot(), "batchrunner-environment")
+    from .environment import EnvironmentSnapshot
+
+    config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     jobs = _setting(config, "batch_jobs", _non_negative_int, 1)
     if jobs >= 1:
         from .jobs import JobRunner
@@ -202,30 +201,6 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
             gc.collect()
             gc.freeze()
             session.config.stash[_FROZEN_KEY] = True
-
-
-def _environment() -> dict[str, str]:
-    # PYTEST_CURRENT_TEST is pytest's own per-phase marker, not part of the environment we hand on.
-    env = dict(os.environ)
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return env
-
-
-class EnvironmentSnapshot:
-    """Keep the environment commands get: taken at configure, and again after any other kind of item.
-
-    Commands may start in ``--batch-jobs`` threads while pytest sets and removes
-    ``PYTEST_CURRENT_TEST`` in the main thread, so they never read ``os.environ``
-    themselves. A Python test that changes ``os.environ`` is seen by the commands
-    after it, as if they read it.
-    """
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        from .items import CommandItem
-
-        if not isinstance(item, CommandItem):
-            item.config.stash[ENVIRONMENT_KEY] = _environment()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

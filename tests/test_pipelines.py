@@ -9,6 +9,17 @@ import pytest
 from test_plugin import FAST, outcomes, write
 
 
+@pytest.fixture
+def run(pytester: pytest.Pytester, mode: str, no_leftovers: str):
+    """As tests/conftest.py's ``run``, but under ``-n 4`` in the xdist mode (the pipelines issue's setting)."""
+
+    def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
+        extra = ["-n", "4"] if mode == "xdist" else []
+        return pytester.runpytest_subprocess(*args, *extra, "-p", "no:cacheprovider", timeout=timeout)
+
+    return _run
+
+
 def test_retries_and_retry_delay(pytester: pytest.Pytester, run) -> None:
     write(
         pytester,

@@ -1,0 +1,41 @@
+"""The environment commands get: pytest's, as a snapshot taken in the main thread."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def snapshot() -> dict[str, str]:
+    """``os.environ`` as commands get it.
+
+    ``PYTEST_CURRENT_TEST`` is pytest's own per-phase marker, not part of the
+    environment we hand on.
+    """
+    env = dict(os.environ)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+class EnvironmentSnapshot:
+    """Keep the snapshot: taken at configure, and again after any other kind of item.
+
+    Commands may start in ``--batch-jobs`` threads while pytest sets and removes
+    ``PYTEST_CURRENT_TEST`` in the main thread, so they never read ``os.environ``
+    themselves (a dict that changes size while being copied raises). A Python
+    test that changes ``os.environ`` is seen by the commands after it, as if
+    they read it.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        config.stash[ENVIRONMENT_KEY] = snapshot()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        from .items import CommandItem
+
+        if not isinstance(item, CommandItem):
+            item.config.stash[ENVIRONMENT_KEY] = snapshot()
