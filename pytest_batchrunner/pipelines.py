@@ -4,12 +4,11 @@ Lines marked ``sequential`` (``# batch: group=deploy sequential``; without
 ``group=`` the group is the file) are the steps of a pipeline:
 
 * **one worker, file order.** Each step carries pytest-xdist's ``xdist_group``
-  marker. Under ``-n`` with the default ``--dist load`` the run switches to
-  ``--dist loadgroup`` when the batch files hold a sequential group, so the group
-  goes to one worker, which runs its items in collection (file) order. An
-  explicit ``--dist`` is respected (``loadgroup`` and ``loadfile`` keep groups
-  together; ``load`` and ``worksteal`` get a warning). Steps are never started
-  ahead by ``--batch-jobs``.
+  marker, and under ``-n`` (``--dist load``, the default, or ``loadgroup``) the
+  controller schedules each group as one unit of work, which one worker runs in
+  collection (file) order (:func:`configure_distribution`). ``--dist loadfile``
+  keeps whole files together anyway; an explicit ``--dist load`` or
+  ``worksteal`` gets a warning. Steps are never started ahead by ``--batch-jobs``.
 * **fail fast.** Once a step has finally failed (after its reruns), the group's
   later steps are skipped with "not run: step N (line L) failed".
 """
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from .batchfile import BatchFileError, CommandSpec, parse_batch_file
+from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
 
-_WORKER_FLAG = "batchrunner_loadgroup"
 
 
 def group_key(spec: CommandSpec) -> str | None:
@@ -71,27 +69,27 @@ class SequentialGroups:
             self.running.pop(report.nodeid, None)
 
 
-class KeepGroupsTogether:
-    """On the xdist controller: hand ``--dist loadgroup`` to the workers."""
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node) -> None:  # type: ignore[no-untyped-def]
-        node.workerinput[_WORKER_FLAG] = True
-
-
 def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
-    """Choose how xdist distributes batch items when sequential groups are present."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        if workerinput.get(_WORKER_FLAG):
-            config.option.dist = "loadgroup"
-            config.option.loadgroup = True
+    """Keep groups on one xdist worker: a scheduler of our own when the batch files have groups.
+
+    pytest-xdist's ``--dist loadgroup`` finds groups through an ``@group`` suffix
+    that it writes into node ids on the workers, which pytest 9.2 no longer lets
+    it do. The controller reads the batch files instead (cheap) and hands xdist,
+    through its ``pytest_xdist_make_scheduler`` hook, a load-scope scheduler whose
+    scope for a grouped command is its group: the same result, on any pytest.
+    """
+    if hasattr(config, "workerinput"):
         return
     dist = getattr(config.option, "dist", "no")
-    if dist in ("no", "each", "loadgroup", "loadfile") or not _has_sequential_group(config, patterns):
+    if dist in ("no", "each", "loadfile"):
+        return
+    groups = _groups(config, patterns)
+    if not any(sequential for _, sequential in groups.values()):
+        if groups and dist in ("load", "loadgroup"):
+            config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
         return
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
-    if explicit or dist != "load":
+    if dist == "worksteal" or (dist == "load" and explicit):
         config.issue_config_time_warning(
             pytest.PytestWarning(
                 f"pytest-batchrunner: the batch files hold sequential groups, whose order --dist {dist} "
@@ -100,20 +98,54 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
             stacklevel=2,
         )
         return
-    config.option.dist = "loadgroup"
-    config.pluginmanager.register(KeepGroupsTogether(), "batchrunner-loadgroup")
+    config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
 
 
-def _has_sequential_group(config: pytest.Config, patterns: list[str]) -> bool:
+class GroupScheduling:
+    """On the xdist controller: schedule by batch-file group."""
+
+    def __init__(self, groups: dict[str, tuple[str, bool]]) -> None:
+        self.groups = groups
+
+    @pytest.hookimpl(tryfirst=True, optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
+        from xdist.scheduler import LoadScopeScheduling
+
+        groups = self.groups
+
+        class BatchGroupScheduling(LoadScopeScheduling):
+            """Load scheduling where each batch-file group is one unit of work, run in file order."""
+
+            def _split_scope(self, nodeid: str) -> str:
+                group = groups.get(nodeid)
+                if group is None and "@" in nodeid:
+                    # Under an explicit --dist loadgroup, pytest < 9.2 lets xdist add "@group".
+                    group = groups.get(nodeid[: nodeid.rfind("@")])
+                return nodeid if group is None else f"batch-group:{group[0]}"
+
+        return BatchGroupScheduling(config, log)
+
+
+def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, bool]]:
+    """``nodeid -> (group, sequential)`` for every grouped line of the batch files pytest will collect."""
+    groups: dict[str, tuple[str, bool]] = {}
     for path in _batch_files(config, patterns):
         try:
-            if b"sequential" not in path.read_bytes():
+            data = path.read_bytes()
+            if b"group=" not in data and b"sequential" not in data:
                 continue
-            if any(spec.settings.sequential for spec in parse_batch_file(path)):
-                return True
+            try:
+                rel = path.resolve().relative_to(config.rootpath).as_posix()
+            except ValueError:
+                rel = str(path)
+            specs = parse_batch_text(data, rel)
         except (OSError, BatchFileError):
             continue  # collection reports the problem
-    return False
+        for spec, name in zip(specs, item_names(specs)):
+            key = group_key(spec)
+            if key is not None:
+                groups[f"{rel}::{name}"] = (key, spec.settings.sequential)
+    return groups
 
 
 def _batch_files(config: pytest.Config, patterns: list[str]):  # type: ignore[no-untyped-def]

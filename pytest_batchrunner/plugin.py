@@ -148,7 +148,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     jobs = _setting(config, "batch_jobs", _non_negative_int, 1)
-    if jobs >= 1:
+    # In an xdist worker the default does not look ahead: xdist blames a worker's
+    # crash on the item it is running, which must be the command that crashed it.
+    if jobs > 1 or (jobs == 1 and is_controller(config)):
         from .jobs import JobRunner
 
         config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)

@@ -77,11 +77,17 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def run(pytester: pytest.Pytester, mode: str, no_leftovers: str):
+def xdist_workers() -> str:
+    """How many xdist workers the xdist mode uses (a test module may override it)."""
+    return "2"
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, mode: str, no_leftovers: str, xdist_workers: str):
     """``run(*args)``: pytest in a subprocess, with ``-n 2`` in the xdist mode; checks leftovers."""
 
     def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
-        extra = ["-n", "2"] if mode == "xdist" else []
+        extra = ["-n", xdist_workers] if mode == "xdist" else []
         return pytester.runpytest_subprocess(*args, *extra, "-p", "no:cacheprovider", timeout=timeout)
 
     return _run
