@@ -123,7 +123,9 @@ class CommandItem(pytest.Item):
                 kwargs["reruns_delay"] = s.retry_delay
             if s.retry_on:
                 codes = "|".join(str(c) for c in s.retry_on)
-                kwargs["only_rerun"] = [rf"^CommandFailed: exit code ({codes})\b"]
+                # pytest-rerunfailures >= 15 matches "CommandFailed: <str(exc)>",
+                # older releases the failure's text, which starts with the status.
+                kwargs["only_rerun"] = [rf"^(CommandFailed: )?exit code ({codes})\b"]
             self.add_marker(pytest.mark.flaky(**kwargs))
         if s.skip is not None:
             self.add_marker(pytest.mark.skip(reason=s.skip or "skipped in the batch file"))
