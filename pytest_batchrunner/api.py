@@ -407,7 +407,7 @@ class _CommandList(BatchFile):
         self.specs = specs
 
     def collect(self):  # type: ignore[no-untyped-def]
-        for spec, name in zip(self.specs, item_names(self.specs)):
+        for spec, name in zip(self.specs, item_names(self.specs), strict=True):
             yield CommandItem.from_parent(self, name=name, spec=spec)
 
 

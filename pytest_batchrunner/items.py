@@ -81,7 +81,7 @@ class BatchFile(pytest.File):
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
         steps: dict[str, int] = {}
-        for spec, name in zip(specs, item_names(specs)):
+        for spec, name in zip(specs, item_names(specs), strict=True):
             for tag in spec.settings.tags:
                 self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
             item = CommandItem.from_parent(self, name=name, spec=spec)

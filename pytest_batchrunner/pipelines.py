@@ -141,7 +141,7 @@ def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, 
             specs = parse_batch_text(data, rel)
         except (OSError, BatchFileError):
             continue  # collection reports the problem
-        for spec, name in zip(specs, item_names(specs)):
+        for spec, name in zip(specs, item_names(specs), strict=True):
             key = group_key(spec)
             if key is not None:
                 groups[f"{rel}::{name}"] = (key, spec.settings.sequential)

@@ -84,7 +84,7 @@ class BatchRecording:
             except (OSError, BatchFileError):
                 continue
             wanted = set(nodeids)
-            for spec, name in zip(specs, item_names(specs)):
+            for spec, name in zip(specs, item_names(specs), strict=True):
                 nodeid = f"{rel}::{name}"
                 if nodeid in wanted:
                     self.recorder.expect(nodeid, spec.command, spec.path, spec.line)

@@ -143,7 +143,7 @@ class ReportFiles:
     def finish(self, recorder: Any) -> None:
         """Finish every writer (also after an interruption)."""
         for option, path, writer in self.writers:
-            self.guard(option, path, lambda: writer.finish(recorder))
+            self.guard(option, path, lambda writer=writer: writer.finish(recorder))
             # The logs keep going when a line cannot be written; say so now.
             error = getattr(getattr(writer, "file", None), "error", None)
             if error is not None:

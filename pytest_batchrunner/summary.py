@@ -57,7 +57,7 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
         lines.append(("Interrupted: commands that did not finish are reported as interrupted or not run", {"red": True}))
     ran = sorted((r for r in results if r.attempt_log), key=lambda r: r.duration_ms, reverse=True)
     if len(ran) > 1:
-        lines.append((f"Slowest commands:", {}))
+        lines.append(("Slowest commands:", {}))
         for r in ran[:SLOWEST]:
             lines.append((f"  {_seconds(r.duration_ms):>9}  {_where(r)}  {one_line(r.command)}", {}))
     bad = [r for r in results if r.status in ("failed", "interrupted")]

@@ -49,7 +49,7 @@ def write(pytester: pytest.Pytester, text: str, name: str = "cmds.batch") -> Pat
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def junit_schema() -> Any:
     return xmlschema.XMLSchema(str(SCHEMA))
 
