@@ -365,3 +365,16 @@ def test_environment_changes_by_python_tests_reach_later_commands(pytester: pyte
     write(pytester, 'test "$FROM_PYTHON" = yes && test -z "$PYTEST_CURRENT_TEST"\n', "z.batch")
     result = pytester.runpytest_subprocess("test_a_env.py", "z.batch", "-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
+
+
+def test_only_rerun_selects_by_status(pytester: pytest.Pytester, run) -> None:
+    # A failure's message starts with its status, so --only-rerun can pick what to retry.
+    write(
+        pytester,
+        'test "$BATCH_ATTEMPT" = 2 || exit 75\n'
+        'test "$BATCH_ATTEMPT" = 2 || exit 3\n'
+        'test "$BATCH_ATTEMPT" = 2 || sleep 5\n',
+    )
+    result = run("--reruns", "1", "--only-rerun", "exit code 75", "--only-rerun", "timed out", "--timeout", "0.5", *FAST)
+    assert outcomes(result) == {"passed": 2, "failed": 1, "rerun": 2}
+    result.stdout.fnmatch_lines(["*exit code 3 · cmds.batch:2*"])
