@@ -378,3 +378,17 @@ def test_only_rerun_selects_by_status(pytester: pytest.Pytester, run) -> None:
     result = run("--reruns", "1", "--only-rerun", "exit code 75", "--only-rerun", "timed out", "--timeout", "0.5", *FAST)
     assert outcomes(result) == {"passed": 2, "failed": 1, "rerun": 2}
     result.stdout.fnmatch_lines(["*exit code 3 · cmds.batch:2*"])
+
+
+MIXED = "echo ok\nfalse\ntest -f flag || { touch flag; exit 1; }\nsleep 5\nkill -SEGV $$\necho ok\n"
+
+
+@pytest.mark.parametrize("dist", ["load", "loadfile", "loadgroup", "worksteal"])
+def test_every_dist_mode_gives_the_in_process_outcomes(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
+    common = ("--reruns", "1", "--timeout", "0.5", *FAST, "-p", "no:cacheprovider")
+    write(pytester, MIXED)
+    expected = outcomes(pytester.runpytest_subprocess(*common))
+    (pytester.path / "flag").unlink()
+    result = pytester.runpytest_subprocess(*common, "-n", "2", "--dist", dist)
+    assert outcomes(result) == expected == {"passed": 3, "failed": 3, "rerun": 4}
+    result.stdout.fnmatch_lines(["Total Commands: 6 | Successful: 3 | Failed: 3 (of them timed out: 1) | Flaky: 1 | Reruns: 4"])
