@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from . import plugin
+from .engine import RECORDING_KEY
 from ._version import __version__
 from .batchfile import CommandSpec, item_names, parse_batch_file
 from .items import BatchFile, CommandItem
@@ -342,7 +342,7 @@ class _Engine:
         return collected
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        recorder = session.config.stash[plugin.RECORDING_KEY].recorder
+        recorder = session.config.stash[RECORDING_KEY].recorder
         # The mode asked for, as the original reports it (the plugin infers it from the job count).
         recorder.mode = self.runner.mode
         if self.progress is not None:
@@ -350,7 +350,7 @@ class _Engine:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        recording = session.config.stash.get(plugin.RECORDING_KEY, None)
+        recording = session.config.stash.get(RECORDING_KEY, None)
         if recording is None:
             return
         results = recording.recorder.results()

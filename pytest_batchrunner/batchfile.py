@@ -31,6 +31,7 @@ __all__ = [
     "CommandSpec",
     "LineSettings",
     "item_names",
+    "one_line",
     "parse_batch_file",
     "parse_batch_text",
 ]
@@ -159,12 +160,14 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
         settings = defaults
         if settings_text is not None:
             settings = _parse_settings(settings_text, path, start + 1).over(defaults)
-        if len(parts) > 1:
-            display = re.sub(r"[ \t]*\\\n\s*", " ", body).replace("\n", " ").strip()
-        else:
-            display = body
+        display = one_line(body).strip() if len(parts) > 1 else body
         specs.append(CommandSpec(path, start + 1, command, display or command, settings))
     return specs
+
+
+def one_line(command: str) -> str:
+    """*command* on one line: each backslash-newline and the indentation after it become one space."""
+    return re.sub(r"[ \t]*\\\n\s*", " ", command).replace("\n", " ")
 
 
 def item_names(specs: list[CommandSpec]) -> list[str]:

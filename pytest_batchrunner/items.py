@@ -7,17 +7,16 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from .engine import ENGINE_KEY, JOBS_KEY, EngineSettings
 from .environment import ENVIRONMENT_KEY
 from .pipelines import group_key
 from .process import Attempt, run_command
 
-if TYPE_CHECKING:
-    from .plugin import EngineSettings
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
 
@@ -139,8 +138,6 @@ class CommandItem(pytest.Item):
 
     @property
     def engine(self) -> EngineSettings:
-        from .plugin import ENGINE_KEY
-
         return self.config.stash[ENGINE_KEY]
 
     def environment(self, attempt: int) -> dict[str, str]:
@@ -191,8 +188,6 @@ class CommandItem(pytest.Item):
         self.last_attempt = None
         ahead = None
         if self.attempt_number == 1:
-            from .plugin import JOBS_KEY
-
             jobs = self.config.stash.get(JOBS_KEY, None)
             if jobs is not None:
                 ahead = jobs.take(self)

@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from .engine import ENGINE_KEY
 from .items import CommandItem
 from .process import Attempt
 from .timeouts import resolve_timeout
@@ -138,8 +139,8 @@ class JobRunner:
         with self.lock:
             self.live.discard(pgid)
 
-    def _may_start(self, item: pytest.Item) -> bool:
-        if not isinstance(item, CommandItem) or item.spec.settings.sequential:
+    def _may_start(self, item: CommandItem) -> bool:
+        if item.spec.settings.sequential:
             return False
         for name in ("skip", "skipif"):
             if item.get_closest_marker(name) is not None:
@@ -176,7 +177,7 @@ class JobRunner:
             live = list(self.live)
         for pgid in live:
             _killpg(pgid, signal.SIGTERM)
-        grace = self.config.stash[_engine_key()].kill_grace
+        grace = self.config.stash[ENGINE_KEY].kill_grace
         deadline = time.monotonic() + grace
         with self.lock:
             pending = list(self.pending.values())
@@ -190,12 +191,6 @@ class JobRunner:
                 _killpg(pgid, signal.SIGKILL)
         self.pending.clear()
         self.pool.shutdown(wait=True)
-
-
-def _engine_key() -> Any:
-    from .plugin import ENGINE_KEY
-
-    return ENGINE_KEY
 
 
 def _killpg(pgid: int, sig: int) -> None:

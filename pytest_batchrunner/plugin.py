@@ -12,14 +12,14 @@ import fnmatch
 import gc
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import reports
-from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
+from .engine import ENGINE_KEY, JOBS_KEY, PATTERNS_KEY, RECORDING_KEY, EngineSettings
+from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -44,18 +44,6 @@ JOBS_HELP = (
 )
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    """How commands are run, resolved once per run from options and ini values."""
-
-    capture_bytes: int = DEFAULT_CAPTURE_BYTES
-    kill_grace: float = DEFAULT_KILL_GRACE
-    echo: Echo | None = None
-
-
-ENGINE_KEY = pytest.StashKey[EngineSettings]()
-RECORDING_KEY = pytest.StashKey[Any]()
-JOBS_KEY = pytest.StashKey[Any]()
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
 
@@ -127,7 +115,13 @@ def _setting(config: pytest.Config, name: str, convert, default):  # type: ignor
 
 
 def patterns(config: pytest.Config) -> list[str]:
-    return DEFAULT_PATTERNS + [p for p in config.getini("batch_patterns") if p not in DEFAULT_PATTERNS]
+    """The file-name patterns collected as batch files (resolved once, at configure)."""
+    found = config.stash.get(PATTERNS_KEY, None)
+    if found is None:
+        found = config.stash[PATTERNS_KEY] = DEFAULT_PATTERNS + [
+            p for p in config.getini("batch_patterns") if p not in DEFAULT_PATTERNS
+        ]
+    return found
 
 
 def is_controller(config: pytest.Config) -> bool:

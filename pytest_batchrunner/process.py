@@ -222,8 +222,8 @@ def run_command(
         raise
     finally:
         run.close()
-        if not _group_alive(pgid):
-            guardian.unregister(pgid)
+        # Every path above ends with the group gone or sent SIGKILL.
+        guardian.unregister(pgid)
     status = proc.returncode
     return Attempt(
         command=command,

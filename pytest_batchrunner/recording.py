@@ -9,6 +9,7 @@ rerun arrives as its own report, so reruns are counted wherever they ran.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ class BatchRecording:
             self.recorder.attempt(record, report.outcome)
         if report.outcome == "rerun":
             return
-        if report.when == "call" or (report.when not in ("setup", "teardown")):
+        if report.when not in ("setup", "teardown"):  # "call", or xdist's crash report
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
             else:
@@ -125,8 +126,6 @@ class BatchRecording:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        import time
-
         self.recorder.finished = time.time()
         self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
         if not self.recorder.entries:

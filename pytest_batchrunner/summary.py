@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from .batchfile import one_line
 from .results import CommandResult
 
 SLOWEST = 5
@@ -16,11 +16,6 @@ def _seconds(ms: float) -> str:
 
 def _where(r: CommandResult) -> str:
     return f"{r.file}:{r.line}" if r.file else ""
-
-
-def one_line(command: str) -> str:
-    """A command as one line: continuation lines folded, as in item names."""
-    return re.sub(r"[ \t]*\\\n\s*", " ", command).replace("\n", " ")
 
 
 def _last_line(text: str) -> str:
