@@ -1,5 +1,5 @@
 """``python -m batchrunner``: the ``batchrunner`` command."""
 
-from pytest_batchrunner.cli import main
+from pytest_batchrunner.cli import run_and_exit
 
-raise SystemExit(main())
+run_and_exit()

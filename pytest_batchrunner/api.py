@@ -3,40 +3,31 @@
 ``BatchRunner(commands, ...).run()`` returns ``(results, summary)`` as the
 original did, but the commands are run by the same engine as ``pytest
 file.batch``: :func:`pytest.main` is called in this process with the plugin,
-pytest-timeout and pytest-rerunfailures, and the results are read back from the
-plugin's :class:`~pytest_batchrunner.results.Recorder`. Retries, timeouts,
-process-group killing, the audit log and JUnit XML are therefore the plugin's.
+pytest-timeout and pytest-rerunfailures (see :mod:`~pytest_batchrunner.inprocess`),
+and the results are read back from the plugin's
+:class:`~pytest_batchrunner.results.Recorder`. Retries, timeouts, process-group
+killing, the audit log and JUnit XML are therefore the plugin's.
 
-The inner pytest run is isolated from the caller (see :func:`_pytest_arguments`):
-it reads no ``conftest.py``, ini file, ``pyproject.toml`` or ``PYTEST_ADDOPTS``,
-loads only the plugins it needs (pytest 8.4 and later), writes no
-``.pytest_cache``, prints nothing of its own, and leaves the process as it found
-it, so it can be called from inside a running pytest test. Commands run in the
-caller's current directory.
+This module does not import pytest: :meth:`BatchRunner.run` starts the first
+commands (:mod:`~pytest_batchrunner.prestart`) before it imports and configures
+pytest, so that the 0.1 s that costs overlaps with the commands' own time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
-import glob
 import os
-import shlex
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .engine import RECORDING_KEY
 from ._version import __version__
-from .batchfile import CommandSpec, item_names, parse_batch_file
-from .items import BatchFile, CommandItem
+from .batchfile import BatchFileError, CommandSpec, parse_batch_file
+from .prestart import Prestart
 from .results import CommandResult, summarize
 from .summary import summary_lines
 
@@ -49,36 +40,6 @@ DEFAULT_WORKERS = 10
 # What a list of commands is called in results and messages (``file`` of each
 # result; ``line`` is the command's position in the list, from 1).
 LIST_NAME = "<commands>"
-
-# Environment variables through which the caller's settings would reach the
-# inner run. They are hidden only while pytest reads its arguments, so the
-# commands still see them.
-CALLER_SETTINGS = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-
-# Plugins the engine does without: each would touch the caller's process
-# (faulthandler, logging handlers, the unraisable/thread exception hooks and
-# their garbage collections, file descriptors), print (terminal), write files
-# (cacheprovider, which stepwise needs), collect Python files (python), or, for
-# xdist, make pytest-rerunfailures start a socket server thread that outlives
-# the run.
-BLOCKED_PLUGINS = (
-    "terminal",
-    "capture",
-    "cacheprovider",
-    "stepwise",
-    "faulthandler",
-    "logging",
-    "unraisableexception",
-    "threadexception",
-    "python",
-    "xdist",
-    "xdist.looponfail",
-)
-# Loaded by entry-point name when autoload is off.
-ENGINE_PLUGINS = ("timeout", "rerunfailures")
-# pytest 8.4 added --disable-plugin-autoload and entry-point names for -p.
-EXPLICIT_PLUGINS = pytest.version_tuple >= (8, 4)
-
 
 def load_commands_from_file(file_path: str | os.PathLike[str]) -> list[str]:
     """The commands of a batch file, read by the ``.batch`` rules.
@@ -179,21 +140,51 @@ class BatchRunner:
         if self.verbose:
             print(self._header(), flush=True)
         recorded: list[CommandResult] = []
-        engine = _Engine(self)
+        outcome: list[Any] = []
         try:
             if self.commands:
-                engine.run()
+                self._run_engine(outcome)
             else:
                 self.summary = self._empty_summary()
         finally:
             # Also when interrupted: the results say which commands ran and which did not.
-            if engine.outcome is not None:
-                recorded, self.summary = engine.outcome
+            if outcome and outcome[0].outcome is not None:
+                recorded, self.summary = outcome[0].outcome
                 self.results = [_as_original(r) for r in recorded]
             self.end_time = time.time()
             if self.verbose and self.summary:
                 _print_summary(self.summary, recorded)
         return self.results, self.summary
+
+    def _run_engine(self, holder: list[Any]) -> None:
+        """Run the commands with the plugin; ``holder[0]`` is the :class:`~.inprocess.InnerRun`, also when this raises."""
+        with tempfile.TemporaryDirectory(prefix="batchrunner-") as tmp:
+            list_file: Path | None = None
+            if self.batch_file is not None:
+                target, rootdir = self.batch_file, self.batch_file.parent
+                try:
+                    specs = parse_batch_file(target)
+                except (OSError, BatchFileError):
+                    specs = []  # pytest reports it, as it would for `pytest FILE`
+            else:
+                # The file only gives pytest something to collect: the commands
+                # themselves are collected from memory (see InnerRun.pytest_collect_file).
+                target = list_file = Path(tmp, "commands.batch")
+                list_file.write_text("# the commands of a BatchRunner, collected from memory\n", encoding="utf-8")
+                rootdir = Path(tmp)
+                specs = [_list_spec(i, command) for i, command in enumerate(self.commands, 1)]
+            prestart = Prestart(specs, str(target), jobs=self._jobs(), timeout=self.timeout_sec)
+            try:
+                prestart.start()
+                # Imported here, while the first commands run: pytest's import is most of the start-up time.
+                from .inprocess import InnerRun
+
+                progress = _Progress(len(self.commands)) if self.verbose else None
+                inner = InnerRun(self, target, list_file, specs if list_file is not None else [], prestart, progress)
+                holder.append(inner)
+                inner.main(rootdir)
+            finally:
+                prestart.close()
 
     def save_results(self, output_file: str | os.PathLike[str]) -> None:
         """Write the results of the last :meth:`run` as JSON: ``{"summary": {...}, "results": [...]}``.
@@ -238,177 +229,6 @@ class BatchRunner:
 
     def _empty_summary(self) -> dict[str, Any]:
         return summarize([], wall_seconds=0.0, mode=self.mode, max_retries=self.max_retries, workers=self._jobs())
-
-
-class _Engine:
-    """One :meth:`BatchRunner.run`: the arguments and plugin object for :func:`pytest.main`.
-
-    Registered as a plugin of the inner run, it restores the environment once
-    pytest has read its arguments, collects a command list from memory, prints
-    progress, and keeps the recorder's results at the end of the session.
-    """
-
-    def __init__(self, runner: BatchRunner) -> None:
-        self.runner = runner
-        self.hidden: dict[str, str] = {}
-        self.target: Path | None = None
-        self.list_file: Path | None = None
-        self.specs: list[CommandSpec] = []
-        self.progress = _Progress(len(runner.commands)) if runner.verbose else None
-        self.usage_error: pytest.UsageError | None = None
-        self.outcome: tuple[list[CommandResult], dict[str, Any]] | None = None
-        """The results and the summary, once the session has finished."""
-
-    def run(self) -> None:
-        """Run the commands; :attr:`outcome` holds the results, also when this raises."""
-        batch_file = self.runner.batch_file
-        if batch_file is not None:
-            self._main(batch_file, rootdir=batch_file.parent)
-            return
-        with tempfile.TemporaryDirectory(prefix="batchrunner-") as tmp:
-            # The file only gives pytest something to collect: the commands
-            # themselves are collected from memory (see pytest_collect_file).
-            self.list_file = Path(tmp, "commands.batch")
-            self.list_file.write_text("# the commands of a BatchRunner, collected from memory\n", encoding="utf-8")
-            self.specs = [_list_spec(i, command) for i, command in enumerate(self.runner.commands, 1)]
-            self._main(self.list_file, rootdir=Path(tmp))
-
-    def _main(self, target: Path, rootdir: Path) -> None:
-        self.target = target
-        args = _pytest_arguments(self.runner, rootdir)
-        current_test = os.environ.get("PYTEST_CURRENT_TEST")
-        self.hidden = {name: os.environ.pop(name) for name in CALLER_SETTINGS if name in os.environ}
-        frozen = gc.get_freeze_count()
-        try:
-            status = pytest.main(args, plugins=[self])
-        finally:
-            self._restore_environment()
-            # A large run freezes its collected objects out of the garbage
-            # collector's reach (see plugin.pytest_collection); give them back.
-            if frozen == 0 and gc.get_freeze_count():
-                gc.unfreeze()
-            # The inner run sets and removes it; an outer pytest test expects its own value.
-            if current_test is not None:
-                os.environ["PYTEST_CURRENT_TEST"] = current_test
-        if status == pytest.ExitCode.INTERRUPTED:
-            raise KeyboardInterrupt("the batch run was interrupted")
-        if self.usage_error is not None:
-            # pytest has printed it in full; an argparse message holds "usage:" and "error:" lines.
-            lines = str(self.usage_error).strip().splitlines() or ["bad argument"]
-            raise ValueError(next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[0]))
-        if self.outcome is None or status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-            raise RuntimeError(f"pytest could not run the commands (exit status {int(status)})")
-
-    def _restore_environment(self) -> None:
-        os.environ.update(self.hidden)
-        self.hidden = {}
-
-    # -- hooks of the inner run -------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _keeping_usage_error(self) -> Iterator[None]:
-        try:
-            yield
-        except pytest.UsageError as exc:
-            self.usage_error = exc
-            raise
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_cmdline_parse(self):  # type: ignore[no-untyped-def]
-        with self._keeping_usage_error():  # a bad option value
-            return (yield)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_cmdline_main(self):  # type: ignore[no-untyped-def]
-        with self._keeping_usage_error():  # e.g. a log file that cannot be opened, at configure
-            return (yield)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_configure(self, config: pytest.Config) -> None:
-        # Arguments are parsed: from now on the commands must see the caller's environment.
-        self._restore_environment()
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
-        # pytest is given the file's directory (it refuses some file names as
-        # arguments, e.g. with "[]" or "::"); only the file itself is collected.
-        return True if collection_path != self.target else None
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
-        collected = yield
-        if file_path == self.list_file:
-            return [_CommandList.from_parent(parent, path=file_path, specs=self.specs)]
-        return collected
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        recorder = session.config.stash[RECORDING_KEY].recorder
-        # The mode asked for, as the original reports it (the plugin infers it from the job count).
-        recorder.mode = self.runner.mode
-        if self.progress is not None:
-            recorder.listeners.append(self.progress)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        recording = session.config.stash.get(RECORDING_KEY, None)
-        if recording is None:
-            return
-        results = recording.recorder.results()
-        summary = recording.recorder.summary(results)
-        self.outcome = results, summary
-
-
-def _pytest_arguments(runner: BatchRunner, rootdir: Path) -> list[str]:
-    """The arguments of the inner :func:`pytest.main` that runs *runner*'s batch file, in *rootdir*.
-
-    ``-c /dev/null`` and ``--rootdir`` stop pytest from looking for the caller's
-    ini file or ``pyproject.toml``; ``--noconftest`` from importing its
-    ``conftest.py``. Commands still run in the current directory, pytest's
-    invocation directory, which is never changed.
-    """
-    args = ["-c", os.devnull, "--rootdir", str(rootdir), "--noconftest", "--assert=plain", "-W", "ignore"]
-    for name in BLOCKED_PLUGINS:
-        args += ["-p", f"no:{name}"]
-    if EXPLICIT_PLUGINS:
-        args.append("--disable-plugin-autoload")
-        for name in (*ENGINE_PLUGINS, "pytest_batchrunner.plugin"):
-            args += ["-p", name]
-    if runner.batch_file is not None:
-        # The batch file may have any name: collect it as one.
-        args += ["-o", "batch_patterns=" + _quote_pattern(runner.batch_file.name)]
-    if runner.mode == "parallel":
-        args += ["--batch-jobs", str(runner._jobs())]
-    if runner.max_retries:
-        args += ["--reruns", str(runner.max_retries), "--reruns-delay", repr(float(runner.retry_delay_sec))]
-    # Always given, so that a PYTEST_TIMEOUT in the environment does not apply; 0 is no timeout.
-    args += ["--timeout", repr(float(runner.timeout_sec or 0))]
-    if runner.log_file is not None:
-        args += ["--batch-log", os.fspath(runner.log_file)]
-    if runner.junitxml is not None:
-        args += ["--junitxml", os.fspath(runner.junitxml)]
-    args.append(str(rootdir))
-    return args
-
-
-def _quote_pattern(name: str) -> str:
-    """*name* as a ``batch_patterns`` ini value (shell-split, then glob-matched) that matches exactly this name."""
-    return shlex.quote(glob.escape(name))
-
-
-class _CommandList(BatchFile):
-    """The commands of a :class:`BatchRunner`, collected from memory instead of parsed.
-
-    A list may hold what no batch file line can: a command on several lines, one
-    starting with ``#``, leading or trailing blanks. Each is run as given.
-    """
-
-    def __init__(self, *, specs: list[CommandSpec], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.specs = specs
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        for spec, name in zip(self.specs, item_names(self.specs), strict=True):
-            yield CommandItem.from_parent(self, name=name, spec=spec)
 
 
 def _list_spec(position: int, command: str) -> CommandSpec:

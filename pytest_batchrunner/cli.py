@@ -10,14 +10,14 @@ are written).
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ._version import __version__
-
-if TYPE_CHECKING:
-    from .api import BatchRunner
+from .api import DEFAULT_WORKERS, BatchRunner
+from .values import cli_float, cli_int
 
 EPILOG = """\
 examples:
@@ -35,9 +35,6 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
-    from .api import DEFAULT_WORKERS
-    from .plugin import _cli_float, _cli_int
-
     parser = argparse.ArgumentParser(
         prog="batchrunner",
         description="Run a batch of shell commands, sequentially or in parallel, with retries,\n"
@@ -49,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("-f", "--file", metavar="FILE", help="file of commands, one per line")
     source.add_argument("-c", "--commands", metavar="CMD", nargs="+", help="commands given inline")
     parser.add_argument("--parallel", action="store_true", help="run commands at once (default: one after another)")
-    parser.add_argument("--workers", metavar="N", type=_cli_int, default=DEFAULT_WORKERS,
+    parser.add_argument("--workers", metavar="N", type=cli_int, default=DEFAULT_WORKERS,
                         help=f"commands run at once with --parallel (default: {DEFAULT_WORKERS})")
-    parser.add_argument("--retries", metavar="N", type=_cli_int, default=0,
+    parser.add_argument("--retries", metavar="N", type=cli_int, default=0,
                         help="tries again a failed command up to N times (default: 0)")
-    parser.add_argument("--retry-delay", metavar="S", type=_cli_float, default=1.0,
+    parser.add_argument("--retry-delay", metavar="S", type=cli_float, default=1.0,
                         help="seconds between tries (default: 1.0)")
-    parser.add_argument("--timeout", metavar="S", type=_cli_float, default=None,
+    parser.add_argument("--timeout", metavar="S", type=cli_float, default=None,
                         help="seconds each try may take before its processes are killed (default: none)")
     parser.add_argument("-l", "--log", metavar="FILE", help="append an audit log to FILE")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -67,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``batchrunner`` command with *argv* (default: ``sys.argv[1:]``); return its exit status."""
-    from .api import BatchRunner
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -101,6 +96,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as exc:
         return _error(exc)
     return 0 if summary["failed"] == 0 else 1
+
+
+def run_and_exit() -> None:
+    """The console script: :func:`main`, then exit at once with its status.
+
+    Once the run is over (reports written and closed, output flushed, commands
+    gone, the ``atexit`` handlers run, which stop the guardian), the
+    interpreter's own teardown of pytest's module graph would only add about
+    20 ms to every command line, so the process ends with :func:`os._exit`.
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before the run began: nothing was started yet
+        print("[!] Interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if run_exitfuncs is None:  # not CPython: leave through the normal teardown
+        raise SystemExit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    run_exitfuncs()
+    os._exit(status)
 
 
 def _save(runner: BatchRunner, output: str | None) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
 
-__all__ = ["ENGINE_KEY", "JOBS_KEY", "PATTERNS_KEY", "RECORDING_KEY", "EngineSettings"]
+__all__ = ["ENGINE_KEY", "JOBS_KEY", "PATTERNS_KEY", "PRESTART_KEY", "RECORDING_KEY", "EngineSettings", "has_timeout_plugin"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,14 @@ RECORDING_KEY = pytest.StashKey[Any]()
 JOBS_KEY = pytest.StashKey[Any]()
 """The process's :class:`~pytest_batchrunner.jobs.JobRunner`, when commands may start ahead."""
 PATTERNS_KEY = pytest.StashKey[list[str]]()
+PRESTART_KEY = pytest.StashKey[Any]()
+"""The Python API's :class:`~pytest_batchrunner.prestart.Prestart`: commands started before pytest was ready."""
+
+
+def has_timeout_plugin(config: pytest.Config) -> bool:
+    """Whether pytest-timeout is active, loaded by its entry point (``timeout``) or as a module (``pytest_timeout``).
+
+    The module name is what ``-p pytest_timeout`` registers, and what the Python
+    API registers to skip the scan of every installed distribution's entry points.
+    """
+    return config.pluginmanager.hasplugin("timeout") or config.pluginmanager.hasplugin("pytest_timeout")

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from .commandenv import snapshot
+
 ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
-
-
-def snapshot() -> dict[str, str]:
-    """``os.environ`` as commands get it.
-
-    ``PYTEST_CURRENT_TEST`` is pytest's own per-phase marker, not part of the
-    environment we hand on.
-    """
-    env = dict(os.environ)
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return env
 
 
 class EnvironmentSnapshot:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ def _writer() -> int | None:
     with _lock:
         if _state["fd"] is not None and _state["pid"] == os.getpid():
             return _state["fd"]  # type: ignore[return-value]
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         try:
             proc = subprocess.Popen(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from .commandenv import command_environment
 from .engine import ENGINE_KEY, JOBS_KEY, EngineSettings
 from .environment import ENVIRONMENT_KEY
 from .pipelines import group_key
@@ -147,13 +148,8 @@ class CommandItem(pytest.Item):
         :mod:`~pytest_batchrunner.environment`): commands may start in other
         threads while pytest changes ``os.environ``.
         """
-        env = self.config.stash[ENVIRONMENT_KEY].copy()
-        env["BATCH_FILE"] = str(self.path)
-        env["BATCH_LINE"] = str(self.spec.line)
-        env["BATCH_ATTEMPT"] = str(attempt)
-        env["BATCH_WORKER"] = env.get("PYTEST_XDIST_WORKER", "main")
-        env.update(self.spec.settings.env)
-        return env
+        base = self.config.stash[ENVIRONMENT_KEY]
+        return command_environment(base, str(self.path), self.spec.line, attempt, self.spec.settings.env)
 
     def working_directory(self) -> Path:
         """Where the command runs: the line's ``cwd=`` (relative to the batch file), else pytest's start directory."""

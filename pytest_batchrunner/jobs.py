@@ -36,8 +36,9 @@ from typing import Any
 
 import pytest
 
-from .engine import ENGINE_KEY
+from .engine import ENGINE_KEY, PRESTART_KEY
 from .items import CommandItem
+from .prestart import Prestart, PrestartKey, prestart_key
 from .process import Attempt
 from .timeouts import resolve_timeout
 
@@ -62,6 +63,10 @@ class JobRunner:
         self.stopping = False
         self.worksteal = getattr(config.option, "dist", "no") == "worksteal"
         self.queue: Any = _xdist_queue(config) if hasattr(config, "workerinput") else None
+        self.prestart: Prestart | None = config.stash.get(PRESTART_KEY, None)
+        self.handed_off = False
+        self.adopted: dict[PrestartKey, Future[Attempt]] = {}
+        """Started by the Python API before pytest was ready (see :mod:`.prestart`), not yet taken."""
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -77,6 +82,8 @@ class JobRunner:
         session = item.session
         if session.shouldstop or session.shouldfail:
             return
+        if self.prestart is not None and not self.handed_off:
+            self._adopt(self.prestart)
         upcoming = self._upcoming(item, nextitem)
         with self.lock:
             self.upcoming = upcoming
@@ -92,7 +99,27 @@ class JobRunner:
         """
         with self.lock:
             self.claimed.add(item)
-            return self.pending.pop(item, None)
+            future = self.pending.pop(item, None)
+            if future is None and self.adopted:
+                future = self.adopted.pop(prestart_key(str(item.path), item.spec), None)
+            return future
+
+    def _adopt(self, prestart: Prestart) -> None:
+        """Take over the commands *prestart* started: they count as running until they end."""
+        self.handed_off = True
+        started = prestart.handoff()
+        with self.lock:
+            self.adopted.update(started)
+            self.running += len(started)
+        for future in started.values():
+            # Called at once for a command that has already ended.
+            future.add_done_callback(self._adopted_done)
+
+    def _adopted_done(self, future: Future[Attempt]) -> None:
+        with self.lock:
+            self.running -= 1
+        if not future.cancelled() and future.exception() is None and future.result().success:
+            self._fill()
 
     def _fill(self) -> None:
         """Start upcoming commands until ``jobs`` are running (from the main thread or a finishing job)."""
@@ -107,6 +134,8 @@ class JobRunner:
                     # on what it does, so none starts before it has finished.
                     break
                 if item in self.claimed or not self._may_start(item):
+                    continue
+                if self.adopted and prestart_key(str(item.path), item.spec) in self.adopted:
                     continue
                 self.claimed.add(item)
                 self.running += 1
@@ -191,6 +220,8 @@ class JobRunner:
                 _killpg(pgid, signal.SIGKILL)
         self.pending.clear()
         self.pool.shutdown(wait=True)
+        if self.prestart is not None:
+            self.prestart.close()
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from . import reports
-from .engine import ENGINE_KEY, JOBS_KEY, PATTERNS_KEY, RECORDING_KEY, EngineSettings
+from .engine import ENGINE_KEY, JOBS_KEY, PATTERNS_KEY, RECORDING_KEY, EngineSettings, has_timeout_plugin
 from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
+from .values import cli_float, cli_int, non_negative_float, non_negative_int
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -47,51 +48,13 @@ JOBS_HELP = (
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"'{value}' must be 0 or more")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a number") from None
-    if not number >= 0:
-        raise ValueError(f"'{value}' must be 0 or more")
-    return number
-
-
-def _cli_int(value: str) -> int:
-    import argparse
-
-    try:
-        return _non_negative_int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _cli_float(value: str) -> float:
-    import argparse
-
-    try:
-        return _non_negative_float(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("batchrunner", "batch files of shell commands (pytest-batchrunner)")
-    group.addoption("--batch-capture-bytes", dest="batch_capture_bytes", type=_cli_int, default=None,
+    group.addoption("--batch-capture-bytes", dest="batch_capture_bytes", type=cli_int, default=None,
                     metavar="BYTES", help=CAPTURE_HELP)
-    group.addoption("--batch-kill-grace", dest="batch_kill_grace", type=_cli_float, default=None,
+    group.addoption("--batch-kill-grace", dest="batch_kill_grace", type=cli_float, default=None,
                     metavar="SECONDS", help=GRACE_HELP)
-    group.addoption("--batch-jobs", dest="batch_jobs", type=_cli_int, default=None, metavar="N",
+    group.addoption("--batch-jobs", dest="batch_jobs", type=cli_int, default=None, metavar="N",
                     help=JOBS_HELP)
     parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
     parser.addini("batch_jobs", JOBS_HELP, default=None)
@@ -134,14 +97,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
     capture_off = config.getoption("capture", "fd") == "no"
     config.stash[ENGINE_KEY] = EngineSettings(
-        capture_bytes=_setting(config, "batch_capture_bytes", _non_negative_int, DEFAULT_CAPTURE_BYTES),
-        kill_grace=_setting(config, "batch_kill_grace", _non_negative_float, DEFAULT_KILL_GRACE),
+        capture_bytes=_setting(config, "batch_capture_bytes", non_negative_int, DEFAULT_CAPTURE_BYTES),
+        kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
         echo=stdout_echo if capture_off else None,
     )
     from .environment import EnvironmentSnapshot
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
-    jobs = _setting(config, "batch_jobs", _non_negative_int, 1)
+    jobs = _setting(config, "batch_jobs", non_negative_int, 1)
     # In an xdist worker the default does not look ahead: xdist blames a worker's
     # crash on the item it is running, which must be the command that crashed it.
     if jobs > 1 or (jobs == 1 and is_controller(config)):
@@ -149,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)
         config.pluginmanager.register(runner, "batchrunner-jobs")
-    if config.pluginmanager.hasplugin("timeout"):
+    if has_timeout_plugin(config):
         from .timeouts import TimeoutIntegration
 
         config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")

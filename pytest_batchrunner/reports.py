@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from .engine import has_timeout_plugin
+
 JSON_HELP = (
     "Write the results as JSON to PATH, in the original BatchRunner's shape "
     '({"summary": ..., "results": [...]}); replaced atomically at the end of the run, '
@@ -109,7 +111,7 @@ def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-unty
 
 def default_timeout(config: pytest.Config) -> float | None:
     """The run's per-attempt timeout as pytest-timeout resolves it (option, environment, ini), or None."""
-    if not config.pluginmanager.hasplugin("timeout"):
+    if not has_timeout_plugin(config):
         return None
     try:
         from pytest_timeout import get_env_settings

@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from .engine import has_timeout_plugin
 from .items import CommandItem
 
 
@@ -47,7 +48,7 @@ def resolve_timeout(item: CommandItem) -> float | None:
     the line's own ``timeout=`` setting.
     """
     config = item.config
-    if not config.pluginmanager.hasplugin("timeout"):
+    if not has_timeout_plugin(config):
         return item.spec.settings.timeout
     marker = item.get_closest_marker("timeout")
     if marker is not None:

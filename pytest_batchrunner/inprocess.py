@@ -1,0 +1,242 @@
+"""One in-process pytest run of the plugin, for :meth:`BatchRunner.run <pytest_batchrunner.api.BatchRunner.run>`.
+
+Imported by :mod:`~pytest_batchrunner.api` only when a run starts, so that the
+API, and the ``batchrunner`` command, can start the first commands (see
+:mod:`~pytest_batchrunner.prestart`) while pytest is still being imported.
+
+The run is isolated from the caller (see :func:`_pytest_arguments`): it reads
+no ``conftest.py``, ini file, ``pyproject.toml`` or ``PYTEST_ADDOPTS``, loads
+only the plugins it needs, writes no ``.pytest_cache``, prints nothing of its
+own, and leaves the process as it found it, so it can be called from inside a
+running pytest test. Commands run in the caller's current directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import glob
+import importlib
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .batchfile import CommandSpec, item_names
+from .engine import PRESTART_KEY, RECORDING_KEY
+from .items import BatchFile, CommandItem
+from .prestart import Prestart
+from .results import CommandResult
+
+if TYPE_CHECKING:
+    from .api import BatchRunner
+
+__all__ = ["InnerRun"]
+
+# Environment variables through which the caller's settings would reach the
+# inner run. They are hidden only while pytest reads its arguments, so the
+# commands still see them.
+CALLER_SETTINGS = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+
+# Plugins the engine does without: each would touch the caller's process
+# (faulthandler, logging handlers, the unraisable/thread exception hooks and
+# their garbage collections, file descriptors), print (terminal), write files
+# (cacheprovider, which stepwise needs), collect Python files (python), or, for
+# xdist, make pytest-rerunfailures start a socket server thread that outlives
+# the run.
+BLOCKED_PLUGINS = (
+    "terminal",
+    "capture",
+    "cacheprovider",
+    "stepwise",
+    "faulthandler",
+    "logging",
+    "unraisableexception",
+    "threadexception",
+    "python",
+    "xdist",
+    "xdist.looponfail",
+)
+# Plugin autoloading is off in the inner run (PYTEST_DISABLE_PLUGIN_AUTOLOAD
+# while it reads its arguments): the engine's plugins are handed to
+# pytest.main as modules. Naming them (``-p timeout``) would make pytest scan
+# every installed distribution's entry points, about 20 ms per run.
+ENGINE_PLUGINS = ("pytest_timeout", "pytest_rerunfailures", "pytest_batchrunner.plugin")
+
+
+class InnerRun:
+    """One :meth:`BatchRunner.run`: the arguments and plugin object for :func:`pytest.main`.
+
+    Registered as a plugin of the inner run, it restores the environment once
+    pytest has read its arguments, collects a command list from memory, prints
+    progress, and keeps the recorder's results at the end of the session.
+    """
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        target: Path,
+        list_file: Path | None,
+        specs: list[CommandSpec],
+        prestart: Prestart | None,
+        progress: Any,
+    ) -> None:
+        self.runner = runner
+        self.target = target
+        """The batch file, or the command list's stand-in file (*list_file*), whose *specs* are collected from memory."""
+        self.list_file = list_file
+        self.specs = specs
+        self.prestart = prestart
+        self.progress = progress
+        self.hidden: dict[str, str] = {}
+        self.set_for_parsing: dict[str, str] = {}
+        self.usage_error: pytest.UsageError | None = None
+        self.outcome: tuple[list[CommandResult], dict[str, Any]] | None = None
+        """The results and the summary, once the session has finished."""
+
+    def main(self, rootdir: Path) -> None:
+        """Run pytest on :attr:`target` in *rootdir*; :attr:`outcome` holds the results, also when this raises."""
+        args = _pytest_arguments(self.runner, rootdir)
+        current_test = os.environ.get("PYTEST_CURRENT_TEST")
+        self.hidden = {name: os.environ.pop(name) for name in CALLER_SETTINGS if name in os.environ}
+        self.set_for_parsing = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+        os.environ.update(self.set_for_parsing)
+        frozen = gc.get_freeze_count()
+        try:
+            plugins = [self, *(importlib.import_module(name) for name in ENGINE_PLUGINS)]
+            status = pytest.main(args, plugins=plugins)
+        finally:
+            self._restore_environment()
+            # A large run freezes its collected objects out of the garbage
+            # collector's reach (see plugin.pytest_collection); give them back.
+            if frozen == 0 and gc.get_freeze_count():
+                gc.unfreeze()
+            # The inner run sets and removes it; an outer pytest test expects its own value.
+            if current_test is not None:
+                os.environ["PYTEST_CURRENT_TEST"] = current_test
+        if status == pytest.ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt("the batch run was interrupted")
+        if self.usage_error is not None:
+            # pytest has printed it in full; an argparse message holds "usage:" and "error:" lines.
+            lines = str(self.usage_error).strip().splitlines() or ["bad argument"]
+            raise ValueError(next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[0]))
+        if self.outcome is None or status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            raise RuntimeError(f"pytest could not run the commands (exit status {int(status)})")
+
+    def _restore_environment(self) -> None:
+        for name in self.set_for_parsing:
+            os.environ.pop(name, None)
+        self.set_for_parsing = {}
+        os.environ.update(self.hidden)
+        self.hidden = {}
+
+    # -- hooks of the inner run -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _keeping_usage_error(self) -> Iterator[None]:
+        try:
+            yield
+        except pytest.UsageError as exc:
+            self.usage_error = exc
+            raise
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_parse(self):  # type: ignore[no-untyped-def]
+        with self._keeping_usage_error():  # a bad option value
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_main(self):  # type: ignore[no-untyped-def]
+        with self._keeping_usage_error():  # e.g. a log file that cannot be opened, at configure
+            return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # Arguments are parsed: from now on the commands must see the caller's environment.
+        self._restore_environment()
+        if self.prestart is not None:
+            config.stash[PRESTART_KEY] = self.prestart
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
+        # pytest is given the file's directory (it refuses some file names as
+        # arguments, e.g. with "[]" or "::"); only the file itself is collected.
+        return True if collection_path != self.target else None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
+        collected = yield
+        if file_path == self.list_file:
+            return [_CommandList.from_parent(parent, path=file_path, specs=self.specs)]
+        return collected
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        recorder = session.config.stash[RECORDING_KEY].recorder
+        # The mode asked for, as the original reports it (the plugin infers it from the job count).
+        recorder.mode = self.runner.mode
+        # The run's wall time counts from run(), as the original's did: commands may have started before pytest.
+        if self.runner.start_time is not None:
+            recorder.started = min(recorder.started, self.runner.start_time)
+        if self.progress is not None:
+            recorder.listeners.append(self.progress)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        recording = session.config.stash.get(RECORDING_KEY, None)
+        if recording is None:
+            return
+        results = recording.recorder.results()
+        summary = recording.recorder.summary(results)
+        self.outcome = results, summary
+
+
+def _pytest_arguments(runner: BatchRunner, rootdir: Path) -> list[str]:
+    """The arguments of the inner :func:`pytest.main` that runs *runner*'s batch file, in *rootdir*.
+
+    ``-c /dev/null`` and ``--rootdir`` stop pytest from looking for the caller's
+    ini file or ``pyproject.toml``; ``--noconftest`` from importing its
+    ``conftest.py``. Commands still run in the current directory, pytest's
+    invocation directory, which is never changed.
+    """
+    args = ["-c", os.devnull, "--rootdir", str(rootdir), "--noconftest", "--assert=plain", "-W", "ignore"]
+    for name in BLOCKED_PLUGINS:
+        args += ["-p", f"no:{name}"]
+    if runner.batch_file is not None:
+        # The batch file may have any name: collect it as one.
+        args += ["-o", "batch_patterns=" + _quote_pattern(runner.batch_file.name)]
+    if runner.mode == "parallel":
+        args += ["--batch-jobs", str(runner._jobs())]
+    if runner.max_retries:
+        args += ["--reruns", str(runner.max_retries), "--reruns-delay", repr(float(runner.retry_delay_sec))]
+    # Always given, so that a PYTEST_TIMEOUT in the environment does not apply; 0 is no timeout.
+    args += ["--timeout", repr(float(runner.timeout_sec or 0))]
+    if runner.log_file is not None:
+        args += ["--batch-log", os.fspath(runner.log_file)]
+    if runner.junitxml is not None:
+        args += ["--junitxml", os.fspath(runner.junitxml)]
+    args.append(str(rootdir))
+    return args
+
+
+def _quote_pattern(name: str) -> str:
+    """*name* as a ``batch_patterns`` ini value (shell-split, then glob-matched) that matches exactly this name."""
+    return shlex.quote(glob.escape(name))
+
+
+class _CommandList(BatchFile):
+    """The commands of a :class:`BatchRunner`, collected from memory instead of parsed.
+
+    A list may hold what no batch file line can: a command on several lines, one
+    starting with ``#``, leading or trailing blanks. Each is run as given.
+    """
+
+    def __init__(self, *, specs: list[CommandSpec], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.specs = specs
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        for spec, name in zip(self.specs, item_names(self.specs), strict=True):
+            yield CommandItem.from_parent(self, name=name, spec=spec)

@@ -1,0 +1,203 @@
+"""Commands started before pytest is ready; plain Python, no pytest import.
+
+The Python API and the ``batchrunner`` command know their commands before
+pytest has been imported and configured, which costs about 0.1 s. Rather than
+wait, :class:`Prestart` starts the first attempts of the leading commands at
+once, under the same rules as ``--batch-jobs`` look-ahead
+(:mod:`~pytest_batchrunner.jobs`): at most *jobs* commands at once, in order,
+and a finishing command starts the next only if it passed (so with one job,
+commands never overlap and nothing starts after a failure). When pytest's run
+loop begins, :meth:`Prestart.handoff` stops it and the
+:class:`~pytest_batchrunner.jobs.JobRunner` adopts what was started: each item
+takes its command's attempt instead of running it, and reports it as usual
+(retries, timeouts, reports, progress are the plugin's).
+
+Only commands that need nothing from pytest are started: the leading lines
+without ``# batch:`` settings, each with the environment, directory and
+timeout its item would give it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .batchfile import CommandSpec, LineSettings
+from .commandenv import command_environment, snapshot
+from .process import DEFAULT_KILL_GRACE, Attempt, run_command
+
+__all__ = ["Prestart", "PrestartKey", "prestart_key"]
+
+PrestartKey = tuple[str, int, str]
+"""``(batch file path, line, command)``: how an item finds its command's attempt."""
+
+# While pytest is imported and configured in the main thread, the threads that
+# start commands need the GIL for a moment per command; with the default 5 ms
+# switch interval each of those moments could wait 5 ms.
+_SWITCH_INTERVAL = 0.0005
+# start() lets the first commands spawn before it returns (and pytest's import
+# competes for the GIL), but never waits longer than this.
+_FIRST_WAVE_WAIT = 0.05
+
+
+def prestart_key(path: str, spec: CommandSpec) -> PrestartKey:
+    """The key of *spec*'s command, collected from the file at *path*."""
+    return (path, spec.line, spec.command)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    key: PrestartKey
+    command: str
+    env: dict[str, str]
+
+
+class Prestart:
+    """Start the first attempts of *specs* (from the batch file at *path*) ahead of pytest.
+
+    *timeout* is the per-attempt timeout their items will have (``None``: none).
+    Commands run in the current directory, as their items would. Call
+    :meth:`start`, then :meth:`handoff` when pytest is ready, and always
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[CommandSpec],
+        path: str,
+        *,
+        jobs: int,
+        timeout: float | None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ) -> None:
+        base = snapshot()
+        planned = []
+        for spec in specs:
+            if spec.settings != LineSettings():
+                break  # a line with settings of its own, and everything after it, waits for pytest
+            planned.append(_Planned(prestart_key(path, spec), spec.command, command_environment(base, path, spec.line, 1)))
+        self.queue = deque(planned)
+        self.jobs = jobs
+        self.timeout = timeout or None
+        self.kill_grace = kill_grace
+        self.cwd = os.getcwd()
+        self.lock = threading.Lock()
+        self.started: dict[PrestartKey, Future[Attempt]] = {}
+        self.running = 0
+        self.live: set[int] = set()
+        self.stopped = False
+        self.closing = False
+        self.pool: ThreadPoolExecutor | None = None
+        self._switch_interval: float | None = None
+        self._first_wave = 0
+        self._first_wave_spawned = threading.Event()
+
+    def start(self) -> None:
+        """Start the first commands (nothing if there is nothing to start); return once they have spawned."""
+        if not self.queue:
+            return
+        self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="batchrunner-prestart")
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL))
+        self._first_wave = min(self.jobs, len(self.queue))
+        self._fill()
+        self._first_wave_spawned.wait(_FIRST_WAVE_WAIT)
+
+    def handoff(self) -> dict[PrestartKey, Future[Attempt]]:
+        """Start nothing more; the commands started so far (some may still run), by key."""
+        with self.lock:
+            self.stopped = True
+            started = dict(self.started)
+        self._restore_switch_interval()
+        return started
+
+    def close(self) -> None:
+        """Stop, and terminate commands still running (SIGTERM, the kill grace, SIGKILL). Idempotent."""
+        self.handoff()
+        if self.pool is None:
+            return
+        with self.lock:
+            self.closing = True
+            live = list(self.live)
+        for pgid in live:
+            _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        for future in list(self.started.values()):
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway
+                pass
+        with self.lock:
+            live = list(self.live)
+        for pgid in live:
+            _killpg(pgid, signal.SIGKILL)
+        self.pool.shutdown(wait=True)
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        with self.lock:
+            while not self.stopped and self.queue and self.running < self.jobs:
+                planned = self.queue.popleft()
+                self.running += 1
+                assert self.pool is not None
+                self.started[planned.key] = self.pool.submit(self._run, planned)
+
+    def _run(self, planned: _Planned) -> Attempt:
+        success = False
+        try:
+            attempt = run_command(
+                planned.command,
+                timeout=self.timeout,
+                cwd=self.cwd,
+                env=planned.env,
+                kill_grace=self.kill_grace,
+                started=self._started,
+            )
+            success = attempt.success
+            with self.lock:
+                self.live.discard(attempt.pid)
+            return attempt
+        except BaseException:
+            self._spawned()  # or could not be: start() need not wait for it
+            raise
+        finally:
+            with self.lock:
+                self.running -= 1
+            # As with --batch-jobs: only a success starts the next command.
+            if success:
+                self._fill()
+
+    def _spawned(self) -> None:
+        with self.lock:
+            if self._first_wave > 0:
+                self._first_wave -= 1
+                if self._first_wave == 0:
+                    self._first_wave_spawned.set()
+
+    def _started(self, pgid: int) -> None:
+        self._spawned()
+        with self.lock:
+            self.live.add(pgid)
+            closing = self.closing
+        if closing:  # started by a thread that was already on its way when close() began
+            _killpg(pgid, signal.SIGKILL)
+
+    def _restore_switch_interval(self) -> None:
+        previous, self._switch_interval = self._switch_interval, None
+        if previous is not None:
+            sys.setswitchinterval(previous)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        pass
