@@ -28,6 +28,7 @@ from typing import Any
 from ._version import __version__
 from .batchfile import BatchFileError, CommandSpec, parse_batch_file
 from .prestart import Prestart
+from .process import DeferredSignals
 from .results import CommandResult, summarize
 from .summary import summary_lines
 
@@ -174,17 +175,22 @@ class BatchRunner:
                 rootdir = Path(tmp)
                 specs = [_list_spec(i, command) for i, command in enumerate(self.commands, 1)]
             prestart = Prestart(specs, str(target), jobs=self._jobs(), timeout=self.timeout_sec)
+            # A Ctrl+C before pytest has collected the commands waits until it
+            # can be handled as in any run: commands killed, reports written.
+            interrupts = DeferredSignals().__enter__()
             try:
                 prestart.start()
                 # Imported here, while the first commands run: pytest's import is most of the start-up time.
                 from .inprocess import InnerRun
 
                 progress = _Progress(len(self.commands)) if self.verbose else None
-                inner = InnerRun(self, target, list_file, specs if list_file is not None else [], prestart, progress)
+                inner = InnerRun(self, target, list_file, specs if list_file is not None else [], prestart, progress, interrupts)
                 holder.append(inner)
                 inner.main(rootdir)
             finally:
+                interrupts.restore()
                 prestart.close()
+                interrupts.replay()  # if pytest never got that far
 
     def save_results(self, output_file: str | os.PathLike[str]) -> None:
         """Write the results of the last :meth:`run` as JSON: ``{"summary": {...}, "results": [...]}``.

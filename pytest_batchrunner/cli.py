@@ -12,12 +12,19 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .api import DEFAULT_WORKERS, BatchRunner
-from .values import cli_float, cli_int
+
+if TYPE_CHECKING:
+    from .api import BatchRunner
+
+# The engine is imported by main(), after run_and_exit() has set up its signal
+# handling: a Ctrl+C during the import is then an interrupt, not a traceback.
 
 EPILOG = """\
 examples:
@@ -35,6 +42,9 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
+    from .api import DEFAULT_WORKERS
+    from .values import cli_float, cli_int
+
     parser = argparse.ArgumentParser(
         prog="batchrunner",
         description="Run a batch of shell commands, sequentially or in parallel, with retries,\n"
@@ -64,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``batchrunner`` command with *argv* (default: ``sys.argv[1:]``); return its exit status."""
+    from .api import BatchRunner
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -106,6 +118,9 @@ def run_and_exit() -> None:
     interpreter's own teardown of pytest's module graph would only add about
     20 ms to every command line, so the process ends with :func:`os._exit`.
     """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # A CI runner's or timeout(1)'s SIGTERM is a Ctrl+C: commands killed, reports written, 130.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         status = main()
     except KeyboardInterrupt:  # before the run began: nothing was started yet
@@ -125,6 +140,10 @@ def run_and_exit() -> None:
             pass
     run_exitfuncs()
     os._exit(status)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _save(runner: BatchRunner, output: str | None) -> None:

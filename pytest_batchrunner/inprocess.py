@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .batchfile import CommandSpec, item_names
-from .engine import PRESTART_KEY, RECORDING_KEY
+from .engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
 from .items import BatchFile, CommandItem
 from .prestart import Prestart
+from .process import DeferredSignals
 from .results import CommandResult
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class InnerRun:
         specs: list[CommandSpec],
         prestart: Prestart | None,
         progress: Any,
+        interrupts: DeferredSignals | None = None,
     ) -> None:
         self.runner = runner
         self.target = target
@@ -91,6 +93,9 @@ class InnerRun:
         self.specs = specs
         self.prestart = prestart
         self.progress = progress
+        self.interrupts = interrupts
+        self.interrupt_at_start: DeferredSignals | None = None
+        """Ctrl+C held since before pytest started; let through when the first item runs (see pytest_runtest_protocol)."""
         self.hidden: dict[str, str] = {}
         self.set_for_parsing: dict[str, str] = {}
         self.usage_error: pytest.UsageError | None = None
@@ -172,6 +177,32 @@ class InnerRun:
         if file_path == self.list_file:
             return [_CommandList.from_parent(parent, path=file_path, specs=self.specs)]
         return collected
+
+    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+        # Runs after the job runner has adopted the commands started before
+        # pytest. A Ctrl+C held until now is let through at the first command
+        # that has not finished: those that have are reported first, so that
+        # none is reported as not run; one still running is interrupted once
+        # its item has started, so that it is reported as interrupted.
+        interrupts = self.interrupts
+        if interrupts is None:
+            return
+        jobs = item.config.stash.get(JOBS_KEY, None)
+        ahead = jobs.ahead(item) if jobs is not None else None
+        if interrupts.caught and ahead is not None and ahead.done():
+            return
+        self.interrupts = None
+        interrupts.restore()
+        if ahead is not None:
+            self.interrupt_at_start = interrupts
+        else:
+            interrupts.replay()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logstart(self) -> None:
+        interrupts, self.interrupt_at_start = self.interrupt_at_start, None
+        if interrupts is not None:
+            interrupts.replay()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         recorder = session.config.stash[RECORDING_KEY].recorder

@@ -106,6 +106,14 @@ class JobRunner:
                 future = self.adopted.pop(prestart_key(str(item.path), item.spec), None)
             return future
 
+    def ahead(self, item: pytest.Item) -> Future[Attempt] | None:
+        """*item*'s first attempt if it was started ahead of its turn (and not taken yet)."""
+        with self.lock:
+            future = self.pending.get(item)  # type: ignore[call-overload]
+            if future is None and self.adopted and isinstance(item, CommandItem):
+                future = self.adopted.get(prestart_key(str(item.path), item.spec))
+        return future
+
     def _adopt(self, prestart: Prestart) -> None:
         """Take over the commands *prestart* started: they count as running until they end."""
         self.handed_off = True

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_CAPTURE_BYTES",
     "DEFAULT_KILL_GRACE",
     "Attempt",
+    "DeferredSignals",
     "OutputBuffer",
     "run_command",
     "signal_name",
@@ -185,7 +186,7 @@ def run_command(
     t0 = time.monotonic()
     # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
     # SIGINT/SIGTERM handlers until it is tracked, then replay them in the try below.
-    with _DeferredSignals() as deferred:
+    with DeferredSignals() as deferred:
         proc = subprocess.Popen(
             [SHELL, "-c", command],
             stdin=subprocess.DEVNULL,
@@ -243,11 +244,13 @@ def run_command(
     )
 
 
-class _DeferredSignals:
+class DeferredSignals:
     """Hold Python-level SIGINT/SIGTERM handlers for a moment; :meth:`replay` runs them.
 
     Only in the main thread (the only one Python delivers signals to); elsewhere
-    a no-op. Handlers that are not Python callables (SIG_DFL, SIG_IGN) are left alone.
+    a no-op. Handlers that are not Python callables (SIG_DFL, SIG_IGN) are left
+    alone. As a context manager: held inside the block, restored at its end, and
+    replayed there if the block raised; else :meth:`restore` and :meth:`replay`.
     """
 
     _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -259,7 +262,7 @@ class _DeferredSignals:
     def _defer(self, signum: int, frame: Any) -> None:
         self.caught.append(signum)
 
-    def __enter__(self) -> _DeferredSignals:
+    def __enter__(self) -> DeferredSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self._SIGNALS:
                 handler = signal.getsignal(sig)
@@ -269,12 +272,18 @@ class _DeferredSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        self.restore()
         if exc[0] is not None:
             self.replay()
 
+    def restore(self) -> None:
+        """Put the held handlers back (signals caught so far wait for :meth:`replay`)."""
+        for sig, handler in self.previous.items():
+            if signal.getsignal(sig) == self._defer:
+                signal.signal(sig, handler)
+
     def replay(self) -> None:
+        """Run the held handlers for the signals caught (``KeyboardInterrupt`` for a Ctrl+C)."""
         caught, self.caught = self.caught, []
         for signum in caught:
             self.previous[signum](signum, None)

@@ -374,6 +374,8 @@ def _process_state() -> dict:
         "stdout": sys.stdout,
         "stderr": sys.stderr,
         "threads": threading.active_count(),
+        "switchinterval": sys.getswitchinterval(),
+        "gc_frozen": __import__("gc").get_freeze_count(),
     }
 
 

@@ -78,6 +78,21 @@ def test_timeout_applies_to_every_rerun(pytester: pytest.Pytester, run) -> None:
     assert time.monotonic() - start < 3 + 10
 
 
+def test_timeout_plugin_loaded_by_module_name(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_leftovers: str) -> None:
+    # `-p pytest_timeout` registers pytest-timeout under its module name, not its
+    # entry-point name "timeout" (the Python API loads it that way too).
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    write(pytester, "sh -c 'sleep 306' & sleep 307 & wait\n")
+    start = time.monotonic()
+    result = pytester.runpytest_subprocess(
+        "-p", "pytest_timeout", "-p", "pytest_rerunfailures", "-p", "pytest_batchrunner.plugin",
+        "--timeout", "0.5", "--reruns", "1", *FAST, timeout=60,
+    )
+    assert outcomes(result) == {"failed": 1, "rerun": 1}
+    result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Failed: 1 (of them timed out: 1)*"])
+    assert time.monotonic() - start < 20
+
+
 def test_timeout_marker_from_line_setting_and_ini(pytester: pytest.Pytester, run) -> None:
     pytester.makeini("[pytest]\ntimeout = 0.5\n")
     write(pytester, "sleep 5\nsleep 0.8  # batch: timeout=3\n")

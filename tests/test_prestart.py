@@ -1,0 +1,133 @@
+"""Commands that start before pytest is ready (the Python API and the command line).
+
+``BatchRunner.run()`` starts the leading commands while it imports and
+configures pytest; the plugin's job runner then adopts them. Whatever the
+timing, every command must run exactly once, in order in sequential mode, with
+the environment its item would give it, and a Ctrl+C in that window must be
+handled like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchrunner import BatchRunner
+
+ORDER_LOG = "order.log"
+
+
+def logged(tag: str, body: str = "true") -> str:
+    """A command that logs its start and end (with its attempt) around *body*."""
+    return (
+        f'echo "start {tag} $BATCH_ATTEMPT" >> {ORDER_LOG}; {body}; status=$?; '
+        f'echo "end {tag} $BATCH_ATTEMPT" >> {ORDER_LOG}; exit $status'
+    )
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+@pytest.mark.parametrize("source", ["list", "file"])
+def test_every_command_runs_exactly_once(in_tmp: Path, mode: str, source: str, no_leftovers: str) -> None:
+    commands = [logged(str(i)) for i in range(1, 31)]
+    if source == "file":
+        (in_tmp / "cmds.txt").write_text("\n".join(commands) + "\n")
+        runner = BatchRunner.from_file(in_tmp / "cmds.txt", mode=mode, verbose=False)
+    else:
+        runner = BatchRunner(commands, mode=mode, verbose=False)
+    results, summary = runner.run()
+    assert summary["successful"] == 30 and all(r.attempts == 1 for r in results)
+    lines = (in_tmp / ORDER_LOG).read_text().splitlines()
+    assert sorted(lines) == sorted(f"{what} {i} 1" for i in range(1, 31) for what in ("start", "end"))
+    if mode == "sequential":
+        assert lines == [f"{what} {i} 1" for i in range(1, 31) for what in ("start", "end")]
+
+
+def test_sequential_commands_never_overlap_and_a_retry_comes_before_the_next_command(in_tmp: Path, no_leftovers: str) -> None:
+    marker = in_tmp / "tries"
+    failing_once = f"echo x >> {marker}; test $(wc -l < {marker}) -ge 2"
+    commands = [logged("a", "sleep 0.05"), logged("b", failing_once), logged("c", "sleep 0.05"), logged("d")]
+    results, summary = BatchRunner(commands, max_retries=1, retry_delay_sec=0, verbose=False).run()
+    assert [r.attempts for r in results] == [1, 2, 1, 1] and summary["successful"] == 4
+    assert (in_tmp / ORDER_LOG).read_text().splitlines() == [
+        "start a 1", "end a 1",
+        "start b 1", "end b 1",
+        "start b 2", "end b 2",
+        "start c 1", "end c 1",
+        "start d 1", "end d 1",
+    ]
+
+
+def test_a_command_started_early_gets_its_items_environment(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_THE_CALLER", "yes")
+    show = "env | grep -E '^(BATCH_|FROM_THE_CALLER|PYTEST_CURRENT_TEST)' | sort"
+    (in_tmp / "sub").mkdir()
+    # Line 1 may start before pytest is ready; line 2 has settings, so it and
+    # everything after it wait for pytest's items.
+    (in_tmp / "cmds.txt").write_text(f"{show}\n{show}  # batch: cwd=sub\n{show}\n")
+    results, _ = BatchRunner.from_file(in_tmp / "cmds.txt", verbose=False).run()
+    path = str(in_tmp / "cmds.txt")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # this test may itself run in an xdist worker
+    for line, result in enumerate(results, 1):
+        assert result.stdout.splitlines() == [
+            "BATCH_ATTEMPT=1", f"BATCH_FILE={path}", f"BATCH_LINE={line}", f"BATCH_WORKER={worker}", "FROM_THE_CALLER=yes",
+        ]
+
+
+def test_a_failure_stops_the_early_start_in_sequential_mode(in_tmp: Path, no_leftovers: str) -> None:
+    commands = [logged("a"), logged("b", "false"), logged("c")]
+    results, summary = BatchRunner(commands, verbose=False).run()
+    assert [r.success for r in results] == [True, False, True]
+    assert (in_tmp / ORDER_LOG).read_text().splitlines() == [
+        "start a 1", "end a 1", "start b 1", "end b 1", "start c 1", "end c 1",
+    ]
+
+
+@pytest.mark.parametrize("mode", [[], ["--parallel"]])
+def test_ctrl_c_while_pytest_is_still_starting(tmp_path: Path, mode: list[str], no_leftovers: str) -> None:
+    # The first command starts some 25 ms after the process, pytest is ready
+    # some 100 ms later: the signal lands while pytest is being imported.
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "batchrunner", "-c", "touch started; sleep 60", "sleep 61",
+            "-o", "results.json", "-l", "run.log", *mode,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.002)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["summary"]["interrupted"] is True
+    statuses = [r["status"] for r in data["results"]]
+    assert statuses[0] == "interrupted"
+    # In parallel the second command was running too, and killed as well.
+    assert statuses[1] in (("not run", "interrupted") if mode else ("not run",))
+    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
