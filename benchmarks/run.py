@@ -1,7 +1,7 @@
 """Benchmark pytest-batchrunner against xargs, GNU parallel and a plain thread pool.
 
     python benchmarks/run.py [--rounds N] [--quick] [--only W1,W3] [--rev HEAD]
-                             [--markdown docs/benchmarks.md] [--json OUT]
+                             [--original PATH] [--markdown docs/benchmarks.md] [--json OUT]
 
 Every workload file is generated in a temporary directory holding an empty
 ``pytest.ini`` (so no project configuration applies). Each variant runs as a
@@ -243,7 +243,63 @@ W5 = Workload(
     rounds=3,
 )
 
-WORKLOADS = [W1, W2, W3, W4, W5]
+# W6-W10: the `batchrunner` command against the original BatchRunner's, given
+# with --original PATH (its batchrunner.py, from github.com/DonkRonk17/BatchRunner;
+# not part of this repository). Both run with their defaults (verbose).
+ORIGINAL: dict[str, str] = {}
+
+
+def _original(*extra: str, file: str = "w.txt") -> Callable[[dict[str, int]], list[str]]:
+    return lambda s: [PY, ORIGINAL["script"], "-f", file, *extra]
+
+
+def _batchrunner(*extra: str, file: str = "w.txt") -> Callable[[dict[str, int]], list[str]]:
+    return lambda s: [PY, "-m", "pytest_batchrunner", "-f", file, *extra]
+
+
+def _all_passed(s: dict[str, int]) -> str:
+    return r"Success Rate: 100\.0%"
+
+
+def _versus_original(key: str, title: str, line: str, count: int, quick: int, parallel: bool, rounds: int) -> Workload:
+    variants = [Variant("original", _original(), _all_passed), Variant("batchrunner", _batchrunner(), _all_passed, ref="original")]
+    targets = [Target("batchrunner", "wall", 1.0, "original")]
+    if parallel:
+        variants += [
+            Variant("original --parallel", _original("--parallel"), _all_passed),
+            Variant("batchrunner --parallel", _batchrunner("--parallel"), _all_passed, ref="original --parallel"),
+        ]
+        targets.append(Target("batchrunner --parallel", "wall", 1.0, "original --parallel"))
+    return Workload(
+        key=key, title=title, sizes={"lines": count}, quick_sizes={"lines": quick},
+        files=lambda s: {"w.txt": _lines(line, s["lines"])}, variants=variants, targets=targets, rounds=rounds,
+    )
+
+
+W6 = _versus_original("W6", "`batchrunner` vs the original: 10 lines of `echo hello` (start-up)",
+                      "echo hello", 10, 10, parallel=True, rounds=10)
+W7 = Workload(
+    key="W7",
+    title="`batchrunner` vs the original: 10 lines of `sleep 0.5`, `--parallel` (the API issue's example)",
+    sizes={"lines": 10},
+    quick_sizes={"lines": 10},
+    files=lambda s: {"w.txt": _lines("sleep 0.5", s["lines"])},
+    variants=[
+        Variant("original --parallel", _original("--parallel"), _all_passed),
+        Variant("batchrunner --parallel", _batchrunner("--parallel"), _all_passed, ref="original --parallel"),
+    ],
+    targets=[Target("batchrunner --parallel", "wall", 1.0, "original --parallel"), Target("batchrunner --parallel", "wall", 1.0)],
+    rounds=5,
+)
+W8 = _versus_original("W8", "`batchrunner` vs the original: 1,000 lines of `true` (per-command overhead)",
+                      "true", 1000, 100, parallel=True, rounds=3)
+W9 = _versus_original("W9", "`batchrunner` vs the original: 50 lines of `python -S -c pass` (CPU-bound commands)",
+                      f"{PY} -S -c pass", 50, 10, parallel=True, rounds=5)
+W10 = _versus_original("W10", "`batchrunner` vs the original: 20 lines of `sleep 0.1` (waiting commands)",
+                       "sleep 0.1", 20, 5, parallel=False, rounds=3)
+
+WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10]
+VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10"}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -644,7 +700,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="stop repeating noisy runs once waiting and repeating have cost this much in total "
                              "(default 120), so that a busy machine does not make the run endless")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
+    parser.add_argument("--original", default=None, metavar="PATH",
+                        help="the original BatchRunner's batchrunner.py (github.com/DonkRonk17/BatchRunner): "
+                             f"runs {', '.join(sorted(VERSUS_ORIGINAL))}, which are skipped without it")
     args = parser.parse_args(argv)
+    if args.original is not None:
+        if not Path(args.original).is_file():
+            parser.error(f"--original: no such file {args.original}")
+        ORIGINAL["script"] = str(Path(args.original).resolve())
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be 1 or more")
     if args.noise_retries < 0:
@@ -656,6 +719,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"--only: unknown workload(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
         args.only = wanted
+        if args.original is None and set(wanted) & VERSUS_ORIGINAL:
+            parser.error(f"--only {','.join(sorted(set(wanted) & VERSUS_ORIGINAL))}: needs --original PATH")
     return args
 
 
@@ -670,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
-    workloads = [w for w in WORKLOADS if not args.only or w.key in args.only]
+    workloads = [w for w in WORKLOADS if (not args.only or w.key in args.only)
+                 and (args.original is not None or w.key not in VERSUS_ORIGINAL)]
     sizes_of = {w.key: dict(w.quick_sizes if args.quick else w.sizes) for w in workloads}
     rounds_of = {w.key: args.rounds or (1 if args.quick else w.rounds) for w in workloads}
     rows = {(w.key, v.label): Row(w, v) for w in workloads for v in w.variants}

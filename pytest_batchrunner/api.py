@@ -23,14 +23,18 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .batchfile import BatchFileError, CommandSpec, parse_batch_file
 from .prestart import Prestart
 from .process import DeferredSignals
-from .results import CommandResult, summarize
-from .summary import summary_lines
+
+if TYPE_CHECKING:
+    from .results import CommandResult
+
+# .results and .summary are imported where used: they are needed once the
+# commands have run, and every millisecond of import delays the first command.
 
 __all__ = ["BatchRunner", "load_commands_from_file"]
 
@@ -234,6 +238,8 @@ class BatchRunner:
         return f"BatchRunner {__version__}: {count} command{'' if count == 1 else 's'} ({'; '.join(parts)})"
 
     def _empty_summary(self) -> dict[str, Any]:
+        from .results import summarize
+
         return summarize([], wall_seconds=0.0, mode=self.mode, max_retries=self.max_retries, workers=self._jobs())
 
 
@@ -290,6 +296,8 @@ class _Progress:
 
 
 def _print_summary(summary: dict[str, Any], results: list[CommandResult]) -> None:
+    from .summary import summary_lines
+
     print("=" * 70 + "\nBatchRunner summary")
     for text, _markup in summary_lines(summary, results):
         print(text)

@@ -56,6 +56,7 @@ class JobRunner:
         self.pending: dict[CommandItem, Future[Attempt]] = {}
         """Started ahead, not yet taken by their item."""
         self.claimed: set[pytest.Item] = set()
+        self.startable: dict[CommandItem, bool] = {}
         """Items whose first attempt has started (ahead or in their own protocol)."""
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
@@ -192,6 +193,16 @@ class JobRunner:
             self.live.discard(pgid)
 
     def _may_start(self, item: CommandItem) -> bool:
+        # Looked up once per item: the window of upcoming items is scanned at
+        # every start and end of a command, and marker lookups walk the tree.
+        # Collection is over, so the markers no longer change.
+        allowed = self.startable.get(item)
+        if allowed is None:
+            allowed = self.startable[item] = self._allowed_ahead(item)
+        return allowed
+
+    @staticmethod
+    def _allowed_ahead(item: CommandItem) -> bool:
         if item.spec.settings.sequential:
             return False
         for name in ("skip", "skipif"):
