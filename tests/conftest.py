@@ -7,6 +7,8 @@ it, so any process still carrying it after a run is one the run left behind.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -91,3 +93,33 @@ def run(pytester: pytest.Pytester, mode: str, no_leftovers: str, xdist_workers: 
         return pytester.runpytest_subprocess(*args, *extra, "-p", "no:cacheprovider", timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def interrupt_once_started():
+    """``interrupt_once_started(argv, cwd, started, sig=SIGINT)``: see :func:`_interrupt_once_started`."""
+    return _interrupt_once_started
+
+
+def _interrupt_once_started(argv: list[str], cwd, started, sig: int = signal.SIGINT) -> subprocess.CompletedProcess[str]:
+    """Run *argv* in its own process group, send *sig* to the group once the file *started* exists, and wait.
+
+    The group gets it as a terminal's Ctrl+C would reach it; the commands run in
+    their own sessions, so only the runner gets it.
+    """
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.002)
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -219,36 +219,18 @@ def test_the_callers_pytest_settings_are_ignored(tmp_path: Path) -> None:
     ("sig", "mode"), [(signal.SIGINT, []), (signal.SIGTERM, []), (signal.SIGINT, ["--parallel"])]
 )
 def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
-    tmp_path: Path, sig: signal.Signals, mode: list[str], no_leftovers: str
+    tmp_path: Path, sig: signal.Signals, mode: list[str], no_leftovers: str, interrupt_once_started
 ) -> None:
-    # Sent to the command's process group, as a terminal's Ctrl+C is; the
-    # commands run in their own sessions, so only batchrunner gets it.
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "batchrunner",
-            "-c", "echo done", "sleep 0.2; touch started; sleep 60 & sleep 60; wait", "sleep 60",
-            "-o", "results.json", "-l", "run.log", "--junitxml", "junit.xml", *mode,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    result = interrupt_once_started(
+        [sys.executable, "-m", "batchrunner",
+         "-c", "echo done", "sleep 0.2; touch started; sleep 60 & sleep 60; wait", "sleep 60",
+         "-o", "results.json", "-l", "run.log", "--junitxml", "junit.xml", *mode],
+        tmp_path,
+        tmp_path / "started",
+        sig,
     )
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.02)
-        os.killpg(proc.pid, sig)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"]["interrupted"] is True
     statuses = [r["status"] for r in data["results"]]

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -96,34 +93,17 @@ def test_a_failure_stops_the_early_start_in_sequential_mode(in_tmp: Path, no_lef
 
 
 @pytest.mark.parametrize("mode", [[], ["--parallel"]])
-def test_ctrl_c_while_pytest_is_still_starting(tmp_path: Path, mode: list[str], no_leftovers: str) -> None:
+def test_ctrl_c_while_pytest_is_still_starting(tmp_path: Path, mode: list[str], no_leftovers: str, interrupt_once_started) -> None:
     # The first command starts some 25 ms after the process, pytest is ready
     # some 100 ms later: the signal lands while pytest is being imported.
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "batchrunner", "-c", "touch started; sleep 60", "sleep 61",
-            "-o", "results.json", "-l", "run.log", *mode,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    result = interrupt_once_started(
+        [sys.executable, "-m", "batchrunner", "-c", "touch started; sleep 60", "sleep 61",
+         "-o", "results.json", "-l", "run.log", *mode],
+        tmp_path,
+        tmp_path / "started",
     )
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.002)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"]["interrupted"] is True
     statuses = [r["status"] for r in data["results"]]
