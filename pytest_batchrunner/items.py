@@ -16,7 +16,7 @@ from .commandenv import command_environment
 from .engine import ENGINE_KEY, JOBS_KEY, EngineSettings
 from .environment import ENVIRONMENT_KEY
 from .pipelines import group_key
-from .process import Attempt, run_command
+from .process import Attempt, RunningCommand, start_command
 
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
@@ -161,13 +161,19 @@ class CommandItem(pytest.Item):
         self, number: int, timeout: float | None, started: Callable[[int], None] | None = None
     ) -> Attempt:
         """Run the command once, as attempt *number*; thread-safe (``--batch-jobs`` calls it ahead)."""
+        return self.start_attempt(number, timeout, started).wait()
+
+    def start_attempt(
+        self, number: int, timeout: float | None, started: Callable[[int], None] | None = None
+    ) -> RunningCommand:
+        """Start the command as attempt *number*; its :meth:`~RunningCommand.wait` gives the attempt."""
         engine = self.engine
         cwd = self.working_directory()
         if not cwd.is_dir():
             raise CommandSetupError(
                 f"{self.spec.path}:{self.spec.line}: cwd={self.spec.settings.cwd}: no such directory {cwd}"
             )
-        return run_command(
+        return start_command(
             self.spec.command,
             timeout=timeout,
             cwd=cwd,

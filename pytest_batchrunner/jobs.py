@@ -39,7 +39,7 @@ import pytest
 from .engine import ENGINE_KEY, PRESTART_KEY
 from .items import CommandItem
 from .prestart import Prestart, PrestartKey, prestart_key
-from .process import Attempt
+from .process import Attempt, RunningCommand
 from .timeouts import resolve_timeout
 
 
@@ -130,8 +130,16 @@ class JobRunner:
         if not future.cancelled() and future.exception() is None and future.result().success:
             self._fill()
 
-    def _fill(self) -> None:
-        """Start upcoming commands until ``jobs`` are running (from the main thread or a finishing job)."""
+    def _fill(self, spawn_here: bool = False) -> None:
+        """Start upcoming commands until ``jobs`` are running (from the main thread or a finishing job).
+
+        With *spawn_here* (a finishing job), the commands are spawned in this
+        thread before it returns: its return hands its own result to pytest's
+        main thread, which then holds the GIL while it reports, and a spawn in
+        another thread would wait for it (measured: Popen 0.33 ms instead of
+        0.15 ms, per command).
+        """
+        chosen: list[tuple[CommandItem, Future[Attempt]]] = []
         with self.lock:
             if self.stopping:
                 return
@@ -148,23 +156,62 @@ class JobRunner:
                     continue
                 self.claimed.add(item)
                 self.running += 1
-                self.pending[item] = self.pool.submit(self._run, item)  # type: ignore[index]
+                if spawn_here:
+                    self.pending[item] = future = Future()
+                    chosen.append((item, future))
+                else:
+                    self.pending[item] = self.pool.submit(self._run, item)  # type: ignore[index]
+        for item, future in chosen:
+            try:
+                running = item.start_attempt(1, resolve_timeout(item), started=self._started)
+            except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
+                future.set_exception(exc)
+                with self.lock:
+                    self.running -= 1
+                continue
+            try:
+                self.pool.submit(self._wait, running, future)
+            except RuntimeError as exc:  # the pool is shutting down: the run is over
+                running.abandon()
+                future.set_exception(exc)
+                with self.lock:
+                    self.running -= 1
 
     def _run(self, item: CommandItem) -> Attempt:
-        success = False
+        """Start and wait for *item*'s first attempt (its result is the pool's future)."""
         try:
-            attempt = item.run_attempt(1, resolve_timeout(item), started=self._started)
-            success = attempt.success
-            self.finished(attempt.pid)
-            return attempt
+            running = item.start_attempt(1, resolve_timeout(item), started=self._started)
+        except BaseException:
+            with self.lock:
+                self.running -= 1
+            raise
+        return self._wait(running)
+
+    def _wait(self, running: RunningCommand, future: Future[Attempt] | None = None) -> Attempt:
+        """Wait for a started attempt; publish it (in *future*, or as the return value) after refilling."""
+        try:
+            attempt = running.wait()
+        except BaseException as exc:
+            if future is None:
+                raise
+            future.set_exception(exc)
+            return None  # type: ignore[return-value]
         finally:
             with self.lock:
                 self.running -= 1
+        self.finished(attempt.pid)
+        try:
             # Refill as soon as a command ends, while pytest still reports the
             # items before it: its bookkeeping overlaps the next command. Only
             # after a success, so that -x / --maxfail never see an extra start.
-            if success:
-                self._fill()
+            if attempt.success:
+                # With several jobs the pool's other threads may all be waiting on
+                # commands; the next spawn then goes to the pool, not this thread.
+                self._fill(spawn_here=self.jobs == 1)
+        finally:
+            if future is not None:
+                future.set_result(attempt)
+        return attempt
 
     def _started(self, pgid: int) -> None:
         with self.lock:

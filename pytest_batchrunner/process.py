@@ -41,7 +41,9 @@ __all__ = [
     "Attempt",
     "DeferredSignals",
     "OutputBuffer",
+    "RunningCommand",
     "run_command",
+    "start_command",
     "signal_name",
 ]
 
@@ -178,6 +180,37 @@ def run_command(
     them). Any exception raised while waiting (KeyboardInterrupt included)
     terminates the command's process group before it propagates.
     """
+    return start_command(
+        command,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_bytes=capture_bytes,
+        kill_grace=kill_grace,
+        expected_exit=expected_exit,
+        echo=echo,
+        started=started,
+    ).wait()
+
+
+def start_command(
+    command: str,
+    *,
+    timeout: float | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    capture_bytes: int = DEFAULT_CAPTURE_BYTES,
+    kill_grace: float = DEFAULT_KILL_GRACE,
+    expected_exit: int = 0,
+    echo: Echo | None = None,
+    started: Callable[[int], None] | None = None,
+) -> RunningCommand:
+    """Start *command* as :func:`run_command` would; :meth:`RunningCommand.wait` gives its :class:`Attempt`.
+
+    The timeout counts from here. The caller must call :meth:`~RunningCommand.wait`
+    (from any thread, once): it is what reads the output, enforces the timeout
+    and accounts for every process.
+    """
     token = guardian.start()
     env = dict(os.environ if env is None else env)
     if token is not None:
@@ -185,7 +218,7 @@ def run_command(
     wall_start = time.time()
     t0 = time.monotonic()
     # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
-    # SIGINT/SIGTERM handlers until it is tracked, then replay them in the try below.
+    # SIGINT/SIGTERM handlers until it is tracked, then replay them below.
     with DeferredSignals() as deferred:
         proc = subprocess.Popen(
             [SHELL, "-c", command],
@@ -196,52 +229,93 @@ def run_command(
             env=env,
             start_new_session=True,
         )
-        pgid = proc.pid
-        guardian.register(pgid)
+        guardian.register(proc.pid)
         if started is not None:
-            started(pgid)
-        run = _Run(proc, capture_bytes, echo)
+            started(proc.pid)
+        running = RunningCommand(command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit)
+    try:
+        deferred.replay()  # in this thread: the one the signal was meant for
+    except BaseException:
+        running.abandon()
+        raise
+    return running
+
+
+class RunningCommand:
+    """A command started by :func:`start_command`, not yet waited for."""
+
+    def __init__(
+        self,
+        command: str,
+        proc: subprocess.Popen[bytes],
+        run: _Run,
+        wall_start: float,
+        t0: float,
+        timeout: float | None,
+        kill_grace: float,
+        expected_exit: int,
+    ) -> None:
+        self.command = command
+        self.proc = proc
+        self.run = run
+        self.pgid = proc.pid
+        self.wall_start = wall_start
+        self.t0 = t0
+        self.timeout = timeout
+        self.kill_grace = kill_grace
+        self.expected_exit = expected_exit
+
+    def abandon(self) -> None:
+        """Terminate the command's group and release everything, without an :class:`Attempt`."""
+        try:
+            _terminate_group(self.run, self.pgid, self.kill_grace)
+        finally:
+            self.run.close()
+            guardian.unregister(self.pgid)
+
+    def wait(self) -> Attempt:
+        """Wait for the shell, then kill what is left of its group; the attempt."""
+        run, pgid, t0, timeout = self.run, self.pgid, self.t0, self.timeout
         timed_out = False
         leftovers: list[str] = []
-    try:
-        deferred.replay()
-        deadline = t0 + timeout if timeout else None
-        if run.wait_exit(deadline):
-            end = time.monotonic()
-            if _group_alive(pgid):
-                # The shell is done; what is left of its group is a stray.
-                run.read_available()
-                leftovers = _group_members(pgid)
-                _terminate_group(run, pgid, kill_grace)
-        else:
-            timed_out = True
-            _terminate_group(run, pgid, kill_grace)
-            end = time.monotonic()
-        run.drain(time.monotonic() + DRAIN_SECONDS)
-    except BaseException:
-        _terminate_group(run, pgid, kill_grace)
-        raise
-    finally:
-        run.close()
-        # Every path above ends with the group gone or sent SIGKILL.
-        guardian.unregister(pgid)
-    status = proc.returncode
-    return Attempt(
-        command=command,
-        exit_code=status if status >= 0 else None,
-        signal=signal_name(-status) if status < 0 else None,
-        timed_out=timed_out,
-        timeout=timeout if timeout else None,
-        stdout=run.out.text(),
-        stderr=run.err.text(),
-        stdout_bytes=run.out.total,
-        stderr_bytes=run.err.total,
-        started=wall_start,
-        duration=end - t0,
-        leftovers=leftovers,
-        expected_exit=expected_exit,
-        pid=pgid,
-    )
+        try:
+            deadline = t0 + timeout if timeout else None
+            if run.wait_exit(deadline):
+                end = time.monotonic()
+                if _group_alive(pgid):
+                    # The shell is done; what is left of its group is a stray.
+                    run.read_available()
+                    leftovers = _group_members(pgid)
+                    _terminate_group(run, pgid, self.kill_grace)
+            else:
+                timed_out = True
+                _terminate_group(run, pgid, self.kill_grace)
+                end = time.monotonic()
+            run.drain(time.monotonic() + DRAIN_SECONDS)
+        except BaseException:
+            _terminate_group(run, pgid, self.kill_grace)
+            raise
+        finally:
+            run.close()
+            # Every path above ends with the group gone or sent SIGKILL.
+            guardian.unregister(pgid)
+        status = self.proc.returncode
+        return Attempt(
+            command=self.command,
+            exit_code=status if status >= 0 else None,
+            signal=signal_name(-status) if status < 0 else None,
+            timed_out=timed_out,
+            timeout=timeout if timeout else None,
+            stdout=run.out.text(),
+            stderr=run.err.text(),
+            stdout_bytes=run.out.total,
+            stderr_bytes=run.err.total,
+            started=self.wall_start,
+            duration=end - t0,
+            leftovers=leftovers,
+            expected_exit=self.expected_exit,
+            pid=pgid,
+        )
 
 
 class DeferredSignals:
