@@ -31,6 +31,7 @@ from .prestart import Prestart
 from .process import DeferredSignals
 
 if TYPE_CHECKING:
+    from .inprocess import InnerRun
     from .results import CommandResult
 
 # .results and .summary are imported where used: they are needed once the
@@ -116,6 +117,7 @@ class BatchRunner:
         self.end_time: float | None = None
         self.batch_file: Path | None = None
         """Set by :meth:`from_file`: the batch file that :meth:`run` hands to the plugin."""
+        self._inner: InnerRun | None = None
 
     @classmethod
     def from_file(cls, file_path: str | os.PathLike[str], **options: Any) -> BatchRunner:
@@ -145,24 +147,25 @@ class BatchRunner:
         if self.verbose:
             print(self._header(), flush=True)
         recorded: list[CommandResult] = []
-        outcome: list[Any] = []
+        self._inner = None
         try:
             if self.commands:
-                self._run_engine(outcome)
+                self._run_engine()
             else:
                 self.summary = self._empty_summary()
         finally:
             # Also when interrupted: the results say which commands ran and which did not.
-            if outcome and outcome[0].outcome is not None:
-                recorded, self.summary = outcome[0].outcome
+            if self._inner is not None and self._inner.outcome is not None:
+                recorded, self.summary = self._inner.outcome
                 self.results = [_as_original(r) for r in recorded]
+            self._inner = None  # nothing of the inner run outlives run()
             self.end_time = time.time()
             if self.verbose and self.summary:
                 _print_summary(self.summary, recorded)
         return self.results, self.summary
 
-    def _run_engine(self, holder: list[Any]) -> None:
-        """Run the commands with the plugin; ``holder[0]`` is the :class:`~.inprocess.InnerRun`, also when this raises."""
+    def _run_engine(self) -> None:
+        """Run the commands with the plugin; ``self._inner`` is the :class:`~.inprocess.InnerRun`, also when this raises."""
         with tempfile.TemporaryDirectory(prefix="batchrunner-") as tmp:
             list_file: Path | None = None
             if self.batch_file is not None:
@@ -181,7 +184,7 @@ class BatchRunner:
             prestart = Prestart(specs, str(target), jobs=self._jobs(), timeout=self.timeout_sec)
             # A Ctrl+C before pytest has collected the commands waits until it
             # can be handled as in any run: commands killed, reports written.
-            interrupts = DeferredSignals().__enter__()
+            interrupts = DeferredSignals().hold()
             try:
                 prestart.start()
                 # Imported here, while the first commands run: pytest's import is most of the start-up time.
@@ -189,7 +192,7 @@ class BatchRunner:
 
                 progress = _Progress(len(self.commands)) if self.verbose else None
                 inner = InnerRun(self, target, list_file, specs if list_file is not None else [], prestart, progress, interrupts)
-                holder.append(inner)
+                self._inner = inner
                 inner.main(rootdir)
             finally:
                 interrupts.restore()

@@ -27,10 +27,8 @@ so only the already-assigned next item is started ahead.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -39,7 +37,7 @@ import pytest
 from .engine import ENGINE_KEY, PRESTART_KEY
 from .items import CommandItem
 from .prestart import Prestart, PrestartKey, prestart_key
-from .process import Attempt, RunningCommand
+from .process import Attempt, RunningCommand, kill_group, terminate_in_flight
 from .timeouts import resolve_timeout
 
 
@@ -54,8 +52,9 @@ class JobRunner:
         self.pending: dict[CommandItem, Future[Attempt]] = {}
         """Started ahead, not yet taken by their item."""
         self.claimed: set[pytest.Item] = set()
-        self.startable: dict[CommandItem, bool] = {}
         """Items whose first attempt has started (ahead or in their own protocol)."""
+        self.startable: dict[CommandItem, bool] = {}
+        """Whether an item may start ahead of its turn (see _may_start), once looked up."""
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
         self.upcoming: list[pytest.Item] = []
@@ -218,7 +217,7 @@ class JobRunner:
             self.live.add(pgid)
             stopping = self.stopping
         if stopping:
-            _killpg(pgid, signal.SIGKILL)
+            kill_group(pgid, signal.SIGKILL)
 
     def finished(self, pgid: int) -> None:
         with self.lock:
@@ -269,32 +268,12 @@ class JobRunner:
         """Terminate commands still in flight (TERM, grace, KILL) and drop their results."""
         with self.lock:
             self.stopping = True
-            live = list(self.live)
-        for pgid in live:
-            _killpg(pgid, signal.SIGTERM)
-        grace = self.config.stash[ENGINE_KEY].kill_grace
-        deadline = time.monotonic() + grace
-        with self.lock:
             pending = list(self.pending.values())
-        for future in pending:
-            try:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway
-                pass
-        with self.lock:
-            for pgid in self.live:
-                _killpg(pgid, signal.SIGKILL)
+        terminate_in_flight(self.lock, self.live, pending, self.config.stash[ENGINE_KEY].kill_grace)
         self.pending.clear()
         self.pool.shutdown(wait=True)
         if self.prestart is not None:
             self.prestart.close()
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass
 
 
 def _xdist_queue(config: pytest.Config) -> Any:

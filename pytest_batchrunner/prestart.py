@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 
 from .batchfile import CommandSpec, LineSettings
 from .commandenv import command_environment, snapshot
-from .process import DEFAULT_KILL_GRACE, Attempt, run_command
+from .process import DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight
 
 __all__ = ["Prestart", "PrestartKey", "prestart_key"]
 
@@ -125,19 +124,7 @@ class Prestart:
             return
         with self.lock:
             self.closing = True
-            live = list(self.live)
-        for pgid in live:
-            _killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.kill_grace
-        for future in list(self.started.values()):
-            try:
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway
-                pass
-        with self.lock:
-            live = list(self.live)
-        for pgid in live:
-            _killpg(pgid, signal.SIGKILL)
+        terminate_in_flight(self.lock, self.live, list(self.started.values()), self.kill_grace)
         self.pool.shutdown(wait=True)
 
     # -- the work -----------------------------------------------------------------------------
@@ -188,16 +175,9 @@ class Prestart:
             self.live.add(pgid)
             closing = self.closing
         if closing:  # started by a thread that was already on its way when close() began
-            _killpg(pgid, signal.SIGKILL)
+            kill_group(pgid, signal.SIGKILL)
 
     def _restore_switch_interval(self) -> None:
         previous, self._switch_interval = self._switch_interval, None
         if previous is not None:
             sys.setswitchinterval(previous)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except OSError:
-        pass

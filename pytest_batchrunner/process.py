@@ -29,11 +29,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import guardian
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "DEFAULT_CAPTURE_BYTES",
@@ -44,6 +47,8 @@ __all__ = [
     "RunningCommand",
     "run_command",
     "start_command",
+    "kill_group",
+    "terminate_in_flight",
     "signal_name",
 ]
 
@@ -337,6 +342,10 @@ class DeferredSignals:
         self.caught.append(signum)
 
     def __enter__(self) -> DeferredSignals:
+        return self.hold()
+
+    def hold(self) -> DeferredSignals:
+        """Start holding the signals (what entering the context does)."""
         if threading.current_thread() is threading.main_thread():
             for sig in self._SIGNALS:
                 handler = signal.getsignal(sig)
@@ -468,6 +477,28 @@ class _Run:
                 pipe.close()
 
 
+def terminate_in_flight(lock: threading.Lock, live: set[int], futures: Iterable[Future[Any]], grace: float) -> None:
+    """Stop commands that threads are running: SIGTERM every group in *live*, wait up
+    to *grace* seconds for *futures* (their attempts), then SIGKILL the groups still
+    in *live*. *live* is read under *lock*; the threads remove a group once its
+    attempt is over. Results and exceptions of *futures* are dropped.
+    """
+    with lock:
+        groups = list(live)
+    for pgid in groups:
+        kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for future in futures:
+        try:
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:  # noqa: BLE001 - a killed command's result is dropped anyway
+            pass
+    with lock:
+        groups = list(live)
+    for pgid in groups:
+        kill_group(pgid, signal.SIGKILL)
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is left in group *pgid*.
 
@@ -487,7 +518,8 @@ def _group_alive(pgid: int) -> bool:
     return bool(_live_members(pgid))
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def kill_group(pgid: int, sig: int) -> None:
+    """Send *sig* to process group *pgid*; a group that is gone (or not ours) is no error."""
     try:
         os.killpg(pgid, sig)
     except OSError as exc:
@@ -502,7 +534,7 @@ def _terminate_group(run: _Run, pgid: int, grace: float) -> None:
     blocked on a full pipe can reach its exit. A second interruption while
     waiting (another Ctrl+C) goes straight to SIGKILL.
     """
-    _killpg(pgid, signal.SIGTERM)
+    kill_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     try:
         while True:
@@ -520,7 +552,7 @@ def _terminate_group(run: _Run, pgid: int, grace: float) -> None:
             else:
                 run.wait_exit(step)
     finally:
-        _killpg(pgid, signal.SIGKILL)
+        kill_group(pgid, signal.SIGKILL)
         run.proc.wait()
 
 
