@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .batchfile import BatchFileError, CommandSpec, parse_batch_file
+from .batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
 from .prestart import Prestart
 from .process import DeferredSignals
 
@@ -167,21 +167,22 @@ class BatchRunner:
     def _run_engine(self) -> None:
         """Run the commands with the plugin; ``self._inner`` is the :class:`~.inprocess.InnerRun`, also when this raises."""
         with tempfile.TemporaryDirectory(prefix="batchrunner-") as tmp:
-            list_file: Path | None = None
             if self.batch_file is not None:
                 target, rootdir = self.batch_file, self.batch_file.parent
+                specs: list[CommandSpec] | None
                 try:
-                    specs = parse_batch_file(target)
+                    # Named as pytest names it, relative to the rootdir: its directory.
+                    specs = parse_batch_text(target.read_bytes(), target.name)
                 except (OSError, BatchFileError):
-                    specs = []  # pytest reports it, as it would for `pytest FILE`
+                    specs = None  # pytest parses it and reports the error, as for `pytest FILE`
             else:
                 # The file only gives pytest something to collect: the commands
                 # themselves are collected from memory (see InnerRun.pytest_collect_file).
-                target = list_file = Path(tmp, "commands.batch")
-                list_file.write_text("# the commands of a BatchRunner, collected from memory\n", encoding="utf-8")
+                target = Path(tmp, "commands.batch")
+                target.write_text("# the commands of a BatchRunner, collected from memory\n", encoding="utf-8")
                 rootdir = Path(tmp)
                 specs = [_list_spec(i, command) for i, command in enumerate(self.commands, 1)]
-            prestart = Prestart(specs, str(target), jobs=self._jobs(), timeout=self.timeout_sec)
+            prestart = Prestart(specs or [], str(target), jobs=self._jobs(), timeout=self.timeout_sec)
             # A Ctrl+C before pytest has collected the commands waits until it
             # can be handled as in any run: commands killed, reports written.
             interrupts = DeferredSignals().hold()
@@ -191,7 +192,7 @@ class BatchRunner:
                 from .inprocess import InnerRun
 
                 progress = _Progress(len(self.commands)) if self.verbose else None
-                inner = InnerRun(self, target, list_file, specs if list_file is not None else [], prestart, progress, interrupts)
+                inner = InnerRun(self, target, specs, prestart, progress, interrupts)
                 self._inner = inner
                 inner.main(rootdir)
             finally:

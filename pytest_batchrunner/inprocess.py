@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .batchfile import CommandSpec, item_names
+from .batchfile import CommandSpec
 from .engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
-from .items import BatchFile, CommandItem
+from .items import BatchFile
 from .prestart import Prestart
 from .process import DeferredSignals
 from .results import CommandResult
@@ -80,17 +80,16 @@ class InnerRun:
         self,
         runner: BatchRunner,
         target: Path,
-        list_file: Path | None,
-        specs: list[CommandSpec],
+        specs: list[CommandSpec] | None,
         prestart: Prestart | None,
         progress: Any,
         interrupts: DeferredSignals | None = None,
     ) -> None:
         self.runner = runner
         self.target = target
-        """The batch file, or the command list's stand-in file (*list_file*), whose *specs* are collected from memory."""
-        self.list_file = list_file
+        """The batch file, or the command list's stand-in file."""
         self.specs = specs
+        """The commands collected from *target* (None: pytest parses the file, and reports what is wrong with it)."""
         self.prestart = prestart
         self.progress = progress
         self.interrupts = interrupts
@@ -174,8 +173,8 @@ class InnerRun:
     @pytest.hookimpl(wrapper=True)
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
         collected = yield
-        if file_path == self.list_file:
-            return [_CommandList.from_parent(parent, path=file_path, specs=self.specs)]
+        if file_path == self.target and self.specs is not None:
+            return [_GivenSpecs.from_parent(parent, path=file_path, specs=self.specs)]
         return collected
 
     def pytest_runtest_protocol(self, item: pytest.Item) -> None:
@@ -257,11 +256,14 @@ def _quote_pattern(name: str) -> str:
     return shlex.quote(glob.escape(name))
 
 
-class _CommandList(BatchFile):
-    """The commands of a :class:`BatchRunner`, collected from memory instead of parsed.
+class _GivenSpecs(BatchFile):
+    """A batch file whose commands were read before pytest started (see :mod:`.prestart`), or a command list.
 
-    A list may hold what no batch file line can: a command on several lines, one
-    starting with ``#``, leading or trailing blanks. Each is run as given.
+    Collected from the specs the API has, not parsed again: the commands that
+    started early are exactly the ones collected, even if the file changes
+    meanwhile. A list may hold what no batch file line can (a command on
+    several lines, one starting with ``#``, leading or trailing blanks); each
+    is run as given.
     """
 
     def __init__(self, *, specs: list[CommandSpec], **kwargs: Any) -> None:
@@ -269,5 +271,4 @@ class _CommandList(BatchFile):
         self.specs = specs
 
     def collect(self):  # type: ignore[no-untyped-def]
-        for spec, name in zip(self.specs, item_names(self.specs), strict=True):
-            yield CommandItem.from_parent(self, name=name, spec=spec)
+        return self.items_of(self.specs)

@@ -73,10 +73,14 @@ class BatchFile(pytest.File):
 
     def collect(self):  # type: ignore[no-untyped-def]
         try:
-            specs = parse_batch_text(self.path.read_bytes(), self._display_path())
+            specs = parse_batch_text(self.path.read_bytes(), self.display_path())
         except BatchFileError as exc:
             # CollectError is shown as its message alone, without a traceback.
             raise self.CollectError(f"batch file error: {exc}") from None
+        return self.items_of(specs)
+
+    def items_of(self, specs: list[CommandSpec]):  # type: ignore[no-untyped-def]
+        """One :class:`CommandItem` per spec (parsed from this file, or given by the Python API)."""
         if not specs:
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
@@ -90,7 +94,7 @@ class BatchFile(pytest.File):
                 steps[key] = item.step = steps.get(key, 0) + 1  # type: ignore[index]
             yield item
 
-    def _display_path(self) -> str:
+    def display_path(self) -> str:
         """The file as messages name it: relative to the rootdir when inside it."""
         try:
             return self.path.relative_to(self.config.rootpath).as_posix()
