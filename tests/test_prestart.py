@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -111,3 +112,16 @@ def test_ctrl_c_while_pytest_is_still_starting(tmp_path: Path, mode: list[str], 
     # In parallel the second command was running too, and killed as well.
     assert statuses[1] in (("not run", "interrupted") if mode else ("not run",))
     assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+
+
+def test_the_command_line_and_the_api_start_commands_without_importing_pytest() -> None:
+    # The layers that run before pytest is imported must not import it themselves,
+    # or the start-up they exist to hide would come back.
+    code = (
+        "import sys, pytest_batchrunner.cli, pytest_batchrunner.api, pytest_batchrunner.prestart\n"
+        "from batchrunner import BatchRunner\n"
+        "print(sorted(m for m in sys.modules if m == 'pytest' or m.startswith('_pytest')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
