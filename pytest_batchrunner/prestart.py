@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -36,14 +35,6 @@ __all__ = ["Prestart", "PrestartKey", "prestart_key"]
 
 PrestartKey = tuple[str, int, str]
 """``(batch file path, line, command)``: how an item finds its command's attempt."""
-
-# While pytest is imported and configured in the main thread, the threads that
-# start commands need the GIL for a moment per command; with the default 5 ms
-# switch interval each of those moments could wait 5 ms.
-_SWITCH_INTERVAL = 0.0005
-# start() lets the first commands spawn before it returns (and pytest's import
-# competes for the GIL), but never waits longer than this.
-_FIRST_WAVE_WAIT = 0.05
 
 
 def prestart_key(path: str, spec: CommandSpec) -> PrestartKey:
@@ -94,28 +85,19 @@ class Prestart:
         self.stopped = False
         self.closing = False
         self.pool: ThreadPoolExecutor | None = None
-        self._switch_interval: float | None = None
-        self._first_wave = 0
-        self._first_wave_spawned = threading.Event()
 
     def start(self) -> None:
-        """Start the first commands (nothing if there is nothing to start); return once they have spawned."""
+        """Start the first commands (nothing if there is nothing to start)."""
         if not self.queue:
             return
         self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="batchrunner-prestart")
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL))
-        self._first_wave = min(self.jobs, len(self.queue))
         self._fill()
-        self._first_wave_spawned.wait(_FIRST_WAVE_WAIT)
 
     def handoff(self) -> dict[PrestartKey, Future[Attempt]]:
         """Start nothing more; the commands started so far (some may still run), by key."""
         with self.lock:
             self.stopped = True
-            started = dict(self.started)
-        self._restore_switch_interval()
-        return started
+            return dict(self.started)
 
     def close(self) -> None:
         """Stop, and terminate commands still running (SIGTERM, the kill grace, SIGKILL). Idempotent."""
@@ -152,9 +134,6 @@ class Prestart:
             with self.lock:
                 self.live.discard(attempt.pid)
             return attempt
-        except BaseException:
-            self._spawned()  # or could not be: start() need not wait for it
-            raise
         finally:
             with self.lock:
                 self.running -= 1
@@ -162,22 +141,9 @@ class Prestart:
             if success:
                 self._fill()
 
-    def _spawned(self) -> None:
-        with self.lock:
-            if self._first_wave > 0:
-                self._first_wave -= 1
-                if self._first_wave == 0:
-                    self._first_wave_spawned.set()
-
     def _started(self, pgid: int) -> None:
-        self._spawned()
         with self.lock:
             self.live.add(pgid)
             closing = self.closing
         if closing:  # started by a thread that was already on its way when close() began
             kill_group(pgid, signal.SIGKILL)
-
-    def _restore_switch_interval(self) -> None:
-        previous, self._switch_interval = self._switch_interval, None
-        if previous is not None:
-            sys.setswitchinterval(previous)
