@@ -99,17 +99,21 @@ class JobRunner:
         """
         with self.lock:
             self.claimed.add(item)
-            future = self.pending.pop(item, None)
-            if future is None and self.adopted:
-                future = self.adopted.pop(prestart_key(str(item.path), item.spec), None)
-            return future
+            return self._started_ahead(item, remove=True)
 
     def ahead(self, item: pytest.Item) -> Future[Attempt] | None:
         """*item*'s first attempt if it was started ahead of its turn (and not taken yet)."""
+        if not isinstance(item, CommandItem):
+            return None
         with self.lock:
-            future = self.pending.get(item)  # type: ignore[call-overload]
-            if future is None and self.adopted and isinstance(item, CommandItem):
-                future = self.adopted.get(prestart_key(str(item.path), item.spec))
+            return self._started_ahead(item, remove=False)
+
+    def _started_ahead(self, item: CommandItem, remove: bool) -> Future[Attempt] | None:
+        # Started by this runner (pending), or by the API before pytest was ready (adopted). Under the lock.
+        future = self.pending.pop(item, None) if remove else self.pending.get(item)
+        if future is None and self.adopted:
+            key = prestart_key(str(item.path), item.spec)
+            future = self.adopted.pop(key, None) if remove else self.adopted.get(key)
         return future
 
     def _adopt(self, prestart: Prestart) -> None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 from .batchfile import CommandSpec, LineSettings
 from .commandenv import command_environment, snapshot
@@ -36,17 +34,12 @@ __all__ = ["Prestart", "PrestartKey", "prestart_key"]
 PrestartKey = tuple[str, int, str]
 """``(batch file path, line, command)``: how an item finds its command's attempt."""
 
+_NO_SETTINGS = LineSettings()
+
 
 def prestart_key(path: str, spec: CommandSpec) -> PrestartKey:
     """The key of *spec*'s command, collected from the file at *path*."""
     return (path, spec.line, spec.command)
-
-
-@dataclass(frozen=True)
-class _Planned:
-    key: PrestartKey
-    command: str
-    env: dict[str, str]
 
 
 class Prestart:
@@ -67,13 +60,12 @@ class Prestart:
         timeout: float | None,
         kill_grace: float = DEFAULT_KILL_GRACE,
     ) -> None:
-        base = snapshot()
-        planned = []
-        for spec in specs:
-            if spec.settings != LineSettings():
-                break  # a line with settings of its own, and everything after it, waits for pytest
-            planned.append(_Planned(prestart_key(path, spec), spec.command, command_environment(base, path, spec.line, 1)))
-        self.queue = deque(planned)
+        # Read as commands start, not all up front: most lines of a long batch never start here.
+        self.specs: Iterator[CommandSpec] = iter(specs)
+        self.next_spec: CommandSpec | None = self._plain(next(self.specs, None))
+        self.path = path
+        # Taken now, in the caller's thread: the environment the items will snapshot at configure.
+        self.base_env = snapshot()
         self.jobs = jobs
         self.timeout = timeout or None
         self.kill_grace = kill_grace
@@ -88,7 +80,7 @@ class Prestart:
 
     def start(self) -> None:
         """Start the first commands (nothing if there is nothing to start)."""
-        if not self.queue:
+        if self.next_spec is None:
             return
         self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="batchrunner-prestart")
         self._fill()
@@ -113,20 +105,25 @@ class Prestart:
 
     def _fill(self) -> None:
         with self.lock:
-            while not self.stopped and self.queue and self.running < self.jobs:
-                planned = self.queue.popleft()
+            while not self.stopped and self.next_spec is not None and self.running < self.jobs:
+                spec, self.next_spec = self.next_spec, self._plain(next(self.specs, None))
                 self.running += 1
                 assert self.pool is not None
-                self.started[planned.key] = self.pool.submit(self._run, planned)
+                self.started[prestart_key(self.path, spec)] = self.pool.submit(self._run, spec)
 
-    def _run(self, planned: _Planned) -> Attempt:
+    @staticmethod
+    def _plain(spec: CommandSpec | None) -> CommandSpec | None:
+        # A line with settings of its own, and everything after it, waits for pytest.
+        return spec if spec is not None and spec.settings == _NO_SETTINGS else None
+
+    def _run(self, spec: CommandSpec) -> Attempt:
         success = False
         try:
             attempt = run_command(
-                planned.command,
+                spec.command,
                 timeout=self.timeout,
                 cwd=self.cwd,
-                env=planned.env,
+                env=command_environment(self.base_env, self.path, spec.line, 1),
                 kill_grace=self.kill_grace,
                 started=self._started,
             )

@@ -164,38 +164,9 @@ class Attempt:
         return f"exit code {self.exit_code}"
 
 
-def run_command(
-    command: str,
-    *,
-    timeout: float | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    capture_bytes: int = DEFAULT_CAPTURE_BYTES,
-    kill_grace: float = DEFAULT_KILL_GRACE,
-    expected_exit: int = 0,
-    echo: Echo | None = None,
-    started: Callable[[int], None] | None = None,
-) -> Attempt:
-    """Run *command* with ``/bin/sh -c`` and return its :class:`Attempt`.
-
-    *timeout* bounds the attempt (``None`` or ``0``: no bound). *echo*, if given,
-    is called as ``echo(1 or 2, chunk)`` with output as it arrives (live
-    streaming). *started*, if given, is called with the process group id right
-    after the spawn (so that a caller running commands in threads can stop
-    them). Any exception raised while waiting (KeyboardInterrupt included)
-    terminates the command's process group before it propagates.
-    """
-    return start_command(
-        command,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-        capture_bytes=capture_bytes,
-        kill_grace=kill_grace,
-        expected_exit=expected_exit,
-        echo=echo,
-        started=started,
-    ).wait()
+def run_command(command: str, **options: Any) -> Attempt:
+    """Run *command* to its end: :func:`start_command` with the same *options*, then :meth:`RunningCommand.wait`."""
+    return start_command(command, **options).wait()
 
 
 def start_command(
@@ -210,11 +181,16 @@ def start_command(
     echo: Echo | None = None,
     started: Callable[[int], None] | None = None,
 ) -> RunningCommand:
-    """Start *command* as :func:`run_command` would; :meth:`RunningCommand.wait` gives its :class:`Attempt`.
+    """Start *command* with ``/bin/sh -c``; :meth:`RunningCommand.wait` gives its :class:`Attempt`.
 
-    The timeout counts from here. The caller must call :meth:`~RunningCommand.wait`
-    (from any thread, once): it is what reads the output, enforces the timeout
-    and accounts for every process.
+    *timeout* bounds the attempt, counted from here (``None`` or ``0``: no
+    bound). *echo*, if given, is called as ``echo(1 or 2, chunk)`` with output as
+    it arrives (live streaming). *started*, if given, is called with the process
+    group id right after the spawn (so that a caller running commands in threads
+    can stop them). The caller must call :meth:`~RunningCommand.wait` (from any
+    thread, once): it reads the output, enforces the timeout and accounts for
+    every process; any exception raised while waiting (KeyboardInterrupt
+    included) terminates the command's process group before it propagates.
     """
     token = guardian.start()
     env = dict(os.environ if env is None else env)

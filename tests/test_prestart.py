@@ -13,11 +13,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchrunner import BatchRunner
+from pytest_batchrunner.batchfile import parse_batch_text
+from pytest_batchrunner.prestart import Prestart
 
 ORDER_LOG = "order.log"
 
@@ -125,3 +129,57 @@ def test_the_command_line_and_the_api_start_commands_without_importing_pytest() 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# -- the Prestart itself (no pytest in it): the look-ahead's rules -------------------------------
+
+
+def _prestart(text: str, jobs: int, timeout: float | None = None) -> Prestart:
+    return Prestart(parse_batch_text(text.encode(), "f.batch"), "f.batch", jobs=jobs, timeout=timeout, kill_grace=0.3)
+
+
+def _settle(prestart: Prestart) -> dict[int, Any]:
+    """Wait until nothing runs, then hand off: the attempts started, by line."""
+    deadline = time.monotonic() + 30
+    while prestart.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = prestart.handoff()
+    return {key[1]: future.result(timeout=30) for key, future in started.items()}
+
+
+def test_prestart_stops_at_a_failure_and_at_a_line_with_settings(in_tmp: Path, no_leftovers: str) -> None:
+    failing = _prestart("echo a\nfalse\necho c\n", jobs=1)
+    with_settings = _prestart("echo a\necho b  # batch: timeout=5\necho c\n", jobs=3)
+    try:
+        failing.start()
+        with_settings.start()
+        attempts = _settle(failing)
+        assert sorted(attempts) == [1, 2] and attempts[1].stdout == "a\n" and attempts[2].exit_code == 1
+        assert sorted(_settle(with_settings)) == [1]
+    finally:
+        failing.close()
+        with_settings.close()
+
+
+def test_prestart_runs_at_most_jobs_at_once_and_nothing_after_handoff(in_tmp: Path, no_leftovers: str) -> None:
+    prestart = _prestart(logged("1", "sleep 0.2") + "\n" + logged("2", "sleep 0.2") + "\n" + logged("3") + "\n", jobs=2)
+    try:
+        prestart.start()
+        assert len(prestart.handoff()) == 2  # the third waits for a free slot, and handoff came first
+        time.sleep(0.5)
+        assert "start 3 1" not in (in_tmp / ORDER_LOG).read_text()
+    finally:
+        prestart.close()
+
+
+def test_prestart_close_kills_what_is_running(in_tmp: Path, no_leftovers: str) -> None:
+    prestart = _prestart("sleep 60 & sleep 61; wait\n", jobs=1)
+    prestart.start()
+    deadline = time.monotonic() + 30
+    while not prestart.live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = time.monotonic()
+    prestart.close()
+    assert time.monotonic() - start < 5
+    (attempt,) = [f.result() for f in prestart.started.values()]
+    assert attempt.signal == "SIGTERM" and not attempt.success
