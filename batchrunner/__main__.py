@@ -1,5 +1,5 @@
 """``python -m batchrunner``: the ``batchrunner`` command."""
 
-from pytest_batchrunner.cli import run_and_exit
+from batchrunner.cli import run_and_exit
 
 run_and_exit()

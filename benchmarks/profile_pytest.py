@@ -45,28 +45,28 @@ from run import PY, PYTEST, clean_env, imported_from, measure, snapshot
 PHASES = [
     ("pytest session (wrap_session)", "_pytest/main.py", "wrap_session"),
     ("  collection (perform_collect)", "_pytest/main.py", "perform_collect"),
-    ("    BatchFile.collect", "pytest_batchrunner/items.py", "collect"),
+    ("    BatchFile.collect", "pytest_batchrunner/plugin/items.py", "collect"),
     ("      parse_batch_text", "pytest_batchrunner/batchfile.py", "parse_batch_text"),
     ("        LineSettings.over (per-line defaults merge)", "pytest_batchrunner/batchfile.py", "over"),
     ("      CommandItem.from_parent (pytest Node + our __init__)", "_pytest/nodes.py", "from_parent"),
-    ("        CommandItem._apply_settings (markers)", "pytest_batchrunner/items.py", "_apply_settings"),
+    ("        CommandItem._apply_settings (markers)", "pytest_batchrunner/plugin/items.py", "_apply_settings"),
     ("    fixtures: reorder_items (pytest core)", "_pytest/fixtures.py", "reorder_items"),
-    ("    batchrunner recording: collection_modifyitems", "pytest_batchrunner/recording.py",
+    ("    batchrunner recording: collection_modifyitems", "pytest_batchrunner/plugin/recording.py",
      "pytest_collection_modifyitems"),
     ("    collect-only listing (terminal)", "_pytest/terminal.py", "pytest_collection_finish"),
     ("  run loop (pytest_runtestloop)", "_pytest/main.py", "pytest_runtestloop"),
     ("    per-item protocol (runtestprotocol)", "_pytest/runner.py", "runtestprotocol"),
     ("      call_and_report (setup/call/teardown + report)", "_pytest/runner.py", "call_and_report"),
-    ("        CommandItem.runtest", "pytest_batchrunner/items.py", "runtest"),
-    ("          CommandItem.environment (env copy)", "pytest_batchrunner/items.py", "environment"),
-    ("          run_command", "pytest_batchrunner/process.py", "run_command"),
+    ("        CommandItem.runtest", "pytest_batchrunner/plugin/items.py", "runtest"),
+    ("          CommandItem.environment (env copy)", "pytest_batchrunner/plugin/items.py", "environment"),
+    ("          run_command", "pytest_batchrunner/process/command.py", "run_command"),
     ("            subprocess.Popen._execute_child (spawn)", "subprocess.py", "_execute_child"),
-    ("            _Run.__init__ (pipes, selector, pidfd)", "pytest_batchrunner/process.py", "__init__"),
-    ("            wait_exit (the shell runs, output read)", "pytest_batchrunner/process.py", "wait_exit"),
-    ("            _group_alive (leftover check)", "pytest_batchrunner/process.py", "_group_alive"),
-    ("            drain", "pytest_batchrunner/process.py", "drain"),
-    ("            guardian.register", "pytest_batchrunner/guardian.py", "register"),
-    ("            guardian.unregister", "pytest_batchrunner/guardian.py", "unregister"),
+    ("            _Run.__init__ (pipes, selector, pidfd)", "pytest_batchrunner/process/command.py", "__init__"),
+    ("            wait_exit (the shell runs, output read)", "pytest_batchrunner/process/command.py", "wait_exit"),
+    ("            _group_alive (leftover check)", "pytest_batchrunner/process/command.py", "_group_alive"),
+    ("            drain", "pytest_batchrunner/process/command.py", "drain"),
+    ("            guardian.register", "pytest_batchrunner/process/guardian.py", "register"),
+    ("            guardian.unregister", "pytest_batchrunner/process/guardian.py", "unregister"),
     ("        capture plugin: per-phase suspend/resume", "_pytest/capture.py", "item_capture"),
     ("        logging plugin: per-phase log capture", "_pytest/logging.py", "_runtest_for"),
     ("        pytest_runtest_makereport (report objects)", "_pytest/runner.py", "pytest_runtest_makereport"),
@@ -74,14 +74,14 @@ PHASES = [
     ("        teardown (SetupState)", "_pytest/runner.py", "pytest_runtest_teardown"),
     ("      terminal: logstart", "_pytest/terminal.py", "pytest_runtest_logstart"),
     ("      terminal: logreport", "_pytest/terminal.py", "pytest_runtest_logreport"),
-    ("      batchrunner recording: logstart", "pytest_batchrunner/recording.py", "pytest_runtest_logstart"),
-    ("      batchrunner recording: logreport", "pytest_batchrunner/recording.py", "pytest_runtest_logreport"),
+    ("      batchrunner recording: logstart", "pytest_batchrunner/plugin/recording.py", "pytest_runtest_logstart"),
+    ("      batchrunner recording: logreport", "pytest_batchrunner/plugin/recording.py", "pytest_runtest_logreport"),
     ("      pytest-timeout protocol hook", "pytest_timeout.py", "pytest_runtest_protocol"),
     ("      pytest-rerunfailures protocol hook", "pytest_rerunfailures.py", "pytest_runtest_protocol"),
     ("  xdist controller: report received (all plugins)", "xdist/dsession.py", "worker_testreport"),
     ("  main thread idle (lock waits: xdist events, job threads)", "~", "<method 'acquire' of '_thread.lock' objects>"),
     ("  execnet: unserialize reports", "execnet/gateway_base.py", "loads_internal"),
-    ("  batchrunner terminal summary", "pytest_batchrunner/recording.py", "pytest_terminal_summary"),
+    ("  batchrunner terminal summary", "pytest_batchrunner/plugin/recording.py", "pytest_terminal_summary"),
     ("  explicit gc.collect() calls", "~", "<built-in method gc.collect>"),
 ]
 
@@ -91,7 +91,7 @@ import pytest
 
 MODE = {mode!r}
 if MODE == "run_command":
-    from pytest_batchrunner.process import run_command
+    from pytest_batchrunner.process.command import run_command
 
 
 class LineItem(pytest.Item):

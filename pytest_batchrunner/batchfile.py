@@ -355,3 +355,12 @@ _KEYS = {
 # Keys that may stand alone; the value they take then.
 _FLAGS = {"skip": "skip", "xfail": "xfail", "sequential": "sequential"}
 _FLAG_DEFAULTS: dict[str, object] = {"skip": "", "xfail": "", "sequential": True}
+
+
+def group_key(spec: CommandSpec) -> str | None:
+    """The xdist group of a line: its ``group=``, or its file for a ``sequential`` line without one."""
+    if spec.settings.group is not None:
+        return spec.settings.group
+    if spec.settings.sequential:
+        return f"sequential:{spec.path}"
+    return None

@@ -17,7 +17,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-GUARDIAN_MARK = b"pytest_batchrunner/guardian_process.py"
+GUARDIAN_MARK = b"pytest_batchrunner/process/guardian_process.py"
 
 
 def processes_with_token(token: str) -> list[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from batchrunner import BatchRunner
 from pytest_batchrunner.batchfile import parse_batch_text
-from pytest_batchrunner.prestart import Prestart
+from pytest_batchrunner.process.prestart import Prestart
 
 ORDER_LOG = "order.log"
 
@@ -122,7 +122,7 @@ def test_the_command_line_and_the_api_start_commands_without_importing_pytest() 
     # The layers that run before pytest is imported must not import it themselves,
     # or the start-up they exist to hide would come back.
     code = (
-        "import sys, pytest_batchrunner.cli, pytest_batchrunner.api, pytest_batchrunner.prestart\n"
+        "import sys, batchrunner.cli, batchrunner.api, pytest_batchrunner.process.prestart\n"
         "from batchrunner import BatchRunner\n"
         "print(sorted(m for m in sys.modules if m == 'pytest' or m.startswith('_pytest')))"
     )

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pytest_batchrunner.process import OutputBuffer, run_command
+from pytest_batchrunner.process.command import OutputBuffer, run_command
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -130,7 +130,7 @@ def test_guardian_kills_commands_of_a_dead_runner(tmp_path, command: str) -> Non
     # A runner process dies by SIGKILL (no finally, no atexit) while its command
     # runs; in the second case before it could even register the command.
     runner = subprocess.Popen(
-        [sys.executable, "-c", f"from pytest_batchrunner.process import run_command; run_command({command!r})"],
+        [sys.executable, "-c", f"from pytest_batchrunner.process.command import run_command; run_command({command!r})"],
         cwd=tmp_path,
     )
     deadline = time.monotonic() + 20

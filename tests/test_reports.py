@@ -551,8 +551,8 @@ def synthetic_record(nodeid: str, line: int, success: bool, output: str, attempt
 
 
 def synthetic_junit(count: int, output: str, failing_output: str) -> bytes:
-    from pytest_batchrunner.junit import rewrite_junit
-    from pytest_batchrunner.results import Recorder
+    from pytest_batchrunner.reports.junit import rewrite_junit
+    from pytest_batchrunner.reports.results import Recorder
 
     recorder = Recorder()
     for line in range(1, count + 1):
@@ -595,7 +595,7 @@ def test_junit_output_is_clipped_to_stay_under_gitlabs_limit() -> None:
 
 
 def test_clip_keeps_head_and_tail() -> None:
-    from pytest_batchrunner.junit import PASS_OUTPUT_CHARS, clip
+    from pytest_batchrunner.reports.junit import PASS_OUTPUT_CHARS, clip
 
     text = "".join(f"{n}\n" for n in range(1, 40_001))
     clipped = clip(text, PASS_OUTPUT_CHARS)
@@ -609,7 +609,7 @@ def test_clip_keeps_head_and_tail() -> None:
 
 
 def test_xml_text_makes_every_character_writable_and_parseable() -> None:
-    from pytest_batchrunner.junit import xml_text
+    from pytest_batchrunner.reports.junit import xml_text
 
     everything = "".join(map(chr, range(0x110000)))  # lone surrogates included
     element = ET.Element("system-out")

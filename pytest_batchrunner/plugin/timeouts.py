@@ -7,7 +7,7 @@ would not be armed again for a rerun (pytest-rerunfailures#99). Its signal
 method would interrupt Python, not the command, and its thread method calls
 ``os._exit``, taking an xdist worker down. For batch items we therefore take
 over both hooks (``tryfirst``, returning True so the defaults never run) and
-only record the value: :func:`~pytest_batchrunner.process.run_command` applies
+only record the value: :func:`~pytest_batchrunner.process.command.run_command` applies
 it to every attempt, killing the command's whole process group.
 """
 
@@ -17,8 +17,8 @@ import os
 
 import pytest
 
-from .engine import has_timeout_plugin
-from .items import CommandItem
+from pytest_batchrunner.plugin.engine import has_timeout_plugin
+from pytest_batchrunner.plugin.items import CommandItem
 
 
 class TimeoutIntegration:

@@ -3,13 +3,13 @@
 ``BatchRunner(commands, ...).run()`` returns ``(results, summary)`` as the
 original did, but the commands are run by the same engine as ``pytest
 file.batch``: :func:`pytest.main` is called in this process with the plugin,
-pytest-timeout and pytest-rerunfailures (see :mod:`~pytest_batchrunner.inprocess`),
+pytest-timeout and pytest-rerunfailures (see :mod:`~batchrunner.inprocess`),
 and the results are read back from the plugin's
-:class:`~pytest_batchrunner.results.Recorder`. Retries, timeouts, process-group
+:class:`~pytest_batchrunner.reports.results.Recorder`. Retries, timeouts, process-group
 killing, the audit log and JUnit XML are therefore the plugin's.
 
 This module does not import pytest: :meth:`BatchRunner.run` starts the first
-commands (:mod:`~pytest_batchrunner.prestart`) before it imports and configures
+commands (:mod:`~pytest_batchrunner.process.prestart`) before it imports and configures
 pytest, so that the 0.1 s that costs overlaps with the commands' own time.
 """
 
@@ -25,14 +25,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
-from .prestart import Prestart
-from .process import DeferredSignals
+from pytest_batchrunner._version import __version__
+from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
+from pytest_batchrunner.process.prestart import Prestart
+from pytest_batchrunner.process.command import DeferredSignals
 
 if TYPE_CHECKING:
-    from .inprocess import InnerRun
-    from .results import CommandResult
+    from batchrunner.inprocess import InnerRun
+    from pytest_batchrunner.reports.results import CommandResult
 
 # .results and .summary are imported where used: they are needed once the
 # commands have run, and every millisecond of import delays the first command.
@@ -165,7 +165,7 @@ class BatchRunner:
         return self.results, self.summary
 
     def _run_engine(self) -> None:
-        """Run the commands with the plugin; ``self._inner`` is the :class:`~.inprocess.InnerRun`, also when this raises."""
+        """Run the commands with the plugin; ``self._inner`` is the :class:`~batchrunner.inprocess.InnerRun`, also when this raises."""
         with tempfile.TemporaryDirectory(prefix="batchrunner-") as tmp:
             if self.batch_file is not None:
                 target, rootdir = self.batch_file, self.batch_file.parent
@@ -189,7 +189,7 @@ class BatchRunner:
             try:
                 prestart.start()
                 # Imported here, while the first commands run: pytest's import is most of the start-up time.
-                from .inprocess import InnerRun
+                from batchrunner.inprocess import InnerRun
 
                 progress = _Progress(len(self.commands)) if self.verbose else None
                 inner = InnerRun(self, target, specs, prestart, progress, interrupts)
@@ -205,7 +205,7 @@ class BatchRunner:
 
         The file is replaced atomically, so it is never seen half-written.
         """
-        from .jsonreport import write_json_report
+        from pytest_batchrunner.reports.json import write_json_report
 
         write_json_report(output_file, self.summary or self._empty_summary(), self.results)
         if self.verbose:
@@ -242,7 +242,7 @@ class BatchRunner:
         return f"BatchRunner {__version__}: {count} command{'' if count == 1 else 's'} ({'; '.join(parts)})"
 
     def _empty_summary(self) -> dict[str, Any]:
-        from .results import summarize
+        from pytest_batchrunner.reports.results import summarize
 
         return summarize([], wall_seconds=0.0, mode=self.mode, max_retries=self.max_retries, workers=self._jobs())
 
@@ -300,7 +300,7 @@ class _Progress:
 
 
 def _print_summary(summary: dict[str, Any], results: list[CommandResult]) -> None:
-    from .summary import summary_lines
+    from pytest_batchrunner.reports.summary import summary_lines
 
     print("=" * 70 + "\nBatchRunner summary")
     for text, _markup in summary_lines(summary, results):

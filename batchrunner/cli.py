@@ -1,4 +1,4 @@
-"""The ``batchrunner`` command: the original BatchRunner's command line, on :class:`~.api.BatchRunner`.
+"""The ``batchrunner`` command: the original BatchRunner's command line, on :class:`~batchrunner.api.BatchRunner`.
 
 Also ``python -m batchrunner`` and ``python -m pytest_batchrunner``. Exit status:
 0 when every command succeeded, 1 when one failed or the input is bad (a
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 from typing import TYPE_CHECKING
 
-from ._version import __version__
+from pytest_batchrunner._version import __version__
 
 if TYPE_CHECKING:
-    from .api import BatchRunner
+    from batchrunner.api import BatchRunner
 
 # The engine is imported by main(), after run_and_exit() has set up its signal
 # handling: a Ctrl+C during the import is then an interrupt, not a traceback.
@@ -42,8 +42,8 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
-    from .api import DEFAULT_WORKERS
-    from .values import cli_float, cli_int
+    from batchrunner.api import DEFAULT_WORKERS
+    from pytest_batchrunner.values import cli_float, cli_int
 
     parser = argparse.ArgumentParser(
         prog="batchrunner",
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``batchrunner`` command with *argv* (default: ``sys.argv[1:]``); return its exit status."""
-    from .api import BatchRunner
+    from batchrunner.api import BatchRunner
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ rerunfailures) are not thread-safe, so the items themselves stay sequential.
 What runs ahead is the *first attempt's command* of the next items: when an
 item's protocol starts, the commands of the following items are started in a
 thread pool until N are in flight; each item's ``runtest`` then takes its own
-command's :class:`~pytest_batchrunner.process.Attempt`. Reports therefore come
+command's :class:`~pytest_batchrunner.process.command.Attempt`. Reports therefore come
 in item order, and everything else is unchanged: a rerun runs inside its
 item's protocol with its own timeout, a failed command is reported by its own
 item, and capture stays bounded.
@@ -34,11 +34,11 @@ from typing import Any
 
 import pytest
 
-from .engine import ENGINE_KEY, PRESTART_KEY
-from .items import CommandItem
-from .prestart import Prestart, PrestartKey, prestart_key
-from .process import Attempt, RunningCommand, kill_group, terminate_in_flight
-from .timeouts import resolve_timeout
+from pytest_batchrunner.plugin.engine import ENGINE_KEY, PRESTART_KEY
+from pytest_batchrunner.plugin.items import CommandItem
+from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
+from pytest_batchrunner.process.command import Attempt, RunningCommand, kill_group, terminate_in_flight
+from pytest_batchrunner.plugin.timeouts import resolve_timeout
 
 
 class JobRunner:
@@ -66,7 +66,7 @@ class JobRunner:
         self.prestart: Prestart | None = config.stash.get(PRESTART_KEY, None)
         self.handed_off = False
         self.adopted: dict[PrestartKey, Future[Attempt]] = {}
-        """Started by the Python API before pytest was ready (see :mod:`.prestart`), not yet taken."""
+        """Started by the Python API before pytest was ready (see :mod:`~pytest_batchrunner.process.prestart`), not yet taken."""
 
     # -- hooks ------------------------------------------------------------------------------
 

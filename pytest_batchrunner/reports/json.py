@@ -1,7 +1,7 @@
 """The JSON results file (``--batch-json PATH``), in the original BatchRunner's shape.
 
 Plain Python, no pytest import: the plugin, the Python API and the command line
-can all write it from a :class:`~.results.Recorder` (or from results and a
+can all write it from a :class:`~pytest_batchrunner.reports.results.Recorder` (or from results and a
 summary they computed).
 
 The document is ``{"summary": {...}, "results": [...]}``:
@@ -12,7 +12,7 @@ The document is ``{"summary": {...}, "results": [...]}``:
   ``mode``, ``max_retries``; then ``timed_out``, ``flaky``, ``reruns``, ``skipped``,
   ``not_run``, ``interrupted``...), plus ``batchrunner_version``, ``started`` and
   ``finished`` (ISO 8601);
-* ``results`` holds one :class:`~.results.CommandResult` per command, in file
+* ``results`` holds one :class:`~pytest_batchrunner.reports.results.CommandResult` per command, in file
   and line order: ``command``, ``success``, ``exit_code``, ``stdout``,
   ``stderr``, ``duration_ms``, ``timestamp`` (ISO 8601), then ``file``, ``line``,
   ``attempts``, ``timed_out``, ``signal``, ``status``, ``interrupted``,
@@ -33,9 +33,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from ._version import __version__
-from .reportfiles import write_atomically
-from .results import CommandResult, Recorder
+from pytest_batchrunner._version import __version__
+from pytest_batchrunner.reports.files import write_atomically
+from pytest_batchrunner.reports.results import CommandResult, Recorder
 
 __all__ = ["JsonReport", "json_document", "write_json_report"]
 
@@ -67,7 +67,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 class JsonReport:
-    """Writer for :class:`~.recording.BatchRecording`: writes the file once, at the end of the run."""
+    """Writer for :class:`~pytest_batchrunner.plugin.recording.BatchRecording`: writes the file once, at the end of the run."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .batchfile import one_line
-from .results import CommandResult
+from pytest_batchrunner.batchfile import one_line
+from pytest_batchrunner.reports.results import CommandResult
 
 SLOWEST = 5
 

@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 
-from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
-from .commandenv import command_environment
-from .engine import ENGINE_KEY, JOBS_KEY, EngineSettings
-from .environment import ENVIRONMENT_KEY
-from .pipelines import group_key
-from .process import Attempt, RunningCommand, start_command
+from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, group_key, item_names, parse_batch_text
+from pytest_batchrunner.process.environment import command_environment
+from pytest_batchrunner.plugin.engine import ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, EngineSettings
+from pytest_batchrunner.process.command import Attempt, RunningCommand, start_command
 
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
@@ -103,7 +101,7 @@ class BatchFile(pytest.File):
 
 
 class CommandItem(pytest.Item):
-    """One command of a batch file, run by :func:`~pytest_batchrunner.process.run_command`."""
+    """One command of a batch file, run by :func:`~pytest_batchrunner.process.command.run_command`."""
 
     def __init__(self, *, spec: CommandSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -149,7 +147,7 @@ class CommandItem(pytest.Item):
         """The command's environment: pytest's, plus BATCH_* variables and the line's ``env=``.
 
         pytest's environment is a snapshot taken in the main thread (see
-        :mod:`~pytest_batchrunner.environment`): commands may start in other
+        :mod:`~pytest_batchrunner.plugin.environment`): commands may start in other
         threads while pytest changes ``os.environ``.
         """
         base = self.config.stash[ENVIRONMENT_KEY]

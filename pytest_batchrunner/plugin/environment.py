@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .commandenv import snapshot
+from pytest_batchrunner.plugin.engine import ENVIRONMENT_KEY
+from pytest_batchrunner.process.environment import snapshot
 
-ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
 
 
 class EnvironmentSnapshot:
@@ -24,7 +24,7 @@ class EnvironmentSnapshot:
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        from .items import CommandItem
+        from pytest_batchrunner.plugin.items import CommandItem
 
         if not isinstance(item, CommandItem):
             item.config.stash[ENVIRONMENT_KEY] = snapshot()

@@ -16,7 +16,7 @@ What it guarantees (see RELIABILITY.md in the project's shared notes):
   stream and its total size, so memory stays flat whatever the command prints;
 * if the caller is interrupted (KeyboardInterrupt, SystemExit...), the group is
   terminated before the exception propagates; if the caller's process dies
-  outright, :mod:`pytest_batchrunner.guardian` terminates the group.
+  outright, :mod:`pytest_batchrunner.process.guardian` terminates the group.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import guardian
+from pytest_batchrunner.process import guardian
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -9,7 +9,7 @@ pytest has written the file (a ``trylast`` ``pytest_sessionfinish``), the
 
 * every ``<testcase>`` pytest wrote for a batch command is dropped, and one
   ``<testcase>`` per command is put in place of the first of them, built from the
-  :class:`~.results.Recorder` (so it agrees with the terminal summary, the JSON
+  :class:`~pytest_batchrunner.reports.results.Recorder` (so it agrees with the terminal summary, the JSON
   results and the logs); ``classname`` is the batch file as pytest names it
   (``dir/cmds.batch`` -> ``dir.cmds.batch``, with ``--junitprefix``), ``name`` is
   the command as its item is named;
@@ -59,8 +59,8 @@ from typing import Any
 
 import pytest
 
-from .reportfiles import attempt_status, write_atomically
-from .results import CommandResult, Recorder
+from pytest_batchrunner.reports.files import attempt_status, write_atomically
+from pytest_batchrunner.reports.results import CommandResult, Recorder
 
 __all__ = [
     "FAIL_OUTPUT_CHARS",

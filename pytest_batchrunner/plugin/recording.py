@@ -1,4 +1,4 @@
-"""The controller side of a run: turns pytest reports into a :class:`~.results.Recorder`.
+"""The controller side of a run: turns pytest reports into a :class:`~pytest_batchrunner.reports.results.Recorder`.
 
 Registered in the process that prints the terminal report (the xdist
 controller, or the only process without xdist). Every attempt's data reaches
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from .batchfile import BatchFileError, item_names, parse_batch_text
-from .results import Recorder
-from .summary import write_terminal_summary
+from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text
+from pytest_batchrunner.reports.results import Recorder
+from pytest_batchrunner.reports.summary import write_terminal_summary
 
 
 class BatchRecording:
@@ -62,7 +62,7 @@ class BatchRecording:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items) -> None:  # type: ignore[no-untyped-def]
-        from .items import CommandItem
+        from pytest_batchrunner.plugin.items import CommandItem
 
         for item in items:
             if isinstance(item, CommandItem):

@@ -1,8 +1,8 @@
-"""One in-process pytest run of the plugin, for :meth:`BatchRunner.run <pytest_batchrunner.api.BatchRunner.run>`.
+"""One in-process pytest run of the plugin, for :meth:`BatchRunner.run <batchrunner.api.BatchRunner.run>`.
 
-Imported by :mod:`~pytest_batchrunner.api` only when a run starts, so that the
+Imported by :mod:`~batchrunner.api` only when a run starts, so that the
 API, and the ``batchrunner`` command, can start the first commands (see
-:mod:`~pytest_batchrunner.prestart`) while pytest is still being imported.
+:mod:`~pytest_batchrunner.process.prestart`) while pytest is still being imported.
 
 The run is isolated from the caller (see :func:`_pytest_arguments`): it reads
 no ``conftest.py``, ini file, ``pyproject.toml`` or ``PYTEST_ADDOPTS``, loads
@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .batchfile import CommandSpec
-from .engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
-from .items import BatchFile
-from .prestart import Prestart
-from .process import DeferredSignals
-from .results import CommandResult
+from pytest_batchrunner.batchfile import CommandSpec
+from pytest_batchrunner.plugin.engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
+from pytest_batchrunner.plugin.items import BatchFile
+from pytest_batchrunner.process.prestart import Prestart
+from pytest_batchrunner.process.command import DeferredSignals
+from pytest_batchrunner.reports.results import CommandResult
 
 if TYPE_CHECKING:
-    from .api import BatchRunner
+    from batchrunner.api import BatchRunner
 
 __all__ = ["InnerRun"]
 
@@ -257,7 +257,9 @@ def _quote_pattern(name: str) -> str:
 
 
 class _GivenSpecs(BatchFile):
-    """A batch file whose commands were read before pytest started (see :mod:`.prestart`), or a command list.
+    """A command list, or a batch file whose commands were read before pytest started.
+
+    (See :mod:`~pytest_batchrunner.process.prestart`.)
 
     Collected from the specs the API has, not parsed again: the commands that
     started early are exactly the ones collected, even if the file changes

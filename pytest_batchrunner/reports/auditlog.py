@@ -22,7 +22,7 @@ starts with the event's name:
 The file is appended to, never truncated: it is the history of every run.
 Only the process that reports writes it (the xdist controller), each line
 with a single ``write``, so lines never interleave mid-line. Commands and
-output are kept on one line by :func:`~.reportfiles.one_line`.
+output are kept on one line by :func:`~pytest_batchrunner.reports.files.one_line`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._version import __version__
-from .reportfiles import LineFile, attempt_status, one_line
-from .results import Recorder
+from pytest_batchrunner._version import __version__
+from pytest_batchrunner.reports.files import LineFile, attempt_status, one_line
+from pytest_batchrunner.reports.results import Recorder
 
 __all__ = ["AuditLog"]
 
@@ -42,7 +42,7 @@ INFO, WARNING, ERROR = "INFO", "WARNING", "ERROR"
 
 
 class AuditLog:
-    """Recorder listener and writer for :class:`~.recording.BatchRecording`.
+    """Recorder listener and writer for :class:`~pytest_batchrunner.plugin.recording.BatchRecording`.
 
     *timeout* is the run's default per-attempt timeout in seconds (``None``:
     none); a line's own ``timeout=`` setting still applies to that line.

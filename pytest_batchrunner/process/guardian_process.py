@@ -1,4 +1,4 @@
-"""The guardian process (see :mod:`pytest_batchrunner.guardian`), run as a script.
+"""The guardian process (see :mod:`pytest_batchrunner.process.guardian`), run as a script.
 
 Usage: ``python -I -S guardian_process.py GRACE TOKEN`` with the parent's pipe on
 stdin. It imports nothing of the package (``-I -S`` keep its start cheap) and

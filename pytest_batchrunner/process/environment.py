@@ -1,7 +1,7 @@
 """The environment a batch command gets; plain Python, no pytest import.
 
-Shared by the items (:meth:`~pytest_batchrunner.items.CommandItem.environment`)
-and by :mod:`~pytest_batchrunner.prestart`, which starts commands before pytest
+Shared by the items (:meth:`~pytest_batchrunner.plugin.items.CommandItem.environment`)
+and by :mod:`~pytest_batchrunner.process.prestart`, which starts commands before pytest
 is ready: both must give a command exactly the same environment.
 """
 

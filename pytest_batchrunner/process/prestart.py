@@ -4,11 +4,11 @@ The Python API and the ``batchrunner`` command know their commands before
 pytest has been imported and configured, which costs about 0.1 s. Rather than
 wait, :class:`Prestart` starts the first attempts of the leading commands at
 once, under the same rules as ``--batch-jobs`` look-ahead
-(:mod:`~pytest_batchrunner.jobs`): at most *jobs* commands at once, in order,
+(:mod:`~pytest_batchrunner.plugin.jobs`): at most *jobs* commands at once, in order,
 and a finishing command starts the next only if it passed (so with one job,
 commands never overlap and nothing starts after a failure). When pytest's run
 loop begins, :meth:`Prestart.handoff` stops it and the
-:class:`~pytest_batchrunner.jobs.JobRunner` adopts what was started: each item
+:class:`~pytest_batchrunner.plugin.jobs.JobRunner` adopts what was started: each item
 takes its command's attempt instead of running it, and reports it as usual
 (retries, timeouts, reports, progress are the plugin's).
 
@@ -25,9 +25,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .batchfile import CommandSpec, LineSettings
-from .commandenv import command_environment, snapshot
-from .process import DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight
+from pytest_batchrunner.batchfile import CommandSpec, LineSettings
+from pytest_batchrunner.process.environment import command_environment, snapshot
+from pytest_batchrunner.process.command import DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight
 
 __all__ = ["Prestart", "PrestartKey", "prestart_key"]
 

@@ -1,9 +1,15 @@
-"""pytest wiring: options, ini values and hooks. The work is done elsewhere:
+"""The pytest plugin (the ``pytest11`` entry point ``pytest_batchrunner.plugin``): options, ini values and hooks.
 
-* :mod:`.batchfile` parses, :mod:`.process` runs commands, :mod:`.items` holds
-  the collector and item, :mod:`.timeouts` integrates pytest-timeout,
-  :mod:`.recording` turns reports into results on the controller, and
-  :mod:`.summary` prints them.
+This module is wiring; every module of this folder speaks pytest's hooks and
+owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
+(commands started ahead), :mod:`.timeouts` (pytest-timeout),
+:mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
+(reports turned into results on the controller), :mod:`.environment` (the
+environment commands start from) and :mod:`.engine` (settings and stash keys).
+
+May import the parser (:mod:`pytest_batchrunner.batchfile`), the process layer
+and the reports; must not import :mod:`batchrunner` (the original's face sits
+on top of this folder, not under it).
 """
 
 from __future__ import annotations
@@ -17,10 +23,18 @@ from typing import Any
 
 import pytest
 
-from . import reports
-from .engine import ENGINE_KEY, JOBS_KEY, PATTERNS_KEY, RECORDING_KEY, EngineSettings, has_timeout_plugin
-from .process import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
-from .values import cli_float, cli_int, non_negative_float, non_negative_int
+from pytest_batchrunner.reports import options as reports
+from pytest_batchrunner.plugin.engine import (
+    ENGINE_KEY,
+    JOBS_KEY,
+    PATTERNS_KEY,
+    RECORDING_KEY,
+    EngineSettings,
+    default_timeout,
+    has_timeout_plugin,
+)
+from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
+from pytest_batchrunner.values import cli_float, cli_int, non_negative_float, non_negative_int
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -93,7 +107,7 @@ def is_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from .items import stdout_echo
+    from pytest_batchrunner.plugin.items import stdout_echo
 
     capture_off = config.getoption("capture", "fd") == "no"
     config.stash[ENGINE_KEY] = EngineSettings(
@@ -101,29 +115,29 @@ def pytest_configure(config: pytest.Config) -> None:
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
         echo=stdout_echo if capture_off else None,
     )
-    from .environment import EnvironmentSnapshot
+    from pytest_batchrunner.plugin.environment import EnvironmentSnapshot
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
     # In an xdist worker the default does not look ahead: xdist blames a worker's
     # crash on the item it is running, which must be the command that crashed it.
     if jobs > 1 or (jobs == 1 and is_controller(config)):
-        from .jobs import JobRunner
+        from pytest_batchrunner.plugin.jobs import JobRunner
 
         config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)
         config.pluginmanager.register(runner, "batchrunner-jobs")
     if has_timeout_plugin(config):
-        from .timeouts import TimeoutIntegration
+        from pytest_batchrunner.plugin.timeouts import TimeoutIntegration
 
         config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")
     if is_controller(config) and not config.option.collectonly:
-        from .recording import BatchRecording
+        from pytest_batchrunner.plugin.recording import BatchRecording
 
         recording = BatchRecording(config, patterns(config))
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
-        reports.configure(config, recording)
-    from .pipelines import SequentialGroups, configure_distribution
+        reports.configure(config, recording, default_timeout(config))
+    from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
     configure_distribution(config, patterns(config))
@@ -187,7 +201,7 @@ def _install_sigterm(config: pytest.Config) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
     if any(fnmatch.fnmatch(file_path.name, p) for p in patterns(parent.config)):
-        from .items import BatchFile
+        from pytest_batchrunner.plugin.items import BatchFile
 
         return BatchFile.from_parent(parent, path=file_path)
     return None

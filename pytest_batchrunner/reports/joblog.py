@@ -32,8 +32,8 @@ import os
 import signal
 from typing import Any
 
-from .reportfiles import LineFile, one_line
-from .results import Recorder
+from pytest_batchrunner.reports.files import LineFile, one_line
+from pytest_batchrunner.reports.results import Recorder
 
 __all__ = ["JOBLOG_HEADER", "JobLog", "joblog_row"]
 
@@ -54,7 +54,7 @@ def _signal_number(name: str | None) -> int:
 
 
 def joblog_row(seq: int, record: dict[str, Any]) -> str:
-    """The job log row of one attempt record (see :meth:`~.items.CommandItem.attempt_record`)."""
+    """The job log row of one attempt record (see :meth:`~pytest_batchrunner.plugin.items.CommandItem.attempt_record`)."""
     exit_code = record["exit_code"]
     exitval = -1 if record["timed_out"] or exit_code is None else exit_code
     return "\t".join(
@@ -73,7 +73,7 @@ def joblog_row(seq: int, record: dict[str, Any]) -> str:
 
 
 class JobLog:
-    """Recorder listener and writer for :class:`~.recording.BatchRecording`."""
+    """Recorder listener and writer for :class:`~pytest_batchrunner.plugin.recording.BatchRecording`."""
 
     def __init__(self, path: str | os.PathLike[str], recorder: Recorder) -> None:
         self.file = LineFile(path, truncate=True)

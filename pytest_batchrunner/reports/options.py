@@ -3,13 +3,13 @@
 Each report owns a module; this one only adds their options and registers the
 writers that the options ask for. A writer may implement ``on_start(nodeid,
 command)`` and ``on_attempt(record, outcome)`` (called as the run goes, via
-:class:`~pytest_batchrunner.results.Recorder` listeners) and ``finish(recorder)``
+:class:`~pytest_batchrunner.reports.results.Recorder` listeners) and ``finish(recorder)``
 (called once at session finish, also when the run is interrupted).
 
-* ``--junitxml`` (pytest's own): :mod:`.junit` rewrites the batch testcases;
-* ``--batch-json PATH``: :mod:`.jsonreport`;
-* ``--batch-log PATH``: :mod:`.auditlog`;
-* ``--batch-joblog PATH``: :mod:`.joblog`.
+* ``--junitxml`` (pytest's own): :mod:`~pytest_batchrunner.reports.junit` rewrites the batch testcases;
+* ``--batch-json PATH``: :mod:`~pytest_batchrunner.reports.json`;
+* ``--batch-log PATH``: :mod:`~pytest_batchrunner.reports.auditlog`;
+* ``--batch-joblog PATH``: :mod:`~pytest_batchrunner.reports.joblog`.
 
 Relative paths are taken from the directory pytest was started in. A log that
 cannot be opened stops the run before it starts (a usage error). A report that
@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-from .engine import has_timeout_plugin
 
 JSON_HELP = (
     "Write the results as JSON to PATH, in the original BatchRunner's shape "
@@ -67,8 +66,8 @@ def add_options(group, parser: pytest.Parser) -> None:  # type: ignore[no-untype
                     type=_report_path("--batch-joblog"), help=JOBLOG_HELP)
 
 
-def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-untyped-def]
-    """Register the writers the options ask for (controller only)."""
+def configure(config: pytest.Config, recording, timeout: float | None) -> None:  # type: ignore[no-untyped-def]
+    """Register the writers the options ask for (controller only); *timeout* is the run's default, for the log's header."""
     files = ReportFiles()
     base = config.invocation_params.dir
 
@@ -77,7 +76,7 @@ def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-unty
 
     recorder = recording.recorder
     if config.getoption("batch_json"):
-        from .jsonreport import JsonReport
+        from pytest_batchrunner.reports.json import JsonReport
 
         path = resolve(config.getoption("batch_json"))
         files.add("--batch-json", path, JsonReport(path))
@@ -87,11 +86,11 @@ def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-unty
         path = resolve(config.getoption(dest))
         try:
             if dest == "batch_log":
-                from .auditlog import AuditLog
+                from pytest_batchrunner.reports.auditlog import AuditLog
 
-                writer: Any = AuditLog(path, recorder, timeout=default_timeout(config))
+                writer: Any = AuditLog(path, recorder, timeout=timeout)
             else:
-                from .joblog import JobLog
+                from pytest_batchrunner.reports.joblog import JobLog
 
                 writer = JobLog(path, recorder)
         except OSError as exc:
@@ -102,29 +101,18 @@ def configure(config: pytest.Config, recording) -> None:  # type: ignore[no-unty
         recording.writers.append(files)
     junit = bool(getattr(config.option, "xmlpath", None))  # None with -p no:junitxml
     if junit:
-        from .junit import JUnitReport
+        from pytest_batchrunner.reports.junit import JUnitReport
 
         config.pluginmanager.register(JUnitReport(config, recording, files.guard), "batchrunner-junit")
     if files.writers or junit:
         config.pluginmanager.register(files, "batchrunner-reportfiles")
 
 
-def default_timeout(config: pytest.Config) -> float | None:
-    """The run's per-attempt timeout as pytest-timeout resolves it (option, environment, ini), or None."""
-    if not has_timeout_plugin(config):
-        return None
-    try:
-        from pytest_timeout import get_env_settings
-
-        return get_env_settings(config).timeout
-    except (ImportError, AttributeError):  # an older or newer pytest-timeout without it
-        return config.getoption("timeout", None)
-
 
 class ReportFiles:
     """The run's report writers: finishes each one, and makes a failure to write any of them loud.
 
-    Registered as a writer of :class:`~.recording.BatchRecording` and as a pytest plugin.
+    Registered as a writer of :class:`~pytest_batchrunner.plugin.recording.BatchRecording` and as a pytest plugin.
     """
 
     def __init__(self) -> None:

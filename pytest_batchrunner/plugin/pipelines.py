@@ -21,17 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from .batchfile import BatchFileError, CommandSpec, item_names, parse_batch_text
+from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text
 
 
-
-def group_key(spec: CommandSpec) -> str | None:
-    """The xdist group of a line: its ``group=``, or its file for a ``sequential`` line without one."""
-    if spec.settings.group is not None:
-        return spec.settings.group
-    if spec.settings.sequential:
-        return f"sequential:{spec.path}"
-    return None
 
 
 class SequentialGroups:
@@ -43,7 +35,7 @@ class SequentialGroups:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from .items import CommandItem
+        from pytest_batchrunner.plugin.items import CommandItem
 
         if not isinstance(item, CommandItem) or not item.spec.settings.sequential:
             return

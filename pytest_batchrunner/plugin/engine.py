@@ -1,0 +1,61 @@
+"""How commands run in a session: settings resolved once, and the stash keys the modules share.
+
+A module of its own so that items, jobs, the API and the plugin wiring all
+import it at the top, without an import cycle through :mod:`~pytest_batchrunner.plugin`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
+
+__all__ = [
+    "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "PATTERNS_KEY", "PRESTART_KEY", "RECORDING_KEY",
+    "EngineSettings", "default_timeout", "has_timeout_plugin",
+]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How commands are run, resolved once per run from options and ini values."""
+
+    capture_bytes: int = DEFAULT_CAPTURE_BYTES
+    kill_grace: float = DEFAULT_KILL_GRACE
+    echo: Echo | None = None
+
+
+ENGINE_KEY = pytest.StashKey[EngineSettings]()
+RECORDING_KEY = pytest.StashKey[Any]()
+"""The controller's :class:`~pytest_batchrunner.plugin.recording.BatchRecording`."""
+JOBS_KEY = pytest.StashKey[Any]()
+"""The process's :class:`~pytest_batchrunner.plugin.jobs.JobRunner`, when commands may start ahead."""
+PATTERNS_KEY = pytest.StashKey[list[str]]()
+ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
+"""The environment commands start from (see :mod:`~pytest_batchrunner.plugin.environment`)."""
+PRESTART_KEY = pytest.StashKey[Any]()
+"""The Python API's :class:`~pytest_batchrunner.process.prestart.Prestart`: commands started before pytest was ready."""
+
+
+def has_timeout_plugin(config: pytest.Config) -> bool:
+    """Whether pytest-timeout is active, loaded by its entry point (``timeout``) or as a module (``pytest_timeout``).
+
+    The module name is what ``-p pytest_timeout`` registers, and what the Python
+    API registers to skip the scan of every installed distribution's entry points.
+    """
+    return config.pluginmanager.hasplugin("timeout") or config.pluginmanager.hasplugin("pytest_timeout")
+
+
+def default_timeout(config: pytest.Config) -> float | None:
+    """The run's per-attempt timeout as pytest-timeout resolves it (option, environment, ini), or None."""
+    if not has_timeout_plugin(config):
+        return None
+    try:
+        from pytest_timeout import get_env_settings
+
+        return get_env_settings(config).timeout
+    except (ImportError, AttributeError):  # an older or newer pytest-timeout without it
+        return config.getoption("timeout", None)
