@@ -21,7 +21,7 @@ import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -32,10 +32,23 @@ from pytest_batchrunner.process.prestart import Prestart
 from pytest_batchrunner.process.command import DeferredSignals
 from pytest_batchrunner.reports.results import CommandResult
 
-if TYPE_CHECKING:
-    from batchrunner.api import BatchRunner
 
 __all__ = ["InnerRun"]
+
+
+class RunSettings(Protocol):
+    """What a run needs of its :class:`~batchrunner.api.BatchRunner` (a protocol, so that this module does not import it)."""
+
+    batch_file: Path | None
+    mode: str
+    max_retries: int
+    retry_delay_sec: float
+    timeout_sec: float | None
+    log_file: Any
+    junitxml: Any
+    start_time: Any
+
+    def _jobs(self) -> int: ...
 
 # Environment variables through which the caller's settings would reach the
 # inner run. They are hidden only while pytest reads its arguments, so the
@@ -78,7 +91,7 @@ class InnerRun:
 
     def __init__(
         self,
-        runner: BatchRunner,
+        runner: RunSettings,
         target: Path,
         specs: list[CommandSpec] | None,
         prestart: Prestart | None,
@@ -223,7 +236,7 @@ class InnerRun:
         self.outcome = results, summary
 
 
-def _pytest_arguments(runner: BatchRunner, rootdir: Path) -> list[str]:
+def _pytest_arguments(runner: RunSettings, rootdir: Path) -> list[str]:
     """The arguments of the inner :func:`pytest.main` that runs *runner*'s batch file, in *rootdir*.
 
     ``-c /dev/null`` and ``--rootdir`` stop pytest from looking for the caller's
