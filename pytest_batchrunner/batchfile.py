@@ -30,6 +30,7 @@ __all__ = [
     "BatchFileError",
     "CommandSpec",
     "LineSettings",
+    "display_command",
     "item_names",
     "one_line",
     "parse_batch_file",
@@ -163,6 +164,15 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
         display = one_line(body).strip() if len(parts) > 1 else body
         specs.append(CommandSpec(path, start + 1, command, display or command, settings))
     return specs
+
+
+def display_command(command: str) -> str:
+    """*command* as :attr:`CommandSpec.display` shows it: on one line, without its ``# batch:`` comment.
+
+    For reports that hold only the command's text (the records carry ``command``).
+    """
+    body = _split_settings_comment(command)[0] if "#" in command else command
+    return (one_line(body).strip() if "\n" in body else body) or command
 
 
 def one_line(command: str) -> str:

@@ -139,11 +139,11 @@ def test_segfault_reports_signal_name(pytester: pytest.Pytester, run) -> None:
 
 
 def test_crlf_bom_and_continuation(pytester: pytest.Pytester, run) -> None:
-    write(pytester, b"\xef\xbb\xbfecho one\r\n# comment\r\necho \\\r\n  two\r\n")
+    write(pytester, b"\xef\xbb\xbfecho one\r\n# comment\r\necho \\\r\n  two; sleep 0.05\r\n")
     result = run("-rA")
     result.assert_outcomes(passed=2)
-    assert {"PASSED cmds.batch::echo one", "PASSED cmds.batch::echo two"} <= set(result.outlines)
-    assert "cmds.batch:3  echo two" in result.stdout.str()
+    assert {"PASSED cmds.batch::echo one", "PASSED cmds.batch::echo two; sleep 0.05"} <= set(result.outlines)
+    assert "cmds.batch:3  echo two; sleep 0.05" in result.stdout.str()
 
 
 def test_non_utf8_file_is_a_clean_collection_error(pytester: pytest.Pytester, run) -> None:

@@ -58,6 +58,11 @@ JOBS_HELP = (
     "starting as soon as the previous one passed. 0: each command inside its own item's protocol."
 )
 
+OUTPUT_LINES_HELP = (
+    "Lines of a failed command's stdout and of its stderr shown in the terminal (the last ones). "
+    "Default 15; 0 shows none. Reports keep the whole captured output."
+)
+
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
@@ -70,10 +75,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="SECONDS", help=GRACE_HELP)
     group.addoption("--batch-jobs", dest="batch_jobs", type=cli_int, default=None, metavar="N",
                     help=JOBS_HELP)
+    group.addoption("--batch-output-lines", dest="batch_output_lines", type=cli_int, default=None, metavar="N",
+                    help=OUTPUT_LINES_HELP)
     parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
     parser.addini("batch_jobs", JOBS_HELP, default=None)
     parser.addini("batch_capture_bytes", CAPTURE_HELP, default=None)
     parser.addini("batch_kill_grace", GRACE_HELP, default=None)
+    parser.addini("batch_output_lines", OUTPUT_LINES_HELP, default=None)
     reports.add_options(group, parser)
 
 
@@ -107,13 +115,14 @@ def is_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from pytest_batchrunner.plugin.items import stdout_echo
+    from pytest_batchrunner.plugin.items import FAILURE_TAIL_LINES, stdout_echo
 
     capture_off = config.getoption("capture", "fd") == "no"
     config.stash[ENGINE_KEY] = EngineSettings(
         capture_bytes=_setting(config, "batch_capture_bytes", non_negative_int, DEFAULT_CAPTURE_BYTES),
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
         echo=stdout_echo if capture_off else None,
+        output_lines=_setting(config, "batch_output_lines", non_negative_int, FAILURE_TAIL_LINES),
     )
     from pytest_batchrunner.plugin.environment import EnvironmentSnapshot
 

@@ -26,6 +26,8 @@ class EngineSettings:
     capture_bytes: int = DEFAULT_CAPTURE_BYTES
     kill_grace: float = DEFAULT_KILL_GRACE
     echo: Echo | None = None
+    output_lines: int = 15
+    """Lines of each stream a failure shows in the terminal (``--batch-output-lines``)."""
 
 
 ENGINE_KEY = pytest.StashKey[EngineSettings]()

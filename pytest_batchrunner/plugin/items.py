@@ -19,7 +19,7 @@ from pytest_batchrunner.process.command import Attempt, RunningCommand, start_co
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
 
-# Lines of stdout / stderr shown in a failure.
+# Lines of stdout / stderr shown in a failure (--batch-output-lines).
 FAILURE_TAIL_LINES = 15
 
 
@@ -40,8 +40,8 @@ class CommandFailed(Exception):
         self.attempt = attempt
         self.spec = spec
 
-    def describe(self) -> str:
-        """The short, human failure message shown by pytest."""
+    def describe(self, output_lines: int = FAILURE_TAIL_LINES) -> str:
+        """The short, human failure message shown by pytest, with the last *output_lines* of each stream."""
         a, spec = self.attempt, self.spec
         status = a.describe_status()
         if a.expected_exit != 0 and not a.timed_out and a.signal is None:
@@ -53,7 +53,7 @@ class CommandFailed(Exception):
         if a.leftovers:
             lines.append("  killed leftover processes: " + ", ".join(a.leftovers))
         for label, text, size in (("stderr", a.stderr, a.stderr_bytes), ("stdout", a.stdout, a.stdout_bytes)):
-            tail = text.rstrip("\n").splitlines()[-FAILURE_TAIL_LINES:]
+            tail = text.rstrip("\n").splitlines()[-output_lines:] if output_lines else []
             if not tail:
                 continue
             lines.append(f"  --- {label}, last {len(tail)} lines of {size} bytes ---")
@@ -209,7 +209,7 @@ class CommandItem(pytest.Item):
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, CommandFailed):
-            return excinfo.value.describe()
+            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines))
         if isinstance(excinfo.value, CommandSetupError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -246,6 +246,26 @@ class CommandItem(pytest.Item):
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "pid": os.getpid(),
         }
+
+
+def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str):  # type: ignore[no-untyped-def]
+    """*text* as the failure's report, with its first line as the one-line message.
+
+    A plain string would be its own one-line message too, so that ``-vv`` (and
+    CI, where pytest never shortens it) printed the whole block again in the
+    short test summary. pytest's ``value`` style shows only lines we give, and
+    its crash line is what the short summary (and ``--only-rerun``) reads: the
+    first line, which starts with the status. It travels through xdist like
+    any traceback.
+    """
+    rep = excinfo.getrepr(style="value", chain=False)
+    entries = getattr(getattr(rep, "reprtraceback", None), "reprentries", None)
+    crash = getattr(rep, "reprcrash", None)
+    if not entries or crash is None:  # a pytest that builds it differently: the plain text
+        return text
+    entries[0].lines = text.split("\n")
+    crash.message = text.split("\n", 1)[0]
+    return rep
 
 
 class CommandSetupError(Exception):

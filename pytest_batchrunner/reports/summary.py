@@ -1,10 +1,15 @@
-"""The BatchRunner summary at the end of pytest's terminal report."""
+"""The BatchRunner summary at the end of pytest's terminal report.
+
+Its helpers (:func:`name`, :func:`duration`, :func:`slowest`) are shared by the
+Markdown and HTML reports, so that every summary names and times commands alike.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pytest_batchrunner.batchfile import one_line
+from pytest_batchrunner.batchfile import display_command
+from pytest_batchrunner.reports.files import one_line
 from pytest_batchrunner.reports.results import CommandResult
 
 SLOWEST = 5
@@ -14,11 +19,28 @@ def _seconds(ms: float) -> str:
     return f"{ms / 1000:.2f} s"
 
 
-def _where(r: CommandResult) -> str:
+def measurable(ms: float) -> bool:
+    """Whether a duration shows as more than ``0.00 s``."""
+    return round(ms / 1000, 2) > 0
+
+
+def duration(r: CommandResult) -> str:
+    """The command's time, saying when it adds up several attempts (``3.02 s (3 attempts added up)``)."""
+    return _seconds(r.duration_ms) + _over(r)
+
+
+def name(r: CommandResult) -> str:
+    """The command as item names show it: on one line, without its ``# batch:`` comment, control bytes escaped."""
+    return one_line(display_command(r.command))
+
+
+def where(r: CommandResult) -> str:
+    """``file:line`` of the command, or ``""``."""
     return f"{r.file}:{r.line}" if r.file else ""
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of *text*, control characters shown as ``?``, at most 200 characters."""
     for line in reversed(text.splitlines()):
         if line.strip():
             return "".join(ch if ch >= " " else "?" for ch in line.strip())[:200]
@@ -50,22 +72,35 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     ]
     if s["interrupted"]:
         lines.append(("Interrupted: commands that did not finish are reported as interrupted or not run", {"red": True}))
-    ran = sorted((r for r in results if r.attempt_log), key=lambda r: r.duration_ms, reverse=True)
-    if len(ran) > 1:
+    slow = slowest(results)
+    if slow:
         lines.append(("Slowest commands:", {}))
-        for r in ran[:SLOWEST]:
-            lines.append((f"  {_seconds(r.duration_ms):>9}  {_where(r)}  {one_line(r.command)}", {}))
+        for r in slow:
+            lines.append((f"  {_seconds(r.duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
     bad = [r for r in results if r.status in ("failed", "interrupted")]
     if bad:
         lines.append(("Failed commands:", {"red": True}))
         for r in bad:
             detail = r.message or r.status
-            last = _last_line(r.stderr) or _last_line(r.stdout)
-            text = f"  {_where(r)}  {one_line(r.command)}  [{detail}]"
+            last = last_line(r.stderr) or last_line(r.stdout)
+            text = f"  {where(r)}  {name(r)}  [{detail}]"
             if last:
                 text += f"  {last}"
             lines.append((text, {"red": True}))
     return lines
+
+
+def slowest(results: list[CommandResult], count: int = SLOWEST) -> list[CommandResult]:
+    """The *count* slowest commands that took measurable time (none when only one command ran)."""
+    ran = [r for r in results if r.attempt_log]
+    if len(ran) < 2:
+        return []
+    ran.sort(key=lambda r: r.duration_ms, reverse=True)
+    return [r for r in ran[:count] if measurable(r.duration_ms)]
+
+
+def _over(r: CommandResult) -> str:
+    return f" ({r.attempts} attempts added up)" if r.attempts > 1 else ""
 
 
 def write_terminal_summary(terminalreporter, summary: dict[str, Any], results: list[CommandResult]) -> None:  # type: ignore[no-untyped-def]
