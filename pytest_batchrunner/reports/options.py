@@ -9,7 +9,10 @@ command)`` and ``on_attempt(record, outcome)`` (called as the run goes, via
 * ``--junitxml`` (pytest's own): :mod:`~pytest_batchrunner.reports.junit` rewrites the batch testcases;
 * ``--batch-json PATH``: :mod:`~pytest_batchrunner.reports.json`;
 * ``--batch-log PATH``: :mod:`~pytest_batchrunner.reports.auditlog`;
-* ``--batch-joblog PATH``: :mod:`~pytest_batchrunner.reports.joblog`.
+* ``--batch-joblog PATH``: :mod:`~pytest_batchrunner.reports.joblog`;
+* ``--batch-trace PATH``: :mod:`~pytest_batchrunner.reports.trace` (Chrome Trace Event JSON);
+* ``--batch-html PATH``: :mod:`~pytest_batchrunner.reports.html`;
+* ``--batch-markdown PATH``, and ``$GITHUB_STEP_SUMMARY`` when set: :mod:`~pytest_batchrunner.reports.markdown`.
 
 Relative paths are taken from the directory pytest was started in. A log that
 cannot be opened stops the run before it starts (a usage error). A report that
@@ -44,6 +47,20 @@ JOBLOG_HELP = (
     "JobRuntime, Send, Receive, Exitval, Signal, Command), with a row for every attempt."
 )
 
+TRACE_HELP = (
+    "Write the run's timeline to PATH as Chrome Trace Event JSON (open it in Perfetto or chrome://tracing): "
+    "one event per attempt, a lane per worker and slot."
+)
+HTML_HELP = (
+    "Write the run to PATH as one self-contained HTML file: the summary, a timeline chart (a lane per "
+    "worker and slot, bars coloured by outcome) and the failed commands with their output."
+)
+MARKDOWN_HELP = (
+    "Write the summary to PATH as Markdown (also appended to $GITHUB_STEP_SUMMARY when that is set)."
+)
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+"""The file GitHub Actions renders on a run's page; the Markdown summary is appended to it when it is set."""
+
 
 def _report_path(option: str) -> Callable[[str], str]:
     def convert(value: str) -> str:
@@ -64,6 +81,12 @@ def add_options(group, parser: pytest.Parser) -> None:  # type: ignore[no-untype
                     type=_report_path("--batch-log"), help=LOG_HELP)
     group.addoption("--batch-joblog", dest="batch_joblog", metavar="PATH", default=None,
                     type=_report_path("--batch-joblog"), help=JOBLOG_HELP)
+    group.addoption("--batch-trace", dest="batch_trace", metavar="PATH", default=None,
+                    type=_report_path("--batch-trace"), help=TRACE_HELP)
+    group.addoption("--batch-html", dest="batch_html", metavar="PATH", default=None,
+                    type=_report_path("--batch-html"), help=HTML_HELP)
+    group.addoption("--batch-markdown", dest="batch_markdown", metavar="PATH", default=None,
+                    type=_report_path("--batch-markdown"), help=MARKDOWN_HELP)
 
 
 def configure(config: pytest.Config, recording, timeout: float | None) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +103,25 @@ def configure(config: pytest.Config, recording, timeout: float | None) -> None: 
 
         path = resolve(config.getoption("batch_json"))
         files.add("--batch-json", path, JsonReport(path))
+    if config.getoption("batch_trace"):
+        from pytest_batchrunner.reports.trace import TraceReport
+
+        path = resolve(config.getoption("batch_trace"))
+        files.add("--batch-trace", path, TraceReport(path))
+    if config.getoption("batch_html"):
+        from pytest_batchrunner.reports.html import HtmlReport
+
+        path = resolve(config.getoption("batch_html"))
+        files.add("--batch-html", path, HtmlReport(path))
+    step_summary = os.environ.get(STEP_SUMMARY, "").strip()
+    if config.getoption("batch_markdown") or step_summary:
+        from pytest_batchrunner.reports.markdown import MarkdownReport
+
+        if config.getoption("batch_markdown"):
+            path = resolve(config.getoption("batch_markdown"))
+            files.add("--batch-markdown", path, MarkdownReport(path))
+        if step_summary:
+            files.add(f"${STEP_SUMMARY}", Path(step_summary), MarkdownReport(step_summary, append=True))
     for option, dest in (("--batch-log", "batch_log"), ("--batch-joblog", "batch_joblog")):
         if not config.getoption(dest):
             continue

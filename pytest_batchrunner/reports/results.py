@@ -192,7 +192,7 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
     success = outcome in ("passed", "xpassed")
     attempt_log = [
         {k: r.get(k) for k in ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", "status",
-                               "duration_ms", "timestamp", "worker", "leftovers")}
+                               "duration_ms", "timestamp", "started", "worker", "leftovers")}
         for r in records
     ]
     message = entry.message

@@ -1,0 +1,198 @@
+"""``--batch-html PATH``: the run in one self-contained HTML file.
+
+Plain Python, no pytest import. The page holds the BatchRunner summary (the
+terminal's lines), a Gantt chart of the timeline (:func:`~.trace.timeline`: one
+lane per worker and slot, one bar per attempt coloured by how it ended, its
+command, place and status in the bar's tooltip), the slowest commands, and the
+failed commands with the tail of their output. Everything is inline (CSS and
+SVG, no script): it opens from a CI artifact or a mail attachment, with no
+network.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any
+
+from pytest_batchrunner._version import __version__
+from pytest_batchrunner.reports.files import write_atomically
+from pytest_batchrunner.reports.results import CommandResult, Recorder
+from pytest_batchrunner.reports.summary import duration, name, slowest, summary_lines, where
+from pytest_batchrunner.reports.trace import Bar, iso_time, lanes, timeline
+
+__all__ = ["HtmlReport", "html_page"]
+
+COLOURS = {
+    "passed": "#2e9e44",
+    "failed": "#d1242f",
+    "timed out": "#e36209",
+    "rerun": "#d4a72c",
+    "xfailed": "#8c959f",
+    "interrupted": "#8250df",
+}
+OUTPUT_LINES = 60
+"""Lines of each stream shown for a failed command (the last ones)."""
+OUTPUT_CHARS = 20_000
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1f2328;background:#fff}
+h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:28px 0 8px}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px 10px;overflow:auto;
+font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;max-height:360px;margin:4px 0 10px}
+.summary{font:13px/1.5 ui-monospace,SFMono-Regular,Menlo,monospace;white-space:pre-wrap;background:#f6f8fa;
+border:1px solid #d0d7de;border-radius:6px;padding:10px 12px}
+.good{color:#1a7f37;font-weight:bold}.bad{color:#cf222e;font-weight:bold}
+table{border-collapse:collapse}td,th{padding:3px 10px 3px 0;text-align:left;vertical-align:top}
+td.num{text-align:right;white-space:nowrap}code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
+.legend span{display:inline-block;margin-right:14px;font-size:12px}
+.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px}
+svg text{font:11px ui-monospace,SFMono-Regular,Menlo,monospace;fill:#57606a}
+svg rect.bar:hover{stroke:#1f2328;stroke-width:1.5}
+details{margin:0 0 6px}summary{cursor:pointer}
+"""
+
+LANE_HEIGHT = 22
+LABEL_WIDTH = 110
+CHART_WIDTH = 1040
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _printable(text: str) -> str:
+    # Control characters but tab and newline shown as \xNN, as in the terminal.
+    return "".join(ch if ch >= " " or ch in "\t\n" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def _tick_step(total_s: float) -> float:
+    for step in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600,
+                 900, 1800, 3600, 7200):
+        if total_s / step <= 10:
+            return step
+    return 3600 * max(1, round(total_s / 36000))
+
+
+def _label(seconds: float, step: float) -> str:
+    if step < 1:
+        return f"{seconds:.{max(0, len(repr(step).split('.')[-1]))}f} s"
+    if seconds >= 120 and step >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{seconds:g} s"
+
+
+def gantt(bars: list[Bar], wall_us: int) -> str:
+    """The timeline as inline SVG: a lane per worker and slot, a bar per attempt with its tooltip."""
+    order = lanes(bars)
+    if not order:
+        return "<p>No command ran.</p>"
+    row = {lane: i for i, lane in enumerate(order)}
+    total_us = max([wall_us, *(b.end_us for b in bars)]) or 1
+    scale = (CHART_WIDTH - LABEL_WIDTH - 10) / total_us
+    height = 24 + LANE_HEIGHT * len(order)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {CHART_WIDTH} {height}" '
+        f'role="img" aria-label="Timeline of the run">'
+    ]
+    step = _tick_step(total_us / 1e6)
+    t = 0.0
+    while t * 1e6 <= total_us + 1:
+        x = LABEL_WIDTH + t * 1e6 * scale
+        parts.append(f'<line x1="{x:.1f}" y1="16" x2="{x:.1f}" y2="{height}" stroke="#eaeef2"/>')
+        parts.append(f'<text x="{x:.1f}" y="11" text-anchor="middle">{_e(_label(t, step))}</text>')
+        t = round(t + step, 6)
+    for (worker, slot), i in row.items():
+        y = 20 + i * LANE_HEIGHT
+        if i % 2:
+            parts.append(f'<rect x="0" y="{y}" width="{CHART_WIDTH}" height="{LANE_HEIGHT}" fill="#f6f8fa"/>')
+        label = worker if slot == 1 else f"{worker} #{slot}"
+        parts.append(f'<text x="4" y="{y + 15}">{_e(label)}</text>')
+    for b in bars:
+        y = 20 + row[(b.worker, b.slot)] * LANE_HEIGHT + 3
+        x = LABEL_WIDTH + b.start_us * scale
+        w = max(1.0, b.duration_us * scale)
+        tip = (f"{b.command}\n{b.where}  attempt {b.attempt}  {b.outcome}: {b.status}\n"
+               f"{b.duration_us / 1e6:.2f} s, from {b.start_us / 1e6:.2f} s  ({b.worker}, slot {b.slot})")
+        parts.append(
+            f'<rect class="bar" x="{x:.2f}" y="{y}" width="{w:.2f}" height="{LANE_HEIGHT - 6}" rx="2" '
+            f'fill="{COLOURS.get(b.outcome, "#57606a")}" data-outcome="{_e(b.outcome)}" '
+            f'data-where="{_e(b.where)}" data-attempt="{b.attempt}"><title>{_e(tip)}</title></rect>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _tail(text: str) -> str:
+    lines = text.rstrip("\n").splitlines()[-OUTPUT_LINES:]
+    out = "\n".join(lines)
+    return out[-OUTPUT_CHARS:]
+
+
+def _failure(r: CommandResult) -> str:
+    parts = [
+        f"<details open><summary><code>{_e(where(r))}</code> <b>{_e(name(r))}</b> "
+        f'<span class="bad">[{_e(r.message or r.status)}]</span> {_e(duration(r))}</summary>'
+    ]
+    for label, text, size in (("stderr", r.stderr, r.stderr_bytes), ("stdout", r.stdout, r.stdout_bytes)):
+        tail = _tail(text)
+        if tail:
+            parts.append(f"<div>{label}, last lines of {size} bytes:</div><pre>{_e(_printable(tail))}</pre>")
+    if not (r.stderr or r.stdout):
+        parts.append("<div>(no output)</div>")
+    parts.append("</details>")
+    return "".join(parts)
+
+
+def html_page(summary: dict[str, Any], results: list[CommandResult], bars: list[Bar], *, title: str = "BatchRunner",
+              started_iso: str | None = None) -> str:
+    """The whole page as text."""
+    lines = []
+    for text, markup in summary_lines(summary, results):
+        cls = "good" if markup.get("green") else "bad" if markup.get("red") else ""
+        lines.append(f'<span class="{cls}">{_e(text)}</span>' if cls else _e(text))
+    legend = "".join(
+        f'<span><i style="background:{colour}"></i>{_e(outcome)}</span>'
+        for outcome, colour in COLOURS.items()
+        if any(b.outcome == outcome for b in bars) or outcome in ("passed", "failed")
+    )
+    slow = slowest(results, 10)
+    slow_rows = "".join(
+        f'<tr><td class="num">{_e(duration(r))}</td><td><code>{_e(where(r))}</code></td><td>{_e(name(r))}</td></tr>'
+        for r in slow
+    )
+    bad = [r for r in results if r.status in ("failed", "interrupted")]
+    when = f" · started {_e(started_iso)}" if started_iso else ""
+    body = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<div class="summary">{"<br>".join(lines)}</div>',
+        f"<h2>Timeline</h2><div class=\"legend\">{legend}</div>",
+        gantt(bars, round(float(summary.get("total_duration_ms") or 0) * 1000)),
+        "<p><small>One lane per worker (and per slot when a worker ran several commands at once); "
+        "hover over a bar for its command.</small></p>",
+    ]
+    if slow:
+        body.append(f"<h2>Slowest commands</h2><table>{slow_rows}</table>")
+    if bad:
+        body.append(f"<h2>Failed commands ({len(bad)})</h2>")
+        body.extend(_failure(r) for r in bad)
+    body.append(f"<p><small>pytest-batchrunner {_e(__version__)}{when}</small></p></body></html>")
+    return "\n".join(body) + "\n"
+
+
+class HtmlReport:
+    """Writer of ``--batch-html PATH``: writes the page once, at the end of the run (also when interrupted)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = path
+
+    def finish(self, recorder: Recorder) -> None:
+        results = list(recorder.results())
+        summary = recorder.summary(results)
+        bars = timeline(results, recorder.started)
+        page = html_page(summary, results, bars, started_iso=iso_time(recorder.started))
+        write_atomically(self.path, page.encode("utf-8", "replace"))

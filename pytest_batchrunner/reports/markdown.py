@@ -1,0 +1,108 @@
+"""The summary in Markdown: ``--batch-markdown PATH``, and GitHub Actions' job summary.
+
+Plain Python, no pytest import. When ``GITHUB_STEP_SUMMARY`` is set (GitHub
+Actions sets it to a file for each step), the summary is appended to that file
+and GitHub renders it on the run's page; ``--batch-markdown PATH`` writes the
+same text to any file (replaced atomically). It holds the success rate and
+counts, the failed commands (``file:line``, status, last line of stderr) and the
+slowest commands, from the same records as the terminal summary.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pytest_batchrunner.reports.files import write_atomically
+from pytest_batchrunner.reports.results import CommandResult, Recorder
+from pytest_batchrunner.reports.summary import duration, last_line, name, slowest, where
+
+__all__ = ["MarkdownReport", "markdown_summary"]
+
+FAILED_ROWS = 50
+"""Failed commands listed; the rest are counted."""
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    """*text* safe inside a table cell: one line, pipes and backticks escaped, clipped."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("<", "&lt;")
+
+
+def _code(text: str, limit: int = 120) -> str:
+    """*text* as inline code in a table cell (a backtick or pipe in it falls back to escaped text)."""
+    if "`" in text or "|" in text or len(text) > limit:
+        return _cell(text, limit)
+    return f"`{' '.join(text.split())}`"
+
+
+def markdown_summary(summary: dict[str, Any], results: list[CommandResult], *, title: str = "BatchRunner summary") -> str:
+    """The summary as GitHub-flavoured Markdown."""
+    s = summary
+    good = s["failed"] == 0 and not s["interrupted"]
+    mark = "✅" if good else "❌"
+    counts = [
+        f"Total commands: {s['total_commands']}",
+        f"Successful: {s['successful']}",
+        f"Failed: {s['failed']}" + (f" (of them timed out: {s['timed_out']})" if s["timed_out"] else ""),
+        f"Flaky: {s['flaky']}",
+        f"Reruns: {s['reruns']}",
+    ]
+    if s["skipped"]:
+        counts.append(f"Skipped: {s['skipped']}")
+    if s["not_run"]:
+        counts.append(f"Not run: {s['not_run']}")
+    out = [
+        f"### {mark} {title}",
+        "",
+        f"**Success rate: {s['success_rate']:.1f}%** · " + " · ".join(counts),
+        "",
+        f"Total time {s['total_duration_ms'] / 1000:.2f} s · command time avg "
+        f"{s['avg_command_duration_ms'] / 1000:.2f} s, max {s['max_command_duration_ms'] / 1000:.2f} s",
+        "",
+    ]
+    if s["interrupted"]:
+        out += ["> **Interrupted**: commands that did not finish are reported as interrupted or not run.", ""]
+    bad = [r for r in results if r.status in ("failed", "interrupted")]
+    if bad:
+        out += [f"#### Failed commands ({len(bad)})", "", "| Where | Command | Status | Last stderr line |",
+                "|---|---|---|---|"]
+        for r in bad[:FAILED_ROWS]:
+            last = last_line(r.stderr) or last_line(r.stdout)
+            out.append(f"| {_code(where(r))} | {_code(name(r))} | {_cell(r.message or r.status)} | {_cell(last)} |")
+        if len(bad) > FAILED_ROWS:
+            out.append(f"| | and {len(bad) - FAILED_ROWS} more | | |")
+        out.append("")
+    slow = slowest(results)
+    if slow:
+        out += ["#### Slowest commands", "", "| Time | Where | Command |", "|--:|---|---|"]
+        for r in slow:
+            out.append(f"| {_cell(duration(r))} | {_code(where(r))} | {_code(name(r))} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+class MarkdownReport:
+    """Writer of the Markdown summary to *path*: replaced (``--batch-markdown``) or appended to (*append*, for
+    ``GITHUB_STEP_SUMMARY``, which other steps' summaries share)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        self.path = path
+        self.append = append
+
+    def finish(self, recorder: Recorder) -> None:
+        results = list(recorder.results())
+        text = markdown_summary(recorder.summary(results), results).encode("utf-8", "replace")
+        if not self.append:
+            write_atomically(self.path, text)
+            return
+        # One write on an O_APPEND descriptor: summaries of steps running side by side never interleave.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            view = memoryview(b"\n" + text)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
