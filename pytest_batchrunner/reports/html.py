@@ -3,8 +3,7 @@
 Plain Python, no pytest import. The page holds the BatchRunner summary (the
 terminal's lines), a Gantt chart of the timeline (:func:`~.trace.timeline`: one
 lane per worker and slot, one bar per attempt coloured by how it ended, its
-command, place and status in the bar's tooltip), the slowest commands, and the
-failed commands with the tail of their output. Everything is inline (CSS and
+command, place and status in the bar's tooltip), and the failed commands with the tail of their output. Everything is inline (CSS and
 SVG, no script): it opens from a CI artifact or a mail attachment, with no
 network.
 """
@@ -18,7 +17,7 @@ from typing import Any
 from pytest_batchrunner._version import __version__
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import duration, name, slowest, summary_lines, where
+from pytest_batchrunner.reports.summary import duration, name, summary_lines, where
 from pytest_batchrunner.reports.trace import Bar, iso_time, lanes, timeline
 
 __all__ = ["HtmlReport", "html_page"]
@@ -48,7 +47,7 @@ td.num{text-align:right;white-space:nowrap}code{font:12px ui-monospace,SFMono-Re
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 svg text{font:11px ui-monospace,SFMono-Regular,Menlo,monospace;fill:#57606a}
-svg rect.bar:hover{stroke:#1f2328;stroke-width:1.5}
+svg rect.bar:hover{stroke:#1f2328;stroke-width:1.5}svg text.in{fill:#fff;pointer-events:none}
 details{margin:0 0 6px}summary{cursor:pointer}
 """
 
@@ -83,22 +82,29 @@ def _label(seconds: float, step: float) -> str:
 
 
 def gantt(bars: list[Bar], wall_us: int) -> str:
-    """The timeline as inline SVG: a lane per worker and slot, a bar per attempt with its tooltip."""
+    """The timeline as inline SVG: a lane per worker and slot, a bar per attempt with its tooltip.
+
+    The axis counts from the start of the run but begins at the first command:
+    the time pytest (and xdist's workers) took to start is said in a note.
+    """
     order = lanes(bars)
     if not order:
         return "<p>No command ran.</p>"
     row = {lane: i for i, lane in enumerate(order)}
-    total_us = max([wall_us, *(b.end_us for b in bars)]) or 1
-    scale = (CHART_WIDTH - LABEL_WIDTH - 10) / total_us
+    first_us = min(b.start_us for b in bars)
+    end_us = max([wall_us, *(b.end_us for b in bars)])
+    step = _tick_step(max(end_us - first_us, 1) / 1e6)
+    origin_us = int(first_us // (step * 1e6) * step * 1e6)  # a tick at or before the first command
+    span_us = max(end_us - origin_us, 1)
+    scale = (CHART_WIDTH - LABEL_WIDTH - 10) / span_us
     height = 24 + LANE_HEIGHT * len(order)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {CHART_WIDTH} {height}" '
         f'role="img" aria-label="Timeline of the run">'
     ]
-    step = _tick_step(total_us / 1e6)
-    t = 0.0
-    while t * 1e6 <= total_us + 1:
-        x = LABEL_WIDTH + t * 1e6 * scale
+    t = origin_us / 1e6
+    while (t * 1e6 - origin_us) <= span_us + 1:
+        x = LABEL_WIDTH + (t * 1e6 - origin_us) * scale
         parts.append(f'<line x1="{x:.1f}" y1="16" x2="{x:.1f}" y2="{height}" stroke="#eaeef2"/>')
         parts.append(f'<text x="{x:.1f}" y="11" text-anchor="middle">{_e(_label(t, step))}</text>')
         t = round(t + step, 6)
@@ -110,16 +116,24 @@ def gantt(bars: list[Bar], wall_us: int) -> str:
         parts.append(f'<text x="4" y="{y + 15}">{_e(label)}</text>')
     for b in bars:
         y = 20 + row[(b.worker, b.slot)] * LANE_HEIGHT + 3
-        x = LABEL_WIDTH + b.start_us * scale
+        x = LABEL_WIDTH + (b.start_us - origin_us) * scale
         w = max(1.0, b.duration_us * scale)
         tip = (f"{b.command}\n{b.where}  attempt {b.attempt}  {b.outcome}: {b.status}\n"
                f"{b.duration_us / 1e6:.2f} s, from {b.start_us / 1e6:.2f} s  ({b.worker}, slot {b.slot})")
         parts.append(
-            f'<rect class="bar" x="{x:.2f}" y="{y}" width="{w:.2f}" height="{LANE_HEIGHT - 6}" rx="2" '
+            f'<g><rect class="bar" x="{x:.2f}" y="{y}" width="{w:.2f}" height="{LANE_HEIGHT - 6}" rx="2" '
             f'fill="{COLOURS.get(b.outcome, "#57606a")}" data-outcome="{_e(b.outcome)}" '
             f'data-where="{_e(b.where)}" data-attempt="{b.attempt}"><title>{_e(tip)}</title></rect>'
         )
+        fits = int((w - 6) // 6.7)  # characters of 11px monospace that fit in the bar
+        if fits >= 4:
+            text = b.command if len(b.command) <= fits else b.command[: fits - 1] + "…"
+            parts.append(f'<text class="in" x="{x + 3:.2f}" y="{y + 12}">{_e(text)}</text>')
+        parts.append("</g>")
     parts.append("</svg>")
+    if origin_us > 0:
+        parts.append(f"<p><small>The first command started {first_us / 1e6:.2f} s after the run started "
+                     "(pytest and its workers starting up).</small></p>")
     return "".join(parts)
 
 
@@ -156,11 +170,6 @@ def html_page(summary: dict[str, Any], results: list[CommandResult], bars: list[
         for outcome, colour in COLOURS.items()
         if any(b.outcome == outcome for b in bars) or outcome in ("passed", "failed")
     )
-    slow = slowest(results, 10)
-    slow_rows = "".join(
-        f'<tr><td class="num">{_e(duration(r))}</td><td><code>{_e(where(r))}</code></td><td>{_e(name(r))}</td></tr>'
-        for r in slow
-    )
     bad = [r for r in results if r.status in ("failed", "interrupted")]
     when = f" · started {_e(started_iso)}" if started_iso else ""
     body = [
@@ -175,8 +184,6 @@ def html_page(summary: dict[str, Any], results: list[CommandResult], bars: list[
         "<p><small>One lane per worker (and per slot when a worker ran several commands at once); "
         "hover over a bar for its command.</small></p>",
     ]
-    if slow:
-        body.append(f"<h2>Slowest commands</h2><table>{slow_rows}</table>")
     if bad:
         body.append(f"<h2>Failed commands ({len(bad)})</h2>")
         body.extend(_failure(r) for r in bad)
