@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 BATCH = (
-    "echo hello; echo oops >&2; exit 3\n"
     "sleep 0.3   # batch: timeout=5\n"
+    "sleep 0.25\n"
+    "echo hello; echo oops >&2; exit 3\n"
     "test -e flag || { touch flag; sleep 0.1; exit 1; }   # batch: retries=2\n"
     "sleep 5   # batch: timeout=0.4\n"
     "sleep 0.2; echo 'a|b `c`'\n"
-    "sleep 0.25\n"
 )
 REPORTS = ("--batch-json", "out/results.json", "--batch-trace", "out/trace.json", "--batch-html", "out/run.html",
            "--batch-markdown", "out/summary.md", "--batch-kill-grace", "0.2")
@@ -100,11 +100,11 @@ def test_trace_html_and_markdown_agree_with_the_results(
 
     events = check_trace(json.loads((out / "trace.json").read_text()), results)
     outcomes = {(e["args"]["line"], e["args"]["attempt"]): e["cat"] for e in events}
-    assert outcomes == {(1, 1): "failed", (2, 1): "passed", (3, 1): "rerun", (3, 2): "passed",
-                        (4, 1): "timed out", (5, 1): "passed", (6, 1): "passed"}
+    assert outcomes == {(1, 1): "passed", (2, 1): "passed", (3, 1): "failed", (4, 1): "rerun", (4, 2): "passed",
+                        (5, 1): "timed out", (6, 1): "passed"}
     if mode == "inprocess":
-        # --batch-jobs 2 in one process: commands did run side by side (a rerun, run in its
-        # item's own protocol, may make a third).
+        # --batch-jobs 2 in one process: the first two commands ran side by side (a rerun,
+        # run in its item's own protocol, may make a third lane).
         assert {1, 2} <= {e["tid"] for e in events}
 
     page = parse_html(out / "run.html")
@@ -127,10 +127,10 @@ def test_trace_html_and_markdown_agree_with_the_results(
     assert "Failed commands (2)" in text
 
     markdown = (out / "summary.md").read_text()
-    assert "| `cmds.batch:1` | `echo hello; echo oops >&2; exit 3` | exit code 3 | oops |" in markdown
-    assert "| `cmds.batch:4` | `sleep 5` | timed out after 0.4 s |  |" in markdown
+    assert "| `cmds.batch:3` | `echo hello; echo oops >&2; exit 3` | exit code 3 | oops |" in markdown
+    assert "| `cmds.batch:5` | `sleep 5` | timed out after 0.4 s |  |" in markdown
     assert "**Success rate: 66.7%**" in markdown
-    assert "`cmds.batch:5` | sleep 0.2; echo 'a\\|b \\`c\\`' |" in markdown
+    assert "`cmds.batch:6` | sleep 0.2; echo 'a\\|b \\`c\\`' |" in markdown
     appended = step_summary.read_text()
     assert appended.startswith("## Earlier step\n") and appended.endswith(markdown)
 
