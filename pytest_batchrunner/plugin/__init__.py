@@ -27,6 +27,7 @@ from pytest_batchrunner.reports import options as reports
 from pytest_batchrunner.plugin.engine import (
     ENGINE_KEY,
     JOBS_KEY,
+    LIVE_KEY,
     PATTERNS_KEY,
     RECORDING_KEY,
     EngineSettings,
@@ -83,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("batch_kill_grace", GRACE_HELP, default=None)
     parser.addini("batch_output_lines", OUTPUT_LINES_HELP, default=None)
     reports.add_options(group, parser)
+    from pytest_batchrunner.plugin import live
+
+    live.add_options(group, parser)
 
 
 def _setting(config: pytest.Config, name: str, convert, default):  # type: ignore[no-untyped-def]
@@ -115,13 +119,11 @@ def is_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from pytest_batchrunner.plugin.items import FAILURE_TAIL_LINES, stdout_echo
+    from pytest_batchrunner.plugin.items import FAILURE_TAIL_LINES
 
-    capture_off = config.getoption("capture", "fd") == "no"
     config.stash[ENGINE_KEY] = EngineSettings(
         capture_bytes=_setting(config, "batch_capture_bytes", non_negative_int, DEFAULT_CAPTURE_BYTES),
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
-        echo=stdout_echo if capture_off else None,
         output_lines=_setting(config, "batch_output_lines", non_negative_int, FAILURE_TAIL_LINES),
     )
     from pytest_batchrunner.plugin.environment import EnvironmentSnapshot
@@ -146,6 +148,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
         reports.configure(config, recording, default_timeout(config))
+    if not config.option.collectonly:
+        from pytest_batchrunner.plugin import live
+
+        watcher = live.configure(config, is_controller(config))
+        if watcher is not None:
+            config.stash[LIVE_KEY] = watcher
     from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")

@@ -14,7 +14,7 @@ import pytest
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
 
 __all__ = [
-    "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "PATTERNS_KEY", "PRESTART_KEY", "RECORDING_KEY",
+    "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PATTERNS_KEY", "PRESTART_KEY", "RECORDING_KEY",
     "EngineSettings", "default_timeout", "has_timeout_plugin",
 ]
 
@@ -38,6 +38,8 @@ JOBS_KEY = pytest.StashKey[Any]()
 PATTERNS_KEY = pytest.StashKey[list[str]]()
 ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
 """The environment commands start from (see :mod:`~pytest_batchrunner.plugin.environment`)."""
+LIVE_KEY = pytest.StashKey[Any]()
+"""The process's :class:`~pytest_batchrunner.plugin.live.WorkerLive`, when commands are watched live."""
 PRESTART_KEY = pytest.StashKey[Any]()
 """The Python API's :class:`~pytest_batchrunner.process.prestart.Prestart`: commands started before pytest was ready."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, group_key, item_names, parse_batch_text
 from pytest_batchrunner.process.environment import command_environment
-from pytest_batchrunner.plugin.engine import ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, EngineSettings
+from pytest_batchrunner.plugin.engine import ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings
 from pytest_batchrunner.process.command import Attempt, RunningCommand, start_command
 
 
@@ -175,7 +174,11 @@ class CommandItem(pytest.Item):
             raise CommandSetupError(
                 f"{self.spec.path}:{self.spec.line}: cwd={self.spec.settings.cwd}: no such directory {cwd}"
             )
-        return start_command(
+        live = self.config.stash.get(LIVE_KEY, None)
+        watch = None
+        if live is not None:  # shown where the run is reported: output lines, what is running
+            watch = live.watch(self.nodeid, self.spec.command, f"{self.spec.path}:{self.spec.line}", number)
+        running = start_command(
             self.spec.command,
             timeout=timeout,
             cwd=cwd,
@@ -183,9 +186,13 @@ class CommandItem(pytest.Item):
             capture_bytes=engine.capture_bytes,
             kill_grace=engine.kill_grace,
             expected_exit=self.spec.settings.expect or 0,
-            echo=engine.echo,
+            echo=watch.echo if watch is not None and watch.output else engine.echo,
             started=started,
+            ended=watch.end if watch is not None else None,
         )
+        if watch is not None:
+            watch.start()
+        return running
 
     def runtest(self) -> None:
         self.attempt_number += 1
@@ -270,14 +277,3 @@ def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str):  # t
 
 class CommandSetupError(Exception):
     """The command could not be started as the batch file asks (e.g. a missing ``cwd``)."""
-
-
-def stdout_echo(stream: int, data: bytes) -> None:
-    """Stream a command's output live to our own stdout / stderr (used with ``-s``)."""
-    out = sys.stdout if stream == 1 else sys.stderr
-    buffer = getattr(out, "buffer", None)
-    if buffer is not None:
-        buffer.write(data)
-    else:
-        out.write(data.decode("utf-8", "replace"))
-    out.flush()

@@ -180,12 +180,14 @@ def start_command(
     expected_exit: int = 0,
     echo: Echo | None = None,
     started: Callable[[int], None] | None = None,
+    ended: Callable[[], None] | None = None,
 ) -> RunningCommand:
     """Start *command* with ``/bin/sh -c``; :meth:`RunningCommand.wait` gives its :class:`Attempt`.
 
     *timeout* bounds the attempt, counted from here (``None`` or ``0``: no
     bound). *echo*, if given, is called as ``echo(1 or 2, chunk)`` with output as
-    it arrives (live streaming). *started*, if given, is called with the process
+    it arrives (live streaming), and with ``b""`` when that stream ends. *ended*, if
+    given, is called once the attempt is over (waited for or abandoned). *started*, if given, is called with the process
     group id right after the spawn (so that a caller running commands in threads
     can stop them). The caller must call :meth:`~RunningCommand.wait` (from any
     thread, once): it reads the output, enforces the timeout and accounts for
@@ -214,6 +216,7 @@ def start_command(
         if started is not None:
             started(proc.pid)
         running = RunningCommand(command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit)
+        running.ended = ended
     try:
         deferred.replay()  # in this thread: the one the signal was meant for
     except BaseException:
@@ -245,6 +248,13 @@ class RunningCommand:
         self.timeout = timeout
         self.kill_grace = kill_grace
         self.expected_exit = expected_exit
+        self.ended: Callable[[], None] | None = None
+        """Called once when the attempt is over (see :func:`start_command`)."""
+
+    def _end(self) -> None:
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended()
 
     def abandon(self) -> None:
         """Terminate the command's group and release everything, without an :class:`Attempt`."""
@@ -253,6 +263,7 @@ class RunningCommand:
         finally:
             self.run.close()
             guardian.unregister(self.pgid)
+            self._end()
 
     def wait(self) -> Attempt:
         """Wait for the shell, then kill what is left of its group; the attempt."""
@@ -280,6 +291,7 @@ class RunningCommand:
             run.close()
             # Every path above ends with the group gone or sent SIGKILL.
             guardian.unregister(pgid)
+            self._end()
         status = self.proc.returncode
         return Attempt(
             command=self.command,
@@ -380,7 +392,9 @@ class _Run:
             return
         if not data:
             self.sel.unregister(fd)
-            del self.streams[fd]
+            _, stream = self.streams.pop(fd)
+            if self.echo is not None:
+                self.echo(stream, b"")
             return
         buffer, stream = self.streams[fd]
         buffer.add(data)

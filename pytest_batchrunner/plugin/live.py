@@ -1,0 +1,474 @@
+"""What runs now: live tagged output (``--batch-live``, ``-s``) and the status of running commands.
+
+Every attempt of a command is *watched* where it runs (:class:`Watch`): its
+start, its output cut into whole lines, each tagged with where it comes from
+(``[cmds.batch:5] ...``, as GNU parallel's ``--tag --line-buffer``), and its
+end. Everything is shown by the process that reports (:class:`LiveBoard`, the
+xdist controller or the only process):
+
+* in-process, the watches call the board directly (from the threads that run
+  commands, ``--batch-jobs``);
+* in an xdist worker, they send the same events to the controller over an
+  execnet channel of their own, which the controller opens on each worker's
+  gateway in ``pytest_configure_node`` and hands over in ``workerinput`` (a
+  channel travels inside it like any value): lines reach the terminal as the
+  command prints them, not when its item is reported.
+
+The board prints output lines whole, each with one write. On a terminal it also
+keeps a status area under pytest's progress (done/total, ETA, each running
+command with its worker and time); it is erased before each of pytest's own
+writes and redrawn a moment later, so pytest's lines are never mixed with it,
+and it is gone at the end. Without a terminal (CI logs),
+``--batch-status-interval SECONDS`` prints a plain line for each command that
+has been running that long, every interval: ``still running after 2m00s: make
+test (cmds.batch:5, gw1)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from pytest_batchrunner.batchfile import display_command
+from pytest_batchrunner.plugin.engine import RECORDING_KEY
+
+__all__ = ["LiveBoard", "Watch", "WorkerLive", "add_options", "configure", "eta_seconds", "format_elapsed"]
+
+LIVE_HELP = (
+    "Print every line of every command's output as it arrives, prefixed with its place "
+    "('[cmds.batch:5] ...'), in-process, with --batch-jobs and under -n (as -s does). "
+    "Capture and reports stay as they are."
+)
+INTERVAL_HELP = (
+    "Without a terminal, print 'still running after ...: CMD (file:line, worker)' for each command running "
+    "longer than SECONDS, every SECONDS. Default 60; 0 turns it off. On a terminal a status line shows "
+    "the running commands instead."
+)
+DEFAULT_INTERVAL = 60.0
+CHANNEL_KEY = "batchrunner_live"
+"""The ``workerinput`` key of the channel a worker sends its events on."""
+TICK = 0.5
+"""Seconds between redraws of the status area and checks of the interval."""
+STATUS_COMMANDS = 4
+"""Running commands the status area lists; more are counted."""
+LINE_LIMIT = 64 * 1024
+"""A line longer than this is printed in parts, so that memory stays bounded."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def add_options(group: Any, parser: pytest.Parser) -> None:
+    """Add ``--batch-live`` and ``--batch-status-interval`` to the plugin's option group."""
+    from pytest_batchrunner.values import cli_float
+
+    group.addoption("--batch-live", dest="batch_live", action="store_true", default=False, help=LIVE_HELP)
+    group.addoption("--batch-status-interval", dest="batch_status_interval", type=cli_float, default=None,
+                    metavar="SECONDS", help=INTERVAL_HELP)
+    parser.addini("batch_status_interval", INTERVAL_HELP, default=None)
+
+
+def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
+    """Seconds left, from the pace so far; ``None`` before anything is done.
+
+    The one place an estimate comes from: a history of earlier runs can replace it.
+    """
+    if done <= 0 or total <= done:
+        return None
+    return elapsed / done * (total - done)
+
+
+def format_elapsed(seconds: float) -> str:
+    """``2m00s``, ``1h02m``, ``45s``; tenths below ten seconds when they are not whole (``0.5s``)."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 10 and abs(seconds - round(seconds)) > 1e-6:
+        return f"{seconds:.1f}s"
+    return f"{int(round(seconds))}s"
+
+
+def _printable(text: str) -> str:
+    # Control characters but tab shown as \xNN: a command's ESC or BEL never drives the terminal.
+    return "".join(ch if ch >= " " or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+# -- where commands run ---------------------------------------------------------------------
+
+
+class Watch:
+    """One attempt of one command, watched: its start, its output as tagged lines, its end.
+
+    *send* is ``send(event)`` with ``("start", key, info)``, ``("lines", [text...])``
+    and ``("end", key)``; *key* is ``(nodeid, attempt)``.
+    """
+
+    def __init__(self, send: Any, nodeid: str, command: str, where: str, attempt: int, worker: str,
+                 output: bool) -> None:
+        self.send = send
+        self.key = (nodeid, attempt)
+        self.info = {"command": display_command(command), "where": where, "attempt": attempt, "worker": worker}
+        self.tag = f"[{where}]" if attempt == 1 else f"[{where} #{attempt}]"
+        self.output = output
+        self.partial = {1: b"", 2: b""}
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.send(("start", self.key, {**self.info, "started": time.time()}))
+
+    def end(self) -> None:
+        if self.output:
+            for stream in (1, 2):
+                self.echo(stream, b"")
+        self.send(("end", self.key))
+
+    def echo(self, stream: int, data: bytes) -> None:
+        """The process layer's ``echo``: whole lines out, the rest kept until its newline (or the end)."""
+        if not self.output:
+            return
+        with self.lock:
+            buffer = self.partial[stream] + data
+            if data:
+                *lines, rest = buffer.split(b"\n")
+                while len(rest) > LINE_LIMIT:
+                    lines.append(rest[:LINE_LIMIT])
+                    rest = rest[LINE_LIMIT:]
+            else:  # the stream ended: its last line has no newline
+                lines, rest = ([buffer] if buffer else []), b""
+            self.partial[stream] = rest
+        if lines:
+            tag = self.tag
+            self.send(("lines", [
+                f"{tag} {_printable(line.decode('utf-8', 'replace').removesuffix(chr(13)))}" for line in lines
+            ]))
+
+
+class WorkerLive:
+    """What a process that runs commands uses to watch them (stashed as ``LIVE_KEY``)."""
+
+    def __init__(self, send: Any, output: bool, worker: str) -> None:
+        self.send = send
+        self.output = output
+        self.worker = worker
+
+    def watch(self, nodeid: str, command: str, where: str, attempt: int) -> Watch:
+        return Watch(self.send, nodeid, command, where, attempt, self.worker, self.output)
+
+
+# -- where the run is reported ----------------------------------------------------------------
+
+
+class Terminal:
+    """Where the board writes: the terminal pytest writes to, reached even while an item's output is captured.
+
+    pytest redirects file descriptor 1 while an item runs (``--capture=fd``),
+    and commands run then; the board writes on a duplicate of the descriptor
+    taken before, each text in one ``write(2)``, after flushing what pytest has
+    buffered so that the order on screen is the order of the writes.
+    """
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.file = writer._file
+        self.lock = threading.RLock()
+        try:
+            self.fd: int | None = os.dup(self.file.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (an in-process test run)
+            self.fd = None
+
+    def raw(self, text: str) -> None:
+        with self.lock:
+            if self.fd is None:
+                self.file.write(text)
+                self.file.flush()
+                return
+            try:
+                self.file.flush()
+                view = memoryview(text.encode("utf-8", "replace"))
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError:  # the terminal is gone: the run goes on
+                pass
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+
+class StatusArea:
+    """Stands in for the terminal writer's file, with a few status lines kept under the cursor.
+
+    Every write of pytest's first erases the status lines (``ESC[J``: from the
+    cursor to the end of the screen, which is only them), so text is never
+    mixed with them; :meth:`draw` puts them back below the current line and
+    returns the cursor to its column. The column is counted from what went
+    through this file and the board's own lines, so it is always the real one.
+    """
+
+    def __init__(self, terminal: Terminal, column: int, width: int) -> None:
+        self.terminal = terminal
+        self.file = terminal.file
+        self.column = column
+        self.width = width
+        self.lock = terminal.lock
+        self.drawn = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            self._erase()
+            result = self.file.write(text)
+            self._advance(text)
+            return result
+
+    def flush(self) -> None:
+        with self.lock:
+            self.file.flush()
+
+    def lines(self, text: str) -> None:
+        """The board's own text (whole lines), below pytest's."""
+        with self.lock:
+            self._erase()
+            self.terminal.raw(text)
+            self._advance(text)
+
+    def _advance(self, text: str) -> None:
+        cut = max(text.rfind("\n"), text.rfind("\r"))
+        visible = len(_ANSI.sub("", text[cut + 1:]))
+        self.column = visible if cut >= 0 else self.column + visible
+
+    def _erase(self) -> None:
+        if self.drawn:
+            self.terminal.raw("\x1b[J")
+            self.drawn = 0
+
+    def draw(self, lines: list[str]) -> None:
+        with self.lock:
+            if self.column >= self.width - 1:
+                return  # pytest's line is full: drawing would wrap it
+            lines = [line[: self.width - 1] for line in lines][:8]
+            back = "\r" + (f"\x1b[{self.column}C" if self.column else "")
+            text = "".join("\n\x1b[2K" + line for line in lines) + f"\x1b[{len(lines)}A" + back
+            self.terminal.raw(("\x1b[J" if self.drawn else "") + text)
+            self.drawn = len(lines)
+
+    def clear(self) -> None:
+        with self.lock:
+            self._erase()
+
+
+class LiveBoard:
+    """The controller's view of running commands: prints output lines, status line or interval lines."""
+
+    def __init__(self, config: pytest.Config, output: bool, interval: float, status_line: bool) -> None:
+        self.config = config
+        self.output = output
+        self.interval = interval
+        self.status_line = status_line
+        self.lock = threading.RLock()
+        self.running: dict[Any, dict[str, Any]] = {}
+        self.reported: dict[Any, int] = {}
+        """How many 'still running' lines each running attempt got."""
+        self.done = 0
+        self.total = 0
+        self.started = time.time()
+        self.writer: Any = None
+        self.terminal: Terminal | None = None
+        self.area: StatusArea | None = None
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.channels: list[Any] = []
+        self.recording: Any = None
+
+    # -- events, from any thread --------------------------------------------------------------
+
+    def receive(self, event: Any) -> None:
+        """One event of a :class:`Watch` (here, or from a worker's channel)."""
+        kind = event[0]
+        if kind == "lines":
+            self.print_lines(event[1])
+        elif kind == "start":
+            with self.lock:
+                self.running[tuple(event[1])] = event[2]
+        elif kind == "end":
+            with self.lock:
+                key = tuple(event[1])
+                self.running.pop(key, None)
+                self.reported.pop(key, None)
+
+    def print_lines(self, lines: list[str]) -> None:
+        terminal = self.terminal
+        if terminal is None:
+            return
+        with terminal.lock:
+            area = self.area
+            column = area.column if area is not None else 0
+            text = ("\n" if column else "") + "\n".join(lines) + "\n"
+            if area is not None:
+                area.lines(text)
+            else:
+                terminal.raw(text)
+
+    # -- pytest hooks (controller) ------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        # Before the worker starts: its channel goes to it inside workerinput.
+        channel = node.gateway.newchannel()
+        channel.setcallback(self.receive)
+        node.workerinput[CHANNEL_KEY] = channel
+        self.channels.append(channel)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        self.writer = self.config.get_terminal_writer()
+        self.terminal = Terminal(self.writer)
+        if self.status_line or self.output or self.interval > 0:
+            # The writer's file is wrapped, so that every write of pytest's erases the
+            # status first and the column pytest's line has reached is known (pytest
+            # has no public hook on its terminal writes).
+            self.area = StatusArea(self.terminal, self.writer.width_of_current_line, self.writer.fullwidth)
+            self.writer._file = self.area
+        if self.status_line or self.interval > 0:
+            self.thread = threading.Thread(target=self._tick, name="batchrunner-status", daemon=True)
+            self.thread.start()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        from pytest_batchrunner.plugin.items import CommandItem
+
+        self.total = sum(1 for item in items if isinstance(item, CommandItem))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if not self.total and self.recording is not None:
+            self.total = sum(1 for nodeid in ids if self.recording.is_batch_nodeid(nodeid))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.outcome == "rerun" or (report.when != "call" and not (report.when == "setup" and not report.passed)):
+            return
+        if self.recording is None or self.recording.is_batch_nodeid(report.nodeid):
+            with self.lock:
+                self.done += 1
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self.close()
+
+    def pytest_unconfigure(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the status, erase it and give the terminal writer its file back (idempotent)."""
+        self.stop.set()
+        thread, self.thread = self.thread, None
+        if thread is not None:
+            thread.join(timeout=2)
+        area, self.area = self.area, None
+        if area is not None:
+            area.clear()
+            if self.writer is not None and self.writer._file is area:
+                self.writer._file = area.file
+        terminal, self.terminal = self.terminal, None
+        if terminal is not None:
+            terminal.close()
+        for channel in self.channels:
+            try:
+                channel.close()
+            except Exception:  # noqa: BLE001 - the worker may be gone already
+                pass
+        self.channels.clear()
+
+    # -- the status -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        tick = min(TICK, self.interval / 5) if self.interval > 0 else TICK
+        while not self.stop.wait(tick):
+            try:
+                if self.area is not None and self.status_line:
+                    lines = self.status_lines(time.time())
+                    if lines:
+                        self.area.draw(lines)
+                    else:
+                        self.area.clear()
+                if self.interval > 0:
+                    self.report_long_running(time.time())
+            except Exception:  # noqa: BLE001 - the status must never break the run
+                pass
+
+    def status_lines(self, now: float) -> list[str]:
+        """The status area's lines: progress and ETA, then the running commands, longest first."""
+        with self.lock:
+            running = sorted(self.running.values(), key=lambda info: info["started"])
+            done, total = self.done, self.total
+        if not running:
+            return []
+        eta = eta_seconds(done, total, now - self.started)
+        head = f"batchrunner: {done}/{total} done, {len(running)} running" if total else \
+            f"batchrunner: {done} done, {len(running)} running"
+        if eta is not None:
+            head += f", ETA {format_elapsed(eta)}"
+        lines = [head]
+        for info in running[:STATUS_COMMANDS]:
+            elapsed = format_elapsed(max(0.0, now - info["started"]))
+            lines.append(f"  {info['worker']:>5} {elapsed:>7}  {_printable(info['command'])}  ({info['where']})")
+        if len(running) > STATUS_COMMANDS:
+            lines.append(f"  ... and {len(running) - STATUS_COMMANDS} more")
+        return lines
+
+    def report_long_running(self, now: float) -> None:
+        """Print a line for each command running past its next multiple of the interval."""
+        due = []
+        with self.lock:
+            for key, info in self.running.items():
+                count = int((now - info["started"]) // self.interval)
+                if count > self.reported.get(key, 0):
+                    self.reported[key] = count
+                    due.append((count * self.interval, info))
+        if due:
+            self.print_lines([
+                f"still running after {format_elapsed(after)}: {_printable(info['command'])} "
+                f"({info['where']}, {info['worker']})"
+                for after, info in due
+            ])
+
+
+def configure(config: pytest.Config, is_controller: bool) -> WorkerLive | None:
+    """Set up live output and status for this process; the :class:`WorkerLive` for its items, if any."""
+    output = bool(config.getoption("batch_live")) or config.getoption("capture", "fd") == "no"
+    if not is_controller:
+        channel = getattr(config, "workerinput", {}).get(CHANNEL_KEY)
+        if channel is None:
+            return None
+        return WorkerLive(channel.send, output, config.workerinput.get("workerid", "?"))  # type: ignore[attr-defined]
+    if not config.pluginmanager.hasplugin("terminal"):
+        return None  # nothing to show it on (-p no:terminal, the Python API's quiet inner run)
+    interval = config.getoption("batch_status_interval")
+    if interval is None:
+        ini = config.getini("batch_status_interval")
+        try:
+            from pytest_batchrunner.values import non_negative_float
+
+            interval = non_negative_float(str(ini).strip()) if ini not in (None, "") else DEFAULT_INTERVAL
+        except ValueError as exc:
+            raise pytest.UsageError(f"ini value batch_status_interval: {exc}") from None
+    tty = sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+    # With -s, tests may print to the terminal behind the writer's back: no status area then.
+    status_line = tty and config.getoption("capture", "fd") != "no" and not config.option.collectonly
+    board = LiveBoard(config, output, 0.0 if tty else interval, status_line)
+    board.recording = config.stash.get(RECORDING_KEY, None)
+    config.pluginmanager.register(board, "batchrunner-live")
+    return WorkerLive(board.receive, output, "main")

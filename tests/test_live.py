@@ -1,0 +1,149 @@
+"""What runs now: live tagged output (``--batch-live``, ``-s``), ``--batch-status-interval`` lines, and the
+status area on a terminal.
+
+Real batch files and real processes, in-process and under ``-n 2``, read from
+pytest's real output; the terminal case runs pytest in a pseudo-terminal and
+renders what it wrote with a terminal emulator (pyte).
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pytest_batchrunner.plugin.live import eta_seconds, format_elapsed
+
+SLOW_PRINT = "echo first; sleep 1.3; echo second\n"
+
+
+def write(pytester: pytest.Pytester, text: str) -> None:
+    (pytester.path / "cmds.batch").write_text(text)
+
+
+def test_format_and_eta() -> None:
+    assert format_elapsed(120) == "2m00s"
+    assert format_elapsed(0.5) == "0.5s" and format_elapsed(45) == "45s" and format_elapsed(3725) == "1h02m"
+    assert eta_seconds(0, 10, 5.0) is None and eta_seconds(10, 10, 5.0) is None
+    assert eta_seconds(2, 10, 4.0) == 16.0
+
+
+def test_live_output_is_tagged_whole_lines_as_they_come(pytester: pytest.Pytester, run) -> None:
+    write(pytester, SLOW_PRINT + "printf 'no newline\\033[31m'; printf ' x\\r\\n' >&2\n")
+    result = run("--batch-live", "--batch-status-interval", "0.5", "--batch-jobs", "2")
+    assert result.ret == 0
+    lines = result.outlines
+    first = lines.index("[cmds.batch:1] first")
+    still = next(i for i, line in enumerate(lines) if line.startswith("still running after 0.5s: echo first"))
+    second = lines.index("[cmds.batch:1] second")
+    # "first" reached the terminal while the command was still running.
+    assert first < still < second, lines
+    assert "[cmds.batch:2] no newline\\x1b[31m" in lines
+    assert "[cmds.batch:2]  x" in lines
+    assert "\x1b[31m" not in result.stdout.str()
+
+
+def test_s_streams_tagged_output_and_reports_keep_it(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo out-line; echo err-line >&2; exit 1\necho fine\n")
+    result = run("-s", "--batch-json", "results.json")
+    assert "[cmds.batch:1] out-line" in result.outlines
+    assert "[cmds.batch:1] err-line" in result.outlines
+    assert "[cmds.batch:2] fine" in result.outlines
+    import json
+
+    results = json.loads((pytester.path / "results.json").read_text())["results"]
+    assert results[0]["stdout"] == "out-line\n" and results[0]["stderr"] == "err-line\n"
+
+
+def test_no_output_without_live_and_retries_are_tagged(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo quiet-line\necho again; exit 1   # batch: retries=1\n")
+    result = run("--batch-status-interval", "0")
+    assert "quiet-line" not in result.stdout.str().split("BatchRunner summary")[0]
+    result = run("--batch-live")
+    assert "[cmds.batch:2] again" in result.outlines and "[cmds.batch:2 #2] again" in result.outlines
+
+
+def test_status_interval_lines(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "sleep 1.3\ntrue\n")
+    result = run("--batch-status-interval", "0.5")
+    worker = "gw[01]" if mode == "xdist" else "main"
+    result.stdout.fnmatch_lines([
+        f"still running after 0.5s: sleep 1.3 (cmds.batch:1, {worker})",
+        f"still running after 1s: sleep 1.3 (cmds.batch:1, {worker})",
+    ])
+    assert "still running" not in result.stdout.str().replace("still running after 0.5s", "").replace(
+        "still running after 1s", "")
+    quiet = run("--batch-status-interval", "0")
+    assert "still running" not in quiet.stdout.str()
+    bad = run("--batch-status-interval", "soon")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--batch-status-interval: 'soon' is not a number*"])
+
+
+def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40) -> bytes:
+    """Run *args* with a pseudo-terminal as stdin, stdout and stderr; everything it wrote."""
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": str(rows), "TERM": "xterm"}
+    env.pop("CI", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return out
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["inprocess", "xdist"])
+def test_status_area_on_a_terminal_never_garbles_pytests_lines(pytester: pytest.Pytester, no_leftovers: str,
+                                                                workers: list[str]) -> None:
+    pyte = pytest.importorskip("pyte")
+    write(pytester, "sleep 1.6\nsleep 1.2; echo x\ntrue\nsleep 0.8\n")
+    out = run_in_terminal(
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", "--batch-jobs", "2", *workers],
+        pytester.path,
+    )
+    text = out.decode("utf-8", "replace")
+    # The status was shown while commands ran...
+    assert "running" in text and "sleep 1.6  (cmds.batch:1)" in text, text
+    screen = pyte.Screen(100, 40)
+    stream = pyte.Stream(screen)
+    stream.feed(text.replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    # ...and is gone at the end, leaving pytest's lines as pytest wrote them.
+    assert not any("batchrunner:" in line or "(cmds.batch:" in line for line in shown), shown
+    if workers:
+        progress = [line for line in shown if line.startswith("....")]
+    else:
+        progress = [line for line in shown if line.startswith("cmds.batch ")]
+    assert len(progress) == 1 and progress[0].endswith("[100%]"), shown
+    assert re.fullmatch(r"(cmds\.batch )?\.{4} +\[100%\]", progress[0]), shown
+    assert any(line.startswith("Total Commands: 4 | Successful: 4") for line in shown), shown
