@@ -57,6 +57,8 @@ TICK = 0.5
 """Seconds between redraws of the status area and checks of the interval."""
 STATUS_COMMANDS = 4
 """Running commands the status area lists; more are counted."""
+ANNOUNCE_DELAY = 0.2
+"""Seconds an xdist worker's command runs before the controller hears of it (for the status)."""
 LINE_LIMIT = 64 * 1024
 """A line longer than this is printed in parts, so that memory stays bounded."""
 
@@ -105,13 +107,14 @@ def _printable(text: str) -> str:
 class Watch:
     """One attempt of one command, watched: its start, its output as tagged lines, its end.
 
-    *send* is ``send(event)`` with ``("start", key, info)``, ``("lines", [text...])``
-    and ``("end", key)``; *key* is ``(nodeid, attempt)``.
+    Output lines go to *live*'s ``send`` as ``("lines", [text...])``; the start and
+    end go to its :meth:`WorkerLive.started` and :meth:`WorkerLive.ended`; *key* is ``(nodeid, attempt)``.
     """
 
-    def __init__(self, send: Any, nodeid: str, command: str, where: str, attempt: int, worker: str,
+    def __init__(self, live: WorkerLive, nodeid: str, command: str, where: str, attempt: int, worker: str,
                  output: bool) -> None:
-        self.send = send
+        self.live = live
+        self.send = live.send
         self.key = (nodeid, attempt)
         self.info = {"command": display_command(command), "where": where, "attempt": attempt, "worker": worker}
         self.tag = f"[{where}]" if attempt == 1 else f"[{where} #{attempt}]"
@@ -120,13 +123,13 @@ class Watch:
         self.lock = threading.Lock()
 
     def start(self) -> None:
-        self.send(("start", self.key, {**self.info, "started": time.time()}))
+        self.live.started(self.key, {**self.info, "started": time.time()})
 
     def end(self) -> None:
         if self.output:
             for stream in (1, 2):
                 self.echo(stream, b"")
-        self.send(("end", self.key))
+        self.live.ended(self.key)
 
     def echo(self, stream: int, data: bytes) -> None:
         """The process layer's ``echo``: whole lines out, the rest kept until its newline (or the end)."""
@@ -150,15 +153,62 @@ class Watch:
 
 
 class WorkerLive:
-    """What a process that runs commands uses to watch them (stashed as ``LIVE_KEY``)."""
+    """What a process that runs commands uses to watch them (stashed as ``LIVE_KEY``).
 
-    def __init__(self, send: Any, output: bool, worker: str) -> None:
-        self.send = send
+    *send* takes the events: the board's :meth:`LiveBoard.receive` in-process,
+    or a channel's ``send`` in an xdist worker. There, with *delay*, a command is
+    announced only once it has run that long (a thread of its own looks every
+    half *delay*): thousands of short commands cost no message at all, and the
+    status, which is about long ones, is the same. Sending is best effort: a
+    controller that has gone away never fails a command.
+    """
+
+    def __init__(self, send: Any, output: bool, worker: str, delay: float = 0.0) -> None:
+        self._send = send
         self.output = output
         self.worker = worker
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.pending: dict[Any, dict[str, Any]] = {}
+        self.thread: threading.Thread | None = None
+
+    def send(self, event: Any) -> None:
+        try:
+            self._send(event)
+        except Exception:  # noqa: BLE001 - the channel is closed: the controller stopped listening
+            pass
 
     def watch(self, nodeid: str, command: str, where: str, attempt: int) -> Watch:
-        return Watch(self.send, nodeid, command, where, attempt, self.worker, self.output)
+        return Watch(self, nodeid, command, where, attempt, self.worker, self.output)
+
+    def started(self, key: Any, info: dict[str, Any]) -> None:
+        if not self.delay:
+            self.send(("start", key, info))
+            return
+        with self.lock:
+            self.pending[key] = info
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._announce, name="batchrunner-live", daemon=True)
+                self.thread.start()
+
+    def ended(self, key: Any) -> None:
+        if self.delay:
+            with self.lock:
+                if self.pending.pop(key, None) is not None:
+                    return  # never announced
+        self.send(("end", key))
+
+    def _announce(self) -> None:
+        while True:
+            time.sleep(self.delay / 2)
+            now = time.time()
+            with self.lock:
+                due = [(key, info) for key, info in self.pending.items() if now - info["started"] >= self.delay]
+                for key, _ in due:
+                    del self.pending[key]
+                # Sent under the lock, so that an end is never sent before its start.
+                for key, info in due:
+                    self.send(("start", key, info))
 
 
 # -- where the run is reported ----------------------------------------------------------------
@@ -453,7 +503,8 @@ def configure(config: pytest.Config, is_controller: bool) -> WorkerLive | None:
         channel = getattr(config, "workerinput", {}).get(CHANNEL_KEY)
         if channel is None:
             return None
-        return WorkerLive(channel.send, output, config.workerinput.get("workerid", "?"))  # type: ignore[attr-defined]
+        worker = config.workerinput.get("workerid", "?")  # type: ignore[attr-defined]
+        return WorkerLive(channel.send, output, worker, delay=ANNOUNCE_DELAY)
     if not config.pluginmanager.hasplugin("terminal"):
         return None  # nothing to show it on (-p no:terminal, the Python API's quiet inner run)
     interval = config.getoption("batch_status_interval")
@@ -468,7 +519,10 @@ def configure(config: pytest.Config, is_controller: bool) -> WorkerLive | None:
     tty = sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
     # With -s, tests may print to the terminal behind the writer's back: no status area then.
     status_line = tty and config.getoption("capture", "fd") != "no" and not config.option.collectonly
-    board = LiveBoard(config, output, 0.0 if tty else interval, status_line)
+    interval = 0.0 if tty else interval
+    if not (output or status_line or interval > 0):
+        return None  # nothing to show: no watching at all
+    board = LiveBoard(config, output, interval, status_line)
     board.recording = config.stash.get(RECORDING_KEY, None)
     config.pluginmanager.register(board, "batchrunner-live")
     return WorkerLive(board.receive, output, "main")
