@@ -9,7 +9,9 @@ reference to anything outside the HTML file.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import signal
 import sys
 from collections import defaultdict
@@ -123,6 +125,11 @@ def test_trace_html_and_markdown_agree_with_the_results(
         assert r["command"].split("   # batch:")[0] in tips
     text = "".join(page.text)
     assert "Total Commands: 6 | Successful: 4 | Failed: 2 (of them timed out: 1) | Flaky: 1 | Reruns: 1" in text
+    # The page's summary is the terminal's, line for line.
+    box = re.search(r'<div class="summary">(.*?)</div>', (out / "run.html").read_text(), re.S).group(1)
+    lines = [html.unescape(re.sub(r"<[^>]+>", "", part)) for part in box.split("<br>")]
+    terminal = result.outlines[result.outlines.index(next(x for x in result.outlines if "BatchRunner summary" in x)) + 1:]
+    assert lines == terminal[: len(lines)] and not terminal[len(lines)].startswith(" ")
     assert "oops" in text and "hello" in text  # the failed command's output
     assert "Failed commands (2)" in text
 
