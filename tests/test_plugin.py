@@ -188,12 +188,10 @@ def test_worker_crash_is_rerun(pytester: pytest.Pytester, run, mode: str) -> Non
 
 
 def test_capture_off_streams_output_live(pytester: pytest.Pytester, run, mode: str) -> None:
-    if mode == "xdist":
-        pytest.skip("xdist workers do not forward -s output")
+    # Both streams, tagged, on the terminal pytest writes to (under -n, sent by the workers to the controller).
     write(pytester, "echo streamed-out; echo streamed-err >&2\n")
     result = run("-s")
-    result.stdout.fnmatch_lines(["*streamed-out*"])
-    result.stderr.fnmatch_lines(["*streamed-err*"])
+    result.stdout.fnmatch_lines(["[[]cmds.batch:1[]] streamed-out", "[[]cmds.batch:1[]] streamed-err"])
 
 
 def test_environment_variables_and_cwd(pytester: pytest.Pytester, run) -> None:
