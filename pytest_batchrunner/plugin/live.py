@@ -348,8 +348,12 @@ class LiveBoard:
         if kind == "lines":
             self.print_lines(event[1])
         elif kind == "start":
+            info = dict(event[2])
             with self.lock:
-                self.running[tuple(event[1])] = event[2]
+                # The first slot of its worker free now (--batch-jobs runs several at once).
+                used = {other["slot"] for other in self.running.values() if other["worker"] == info["worker"]}
+                info["slot"] = next(n for n in range(1, len(used) + 2) if n not in used)
+                self.running[tuple(event[1])] = info
         elif kind == "end":
             with self.lock:
                 key = tuple(event[1])
@@ -474,7 +478,8 @@ class LiveBoard:
         lines = [head]
         for info in running[:STATUS_COMMANDS]:
             elapsed = format_elapsed(max(0.0, now - info["started"]))
-            lines.append(f"  {info['worker']:>5} {elapsed:>7}  {_printable(info['command'])}  ({info['where']})")
+            place = info["worker"] + (f" #{info['slot']}" if info["slot"] > 1 else "")
+            lines.append(f"  {place:>8} {elapsed:>7}  {_printable(info['command'])}  ({info['where']})")
         if len(running) > STATUS_COMMANDS:
             lines.append(f"  ... and {len(running) - STATUS_COMMANDS} more")
         return lines
