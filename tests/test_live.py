@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -86,8 +87,11 @@ def test_status_interval_lines(pytester: pytest.Pytester, run, mode: str) -> Non
     bad.stderr.fnmatch_lines(["*--batch-status-interval: 'soon' is not a number*"])
 
 
-def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40) -> bytes:
-    """Run *args* with a pseudo-terminal as stdin, stdout and stderr; everything it wrote."""
+def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, interrupt_when=None) -> bytes:
+    """Run *args* with a pseudo-terminal as stdin, stdout and stderr; everything it wrote.
+
+    With *interrupt_when* (a path), its process group gets SIGINT, as from Ctrl+C, once that file exists.
+    """
     master, slave = pty.openpty()
     import fcntl
     import struct
@@ -103,6 +107,9 @@ def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40) ->
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
+            if interrupt_when is not None and interrupt_when.exists() and b"running" in out:
+                os.killpg(proc.pid, signal.SIGINT)
+                interrupt_when = None
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
@@ -147,3 +154,18 @@ def test_status_area_on_a_terminal_never_garbles_pytests_lines(pytester: pytest.
     assert len(progress) == 1 and progress[0].endswith("[100%]"), shown
     assert re.fullmatch(r"(cmds\.batch )?\.{4} +\[100%\]", progress[0]), shown
     assert any(line.startswith("Total Commands: 4 | Successful: 4") for line in shown), shown
+
+
+def test_status_area_is_gone_after_an_interruption(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    pyte = pytest.importorskip("pyte")
+    write(pytester, "true\ntouch started; sleep 30\n")
+    out = run_in_terminal(
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", "--batch-html", "run.html"],
+        pytester.path, interrupt_when=pytester.path / "started",
+    )
+    screen = pyte.Screen(100, 40)
+    pyte.Stream(screen).feed(out.decode("utf-8", "replace").replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    assert any("KeyboardInterrupt" in line or "Interrupted" in line for line in shown), shown
+    assert not any("batchrunner:" in line or "(cmds.batch:2)" in line for line in shown), shown
+    assert "Interrupted" in (pytester.path / "run.html").read_text()
