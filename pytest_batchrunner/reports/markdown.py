@@ -17,7 +17,7 @@ from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
 from pytest_batchrunner.reports.summary import duration, last_line, name, slowest, where
 
-__all__ = ["MarkdownReport", "markdown_summary"]
+__all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
 FAILED_ROWS = 50
 """Failed commands listed; the rest are counted."""
@@ -84,17 +84,30 @@ def markdown_summary(summary: dict[str, Any], results: list[CommandResult], *, t
     return "\n".join(out) + "\n"
 
 
+class MarkdownText:
+    """The Markdown summary of a run, made once for every file it goes to."""
+
+    def __init__(self) -> None:
+        self.text: bytes | None = None
+
+    def of(self, recorder: Recorder) -> bytes:
+        if self.text is None:
+            results = list(recorder.results())
+            self.text = markdown_summary(recorder.summary(results), results).encode("utf-8", "replace")
+        return self.text
+
+
 class MarkdownReport:
     """Writer of the Markdown summary to *path*: replaced (``--batch-markdown``) or appended to (*append*, for
-    ``GITHUB_STEP_SUMMARY``, which other steps' summaries share)."""
+    ``GITHUB_STEP_SUMMARY``, which other steps' summaries share). Writers sharing *text* render it once."""
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False, text: MarkdownText | None = None) -> None:
         self.path = path
         self.append = append
+        self.text = text if text is not None else MarkdownText()
 
     def finish(self, recorder: Recorder) -> None:
-        results = list(recorder.results())
-        text = markdown_summary(recorder.summary(results), results).encode("utf-8", "replace")
+        text = self.text.of(recorder)
         if not self.append:
             write_atomically(self.path, text)
             return

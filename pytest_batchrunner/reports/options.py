@@ -115,13 +115,14 @@ def configure(config: pytest.Config, recording, timeout: float | None) -> None: 
         files.add("--batch-html", path, HtmlReport(path))
     step_summary = os.environ.get(STEP_SUMMARY, "").strip()
     if config.getoption("batch_markdown") or step_summary:
-        from pytest_batchrunner.reports.markdown import MarkdownReport
+        from pytest_batchrunner.reports.markdown import MarkdownReport, MarkdownText
 
+        text = MarkdownText()
         if config.getoption("batch_markdown"):
             path = resolve(config.getoption("batch_markdown"))
-            files.add("--batch-markdown", path, MarkdownReport(path))
+            files.add("--batch-markdown", path, MarkdownReport(path, text=text))
         if step_summary:
-            files.add(f"${STEP_SUMMARY}", Path(step_summary), MarkdownReport(step_summary, append=True))
+            files.add(f"${STEP_SUMMARY}", Path(step_summary), MarkdownReport(step_summary, append=True, text=text))
     for option, dest in (("--batch-log", "batch_log"), ("--batch-joblog", "batch_joblog")):
         if not config.getoption(dest):
             continue
