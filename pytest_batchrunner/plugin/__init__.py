@@ -4,7 +4,8 @@ This module is wiring; every module of this folder speaks pytest's hooks and
 owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
 (commands started ahead), :mod:`.timeouts` (pytest-timeout),
 :mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
-(reports turned into results on the controller), :mod:`.environment` (the
+(reports turned into results on the controller), :mod:`.live` (output lines and
+the status of running commands, shown as the run goes), :mod:`.environment` (the
 environment commands start from) and :mod:`.engine` (settings and stash keys).
 
 May import the parser (:mod:`pytest_batchrunner.batchfile`), the process layer

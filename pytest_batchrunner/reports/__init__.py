@@ -2,7 +2,8 @@
 
 Owns: :mod:`.results` (the records and the summary's numbers), :mod:`.summary`
 (the terminal's BatchRunner summary), :mod:`.junit`, :mod:`.json`,
-:mod:`.auditlog`, :mod:`.joblog` (one module per file format), :mod:`.files`
+:mod:`.auditlog`, :mod:`.joblog`, :mod:`.trace` (the timeline, and its Chrome
+trace), :mod:`.html`, :mod:`.markdown` (one module per file format), :mod:`.files`
 (writing a report file safely) and :mod:`.options` (the report options and
 which writers a run gets).
 
