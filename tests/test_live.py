@@ -48,6 +48,11 @@ def test_live_output_is_tagged_whole_lines_as_they_come(pytester: pytest.Pyteste
     assert "[cmds.batch:2] no newline\\x1b[31m" in lines
     assert "[cmds.batch:2]  x" in lines
     assert "\x1b[31m" not in result.stdout.str()
+    # pytest's progress line is interrupted, not shifted: "[100%]" ends where pytest puts it,
+    # one column short of its separator lines.
+    (progress,) = [line for line in lines if line.endswith("[100%]")]
+    width = len(next(line for line in lines if "test session starts" in line))
+    assert len(progress) == width - 1, lines
 
 
 def test_s_streams_tagged_output_and_reports_keep_it(pytester: pytest.Pytester, run) -> None:

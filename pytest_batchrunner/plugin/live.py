@@ -270,6 +270,8 @@ class StatusArea:
         self.width = width
         self.lock = terminal.lock
         self.drawn = 0
+        self.pad = 0
+        """The column of pytest's line when the board's lines interrupted it."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)
@@ -277,6 +279,12 @@ class StatusArea:
     def write(self, text: str) -> int:
         with self.lock:
             self._erase()
+            if self.pad and text and text[0] not in "\r\n":
+                # pytest goes on with a line the board's lines interrupted: back to its
+                # column first, so that its dots and "[100%]" land where pytest counts them.
+                self.file.write(" " * self.pad)
+                self.column = self.pad
+            self.pad = 0
             result = self.file.write(text)
             self._advance(text)
             return result
@@ -289,6 +297,8 @@ class StatusArea:
         """The board's own text (whole lines), below pytest's."""
         with self.lock:
             self._erase()
+            if self.column:
+                self.pad = self.column
             self.terminal.raw(text)
             self._advance(text)
 
