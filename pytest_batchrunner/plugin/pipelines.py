@@ -76,9 +76,13 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
     if dist in ("no", "each", "loadfile"):
         return
     groups = _groups(config, patterns)
+    from pytest_batchrunner.plugin.ordering import scope_estimates
+
+    # Longest first (see .ordering) when the history knows the commands.
+    order = scope_estimates(config) if dist in ("load", "loadgroup") else None
     if not any(sequential for _, sequential in groups.values()):
-        if groups and dist in ("load", "loadgroup"):
-            config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
+        if (groups or order is not None) and dist in ("load", "loadgroup"):
+            config.pluginmanager.register(GroupScheduling(groups, order), "batchrunner-groups")
         return
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
     if dist == "worksteal" or (dist == "load" and explicit):
@@ -90,23 +94,35 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
             stacklevel=2,
         )
         return
-    config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
+    config.pluginmanager.register(GroupScheduling(groups, order), "batchrunner-groups")
 
 
 class GroupScheduling:
-    """On the xdist controller: schedule by batch-file group."""
+    """On the xdist controller: schedule by batch-file group, longest-expected unit first with history."""
 
-    def __init__(self, groups: dict[str, tuple[str, bool]]) -> None:
+    def __init__(self, groups: dict[str, tuple[str, bool]], order=None) -> None:  # type: ignore[no-untyped-def]
         self.groups = groups
+        self.order = order
+        """``order(units) -> scopes``: the units' order (see :func:`.ordering.scope_estimates`), or None: file order."""
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
         from xdist.scheduler import LoadScopeScheduling
 
-        groups = self.groups
+        groups, order = self.groups, self.order
 
         class BatchGroupScheduling(LoadScopeScheduling):
             """Load scheduling where each batch-file group is one unit of work, run in file order."""
+
+            ordered = False
+
+            def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
+                # The work queue is complete before the first unit is assigned.
+                if order is not None and not self.ordered:
+                    self.ordered = True
+                    units = self.workqueue
+                    self.workqueue = type(units)((scope, units[scope]) for scope in order(units))
+                super()._assign_work_unit(node)
 
             def _split_scope(self, nodeid: str) -> str:
                 group = groups.get(nodeid)

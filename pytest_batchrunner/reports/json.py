@@ -16,7 +16,9 @@ The document is ``{"summary": {...}, "results": [...]}``:
   and line order: ``command``, ``success``, ``exit_code``, ``stdout``,
   ``stderr``, ``duration_ms``, ``timestamp`` (ISO 8601), then ``file``, ``line``,
   ``attempts``, ``timed_out``, ``signal``, ``status``, ``interrupted``,
-  ``attempt_log``... When a run is interrupted, ``summary.interrupted`` is true,
+  ``attempt_log``... A shard's run (``--batch-shard``) adds ``shard``:
+  ``{"index": K, "total": N, "commands": [{"nodeid", "command", "file", "line"}, ...]}``,
+  the commands of all shards, which ``batchrunner merge`` reads. When a run is interrupted, ``summary.interrupted`` is true,
   a command that was running is ``"status": "interrupted", "interrupted": true``,
   and one that never started is ``"status": "not run"``.
 
@@ -40,9 +42,14 @@ from pytest_batchrunner.reports.results import CommandResult, Recorder
 __all__ = ["JsonReport", "json_document", "write_json_report"]
 
 
-def json_document(summary: dict[str, Any], results: Iterable[CommandResult]) -> dict[str, Any]:
-    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``."""
-    return {"summary": dict(summary), "results": [r.to_dict() for r in results]}
+def json_document(
+    summary: dict[str, Any], results: Iterable[CommandResult], shard: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``, and ``"shard"`` for a shard's run."""
+    document = {"summary": dict(summary), "results": [r.to_dict() for r in results]}
+    if shard is not None:
+        document["shard"] = shard
+    return document
 
 
 def encode_json(document: Any) -> bytes:
@@ -54,10 +61,13 @@ def encode_json(document: Any) -> bytes:
 
 
 def write_json_report(
-    path: str | os.PathLike[str], summary: dict[str, Any], results: Iterable[CommandResult]
+    path: str | os.PathLike[str],
+    summary: dict[str, Any],
+    results: Iterable[CommandResult],
+    shard: dict[str, Any] | None = None,
 ) -> None:
     """Write the JSON results file atomically (temporary file, fsync, rename)."""
-    write_atomically(path, encode_json(json_document(summary, results)))
+    write_atomically(path, encode_json(json_document(summary, results, shard)))
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -79,4 +89,6 @@ class JsonReport:
         summary["batchrunner_version"] = __version__
         summary["started"] = _iso(recorder.started)
         summary["finished"] = _iso(recorder.finished)
-        write_json_report(self.path, summary, results)
+        # A shard's run (--batch-shard) records the shard and every shard's commands, for the merge.
+        shard = getattr(recorder, "shard", None)
+        write_json_report(self.path, summary, results, shard.info() if shard is not None else None)

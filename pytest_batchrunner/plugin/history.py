@@ -1,0 +1,138 @@
+"""History: how long each command took in earlier runs, kept in pytest's cache.
+
+Every run records, on the controller, each command's duration (its last
+attempt's) and outcome under the cache key :data:`CACHE_KEY`, keyed by the
+command's node id (the batch file relative to the rootdir, ``::``, the item's
+name), which stays the same from run to run and machine to machine. The last
+:data:`KEEP_RUNS` runs of a command are kept; a command not seen for
+:data:`FORGET_AFTER` runs is forgotten. ``-p no:cacheprovider`` turns history
+off: nothing is read or written. The Python API and the ``batchrunner``
+command block the cache provider, so they keep no history.
+
+What reads it: longest-first ordering (:mod:`.ordering`), shards
+(:mod:`.shards`) and relative timeouts (:mod:`.timeouts`). Each process (the
+controller and every xdist worker) loads the history once, at configure; the
+controller writes it back once, at the end of the session.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+__all__ = ["CACHE_KEY", "FORGET_AFTER", "KEEP_RUNS", "History", "HistoryWriter", "history"]
+
+CACHE_KEY = "batchrunner/history"
+KEEP_RUNS = 10
+"""Runs kept per command."""
+FORGET_AFTER = 50
+"""Runs after which a command that no run has seen is dropped from the cache."""
+
+_HISTORY_KEY = pytest.StashKey["History | None"]()
+
+
+class History:
+    """Past runs of commands: ``{nodeid: [[seconds, outcome], ...]}``, oldest first."""
+
+    def __init__(self, data: Any = None) -> None:
+        self.run = 0
+        self.commands: dict[str, dict[str, Any]] = {}
+        if isinstance(data, dict):
+            run = data.get("run")
+            self.run = run if isinstance(run, int) else 0
+            commands = data.get("commands")
+            if isinstance(commands, dict):
+                # A damaged or foreign entry is ignored, not an error: history only guides.
+                self.commands = {k: v for k, v in commands.items() if _valid(v)}
+
+    def __bool__(self) -> bool:
+        return bool(self.commands)
+
+    def durations(self, nodeid: str, outcome: str | None = None) -> list[float]:
+        """The recorded durations of *nodeid* (seconds, oldest first), of runs with *outcome* if given."""
+        entry = self.commands.get(nodeid)
+        if entry is None:
+            return []
+        return [float(s) for s, o in entry["runs"] if outcome is None or o == outcome]
+
+    def expected(self, nodeid: str) -> float | None:
+        """How long *nodeid* is expected to take: the median of its recorded runs, or None."""
+        runs = self.durations(nodeid)
+        return statistics.median(runs) if runs else None
+
+    def usual(self, nodeid: str) -> float | None:
+        """The median duration of *nodeid*'s successful runs, or None (what relative timeouts scale)."""
+        runs = self.durations(nodeid, "passed")
+        return statistics.median(runs) if runs else None
+
+    def estimates(self, nodeids: Iterable[str]) -> dict[str, float] | None:
+        """Expected seconds for each of *nodeids*; one without history counts as the mean of the others.
+
+        None when none of them has history (then nothing should be reordered).
+        """
+        nodeids = list(nodeids)
+        known = {n: e for n in nodeids if (e := self.expected(n)) is not None}
+        if not known:
+            return None
+        mean = sum(known.values()) / len(known)
+        return {n: known.get(n, mean) for n in nodeids}
+
+    def record(self, outcomes: Iterable[tuple[str, float, str]]) -> None:
+        """Add one run: ``(nodeid, seconds, outcome)`` for each command that ran."""
+        self.run += 1
+        for nodeid, seconds, outcome in outcomes:
+            entry = self.commands.setdefault(nodeid, {"seen": self.run, "runs": []})
+            entry["seen"] = self.run
+            entry["runs"] = [*entry["runs"], [round(seconds, 4), outcome]][-KEEP_RUNS:]
+        self.commands = {k: v for k, v in self.commands.items() if v["seen"] > self.run - FORGET_AFTER}
+
+    def data(self) -> dict[str, Any]:
+        """The cache value."""
+        return {"run": self.run, "commands": self.commands}
+
+
+def _valid(entry: Any) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("seen"), int):
+        return False
+    runs = entry.get("runs")
+    return isinstance(runs, list) and all(
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], (int, float)) and r[0] >= 0 and isinstance(r[1], str)
+        for r in runs
+    )
+
+
+def history(config: pytest.Config) -> History | None:
+    """The history this process loaded (None with ``-p no:cacheprovider``); empty when there is none yet."""
+    if _HISTORY_KEY not in config.stash:
+        cache = getattr(config, "cache", None)
+        config.stash[_HISTORY_KEY] = None if cache is None else History(cache.get(CACHE_KEY, None))
+    return config.stash[_HISTORY_KEY]
+
+
+class HistoryWriter:
+    """On the controller: adds this run's commands to the history at the end of the session."""
+
+    def __init__(self, config: pytest.Config, recorder: Any) -> None:
+        self.config = config
+        self.recorder = recorder
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        cache = getattr(self.config, "cache", None)
+        if cache is None or not self.recorder.entries:
+            return
+        ran = []
+        for result in self.recorder.results():
+            if result.status in ("passed", "failed", "xpassed", "xfailed") and result.attempt_log:
+                last = result.attempt_log[-1]
+                outcome = "passed" if last["success"] else "timed out" if last["timed_out"] else "failed"
+                ran.append((result.nodeid, last["duration_ms"] / 1000, outcome))
+        if not ran:
+            return
+        # Read again: another run (a shard on the same machine) may have written since.
+        past = History(cache.get(CACHE_KEY, None))
+        past.record(ran)
+        cache.set(CACHE_KEY, past.data())

@@ -1,0 +1,125 @@
+"""Longest first: with history, commands that may run in any order start longest-expected first.
+
+With several commands at once (``--batch-jobs N``, or ``-n N``), a batch whose
+slowest commands sit at the end of the file finishes late: they start last.
+When the history (:mod:`.history`) knows how long commands take, they are
+started longest-expected first (the classic longest-processing-time rule),
+a command without history counting as the mean of those with it:
+
+* in-process with ``--batch-jobs N`` (N > 1), the items are reordered at the end
+  of collection, and the job runner looks further ahead (:data:`LOOKAHEAD` x N
+  items) so that short commands fill the other slots while a long one runs;
+* under xdist (``--dist load``, the default, or ``loadgroup``), the plugin's
+  scheduler (:mod:`.pipelines`) hands workers the longest units first.
+
+What is never reordered: a sequential group is one unit, counted by its total,
+its steps kept together and in file order; a Python test stays where it is, and
+so does every command relative to it (commands after a test may need what it
+does). ``--batch-order file`` keeps file order. Reports stay in file order
+whatever the run order: the JSON, JUnit and summary sort by file and line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_batchrunner.batchfile import group_key
+from pytest_batchrunner.plugin.engine import JOBS_KEY
+from pytest_batchrunner.plugin.history import history
+
+__all__ = ["LOOKAHEAD", "ORDER_HELP", "Ordering", "longest_first", "unit_key"]
+
+ORDER_HELP = (
+    "Order in which commands that may run in any order are started: 'duration' (default), "
+    "longest expected first when pytest's cache holds their earlier durations (with "
+    "--batch-jobs N > 1 or -n); 'file': file order."
+)
+LOOKAHEAD = 16
+"""With longest-first order, the job runner starts up to this many times N items ahead of the one being reported."""
+
+
+def unit_key(item: pytest.Item) -> str | None:
+    """The sequential group *item* belongs to (kept whole and in order), or None."""
+    spec = getattr(item, "spec", None)
+    if spec is None or not spec.settings.sequential:
+        return None
+    return group_key(spec)
+
+
+def longest_first(items: list[pytest.Item], estimates: dict[str, float]) -> list[pytest.Item]:
+    """*items* reordered longest-expected first, between Python tests, sequential groups kept whole.
+
+    *estimates* maps a command's node id to its expected seconds. The sort is
+    stable: equal estimates keep file order.
+    """
+    from pytest_batchrunner.plugin.items import CommandItem
+
+    ordered: list[pytest.Item] = []
+    segment: list[pytest.Item] = []
+
+    def flush() -> None:
+        units: dict[Any, list[pytest.Item]] = {}
+        for item in segment:
+            key = unit_key(item)
+            units.setdefault(("group", key) if key is not None else ("item", id(item)), []).append(item)
+        blocks = list(units.values())
+        blocks.sort(key=lambda block: -sum(estimates.get(i.nodeid, 0.0) for i in block))
+        for block in blocks:
+            ordered.extend(block)
+        segment.clear()
+
+    for item in items:
+        if isinstance(item, CommandItem):
+            segment.append(item)
+        else:
+            flush()
+            ordered.append(item)
+    flush()
+    return ordered
+
+
+def order_option(config: pytest.Config) -> str:
+    """``duration`` or ``file``."""
+    return config.getoption("batch_order", None) or "duration"
+
+
+class Ordering:
+    """In-process runs with ``--batch-jobs N > 1``: reorder the items longest first (registered only then)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.reordered = False
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+        from pytest_batchrunner.plugin.items import CommandItem
+
+        past = history(config)
+        if not past:
+            return
+        estimates = past.estimates(i.nodeid for i in items if isinstance(i, CommandItem))
+        if estimates is None:
+            return
+        items[:] = longest_first(items, estimates)
+        self.reordered = True
+        runner = config.stash.get(JOBS_KEY, None)
+        if runner is not None:
+            # Short commands fill the other slots while a long one, started first, runs.
+            runner.window = max(runner.window, runner.jobs * LOOKAHEAD)
+
+
+def scope_estimates(config: pytest.Config) -> Any:
+    """For the xdist scheduler: a function from a unit's node ids to its expected seconds, or None without history."""
+    if order_option(config) == "file":
+        return None
+    past = history(config)
+    if not past:
+        return None
+
+    def order(units: dict[str, dict[str, bool]]) -> list[str]:
+        estimates = past.estimates(n for nodeids in units.values() for n in nodeids) or {}
+        return sorted(units, key=lambda scope: -sum(estimates.get(n, 0.0) for n in units[scope]))
+
+    return order
