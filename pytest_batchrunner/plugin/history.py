@@ -13,17 +13,25 @@ What reads it: longest-first ordering (:mod:`.ordering`), shards
 (:mod:`.shards`) and relative timeouts (:mod:`.timeouts`). Each process (the
 controller and every xdist worker) loads the history once, at configure; the
 controller writes it back once, at the end of the session.
+
+Shards (``--batch-shard K/N``) read the history but never write it: every shard
+must split the batch from the same history, also when the shards run one after
+another in one directory. ``batchrunner merge --cache-dir .pytest_cache``
+records the merged run instead, as one run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["CACHE_KEY", "FORGET_AFTER", "KEEP_RUNS", "History", "HistoryWriter", "history"]
+__all__ = ["CACHE_KEY", "FORGET_AFTER", "KEEP_RUNS", "History", "HistoryWriter", "history", "run_of", "write_cache_file"]
 
 CACHE_KEY = "batchrunner/history"
 KEEP_RUNS = 10
@@ -124,15 +132,46 @@ class HistoryWriter:
         cache = getattr(self.config, "cache", None)
         if cache is None or not self.recorder.entries:
             return
-        ran = []
-        for result in self.recorder.results():
-            if result.status in ("passed", "failed", "xpassed", "xfailed") and result.attempt_log:
-                last = result.attempt_log[-1]
-                outcome = "passed" if last["success"] else "timed out" if last["timed_out"] else "failed"
-                ran.append((result.nodeid, last["duration_ms"] / 1000, outcome))
+        shard = getattr(self.recorder, "shard", None)
+        if shard is not None and shard.total > 1:
+            # Every shard must split the batch from the same history: a shard writes none
+            # (the shards after it, on this machine, would split differently); the merge does.
+            return
+        ran = run_of(self.recorder.results())
         if not ran:
             return
-        # Read again: another run (a shard on the same machine) may have written since.
+        # Read again: another run in the same directory may have written since.
         past = History(cache.get(CACHE_KEY, None))
         past.record(ran)
         cache.set(CACHE_KEY, past.data())
+
+
+def run_of(results: Iterable[Any]) -> list[tuple[str, float, str]]:
+    """``(nodeid, seconds, outcome)`` of each command of *results* (:class:`CommandResult`) that ran."""
+    ran = []
+    for result in results:
+        if result.status in ("passed", "failed", "xpassed", "xfailed") and result.attempt_log and result.nodeid:
+            last = result.attempt_log[-1]
+            outcome = "passed" if last["success"] else "timed out" if last["timed_out"] else "failed"
+            ran.append((result.nodeid, last["duration_ms"] / 1000, outcome))
+    return ran
+
+
+def write_cache_file(cache_dir: str | os.PathLike[str], results: Iterable[Any]) -> int:
+    """Add a run of *results* to the history in pytest's cache directory *cache_dir* (``batchrunner merge``).
+
+    The file is the one pytest's ``config.cache`` reads: ``<cache_dir>/v/batchrunner/history``.
+    Returns how many commands were recorded.
+    """
+    path = Path(cache_dir, "v", *CACHE_KEY.split("/"))
+    try:
+        past = History(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError):
+        past = History()
+    ran = run_of(results)
+    past.record(ran)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(past.data(), indent=2, sort_keys=True), "utf-8")
+    os.replace(tmp, path)
+    return len(ran)
