@@ -315,7 +315,7 @@ class _Share:
     fraction: float
 
 
-def _timeout(value: str) -> float | Share:
+def _timeout(value: str) -> float | _Share:
     if value.strip().endswith("%"):
         return _Share(share(value))
     seconds = _seconds(value)
