@@ -129,6 +129,17 @@ def test_without_history_or_with_batch_order_file_file_order(pytester: pytest.Py
     assert started(pytester)[-1] == 6
 
 
+def test_failed_first_keeps_its_order(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "sleep 0.01; false\nsleep 0.3\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1, failed=1)  # history and lastfailed
+    result = pytester.runpytest_subprocess("--ff", "--batch-jobs", "2", "-v")
+    lines = [line for line in result.outlines if " PASSED" in line or " FAILED" in line]
+    assert "false" in lines[0]
+    result = pytester.runpytest_subprocess("--batch-jobs", "2", "-v")
+    lines = [line for line in result.outlines if " PASSED" in line or " FAILED" in line]
+    assert "sleep 0.3" in lines[0]
+
+
 def test_sequential_group_kept_whole_and_in_order(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(
         pytester,

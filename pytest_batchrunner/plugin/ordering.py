@@ -15,7 +15,8 @@ a command without history counting as the mean of those with it:
 What is never reordered: a sequential group is one unit, counted by its total,
 its steps kept together and in file order; a Python test stays where it is, and
 so does every command relative to it (commands after a test may need what it
-does). ``--batch-order file`` keeps file order. Reports stay in file order
+does). ``--batch-order file`` keeps file order, and so do pytest's ``--ff`` and
+``--nf``, which ask for an order of their own. Reports stay in file order
 whatever the run order: the JSON, JUnit and summary sort by file and line.
 """
 
@@ -81,7 +82,9 @@ def longest_first(items: list[pytest.Item], estimates: dict[str, float]) -> list
 
 
 def order_option(config: pytest.Config) -> str:
-    """``duration`` or ``file``."""
+    """``duration`` or ``file``; ``file`` also when ``--ff`` / ``--nf`` asked for an order of their own."""
+    if config.getoption("failedfirst", False) or config.getoption("newfirst", False):
+        return "file"
     return config.getoption("batch_order", None) or "duration"
 
 
@@ -97,7 +100,7 @@ class Ordering:
         from pytest_batchrunner.plugin.items import CommandItem
 
         past = history(config)
-        if not past:
+        if not past or order_option(config) == "file":
             return
         estimates = past.estimates(i.nodeid for i in items if isinstance(i, CommandItem))
         if estimates is None:
