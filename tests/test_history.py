@@ -226,3 +226,19 @@ def test_bad_batch_timeout_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--batch-timeout", "300", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--batch-timeout: '300' is not a percentage above 0 (e.g. 300%)"])
+
+
+def test_relative_timeout_settings_parse_and_inherit() -> None:
+    from pytest_batchrunner.batchfile import parse_batch_text
+
+    specs = parse_batch_text(
+        "# batch: timeout=250%\n"
+        "a\n"
+        "b  # batch: timeout=30\n"
+        "c  # batch: retries=1\n"
+        "d  # batch: timeout=50.5%\n",
+        "x.batch",
+    )
+    assert [(s.settings.timeout, s.settings.timeout_share) for s in specs] == [
+        (None, 2.5), (30.0, None), (None, 2.5), (None, 0.505),
+    ]

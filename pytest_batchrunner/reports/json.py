@@ -16,11 +16,12 @@ The document is ``{"summary": {...}, "results": [...]}``:
   and line order: ``command``, ``success``, ``exit_code``, ``stdout``,
   ``stderr``, ``duration_ms``, ``timestamp`` (ISO 8601), then ``file``, ``line``,
   ``attempts``, ``timed_out``, ``signal``, ``status``, ``interrupted``,
-  ``attempt_log``... A shard's run (``--batch-shard``) adds ``shard``:
-  ``{"index": K, "total": N, "commands": [{"nodeid", "command", "file", "line"}, ...]}``,
-  the commands of all shards, which ``batchrunner merge`` reads. When a run is interrupted, ``summary.interrupted`` is true,
+  ``attempt_log``... When a run is interrupted, ``summary.interrupted`` is true,
   a command that was running is ``"status": "interrupted", "interrupted": true``,
-  and one that never started is ``"status": "not run"``.
+  and one that never started is ``"status": "not run"``;
+* ``shard``, only in a shard's run (``--batch-shard K/N``): ``{"index": K,
+  "total": N, "commands": [{"nodeid", "command", "file", "line"}, ...]}``, the
+  commands of all shards, which ``batchrunner merge`` reads.
 
 The file is always complete, valid UTF-8 JSON: it is replaced atomically, and
 text that cannot be encoded (lone surrogates, which the process layer never
