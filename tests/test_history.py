@@ -51,6 +51,7 @@ def started(pytester: pytest.Pytester) -> list[int]:
 
 
 STAMP = 'echo "$BATCH_LINE" >> started; '
+WORKER_STAMP = 'echo "$BATCH_WORKER $BATCH_LINE" >> started; '
 
 
 # -- the record ---------------------------------------------------------------------------
@@ -108,12 +109,19 @@ SKEWED_HISTORY = {
 
 
 def test_longest_first_with_history(pytester: pytest.Pytester, run_cached, mode: str) -> None:
-    write(pytester, SKEWED)
-    seed(pytester, SKEWED_HISTORY)
-    result = run_cached("--batch-jobs", "2", "--batch-json", "out.json")
+    seed(pytester, {k.replace(STAMP, WORKER_STAMP): v for k, v in SKEWED_HISTORY.items()})
+    write(pytester, SKEWED.replace(STAMP, WORKER_STAMP))
+    # Two slots: two jobs, or two workers (each running one command at a time).
+    result = run_cached(*(["--batch-jobs", "2"] if mode == "inprocess" else []), "--batch-json", "out.json")
     result.assert_outcomes(passed=6)
-    # Two slots (two jobs, or two workers): the long command is in the first pair.
-    assert 6 in started(pytester)[:2]
+    starts = [line.split() for line in (pytester.path / "started").read_text().splitlines()]
+    if mode == "inprocess":
+        # Two slots: the long command is in the first pair.
+        assert "6" in [line for _, line in starts[:2]]
+    else:
+        # The first command its worker got (in file order it would be the last of its worker).
+        worker = next(w for w, line in starts if line == "6")
+        assert [line for w, line in starts if w == worker][0] == "6"
     # Reports stay in file order.
     document = json.loads((pytester.path / "out.json").read_text())
     assert [r["line"] for r in document["results"]] == [1, 2, 3, 4, 5, 6]

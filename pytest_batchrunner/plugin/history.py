@@ -39,7 +39,7 @@ KEEP_RUNS = 10
 FORGET_AFTER = 50
 """Runs after which a command that no run has seen is dropped from the cache."""
 
-_HISTORY_KEY = pytest.StashKey["History | None"]()
+_HISTORY_KEY = pytest.StashKey["History"]()
 
 
 class History:
@@ -114,10 +114,15 @@ def _valid(entry: Any) -> bool:
 
 def history(config: pytest.Config) -> History | None:
     """The history this process loaded (None with ``-p no:cacheprovider``); empty when there is none yet."""
-    if _HISTORY_KEY not in config.stash:
+    found = config.stash.get(_HISTORY_KEY, None)
+    if found is None:
+        # Not remembered while there is no cache: pytest's cache provider sets it in
+        # its own pytest_configure, which may run after a caller's.
         cache = getattr(config, "cache", None)
-        config.stash[_HISTORY_KEY] = None if cache is None else History(cache.get(CACHE_KEY, None))
-    return config.stash[_HISTORY_KEY]
+        if cache is None:
+            return None
+        found = config.stash[_HISTORY_KEY] = History(cache.get(CACHE_KEY, None))
+    return found
 
 
 class HistoryWriter:

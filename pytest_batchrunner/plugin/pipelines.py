@@ -76,13 +76,10 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
     if dist in ("no", "each", "loadfile"):
         return
     groups = _groups(config, patterns)
-    from pytest_batchrunner.plugin.ordering import scope_estimates
-
-    # Longest first (see .ordering) when the history knows the commands.
-    order = scope_estimates(config) if dist in ("load", "loadgroup") else None
     if not any(sequential for _, sequential in groups.values()):
-        if (groups or order is not None) and dist in ("load", "loadgroup"):
-            config.pluginmanager.register(GroupScheduling(groups, order), "batchrunner-groups")
+        if dist in ("load", "loadgroup"):
+            # Also without groups: longest first when the history knows the commands (see .ordering).
+            config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
         return
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
     if dist == "worksteal" or (dist == "load" and explicit):
@@ -94,22 +91,26 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
             stacklevel=2,
         )
         return
-    config.pluginmanager.register(GroupScheduling(groups, order), "batchrunner-groups")
+    config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
 
 
 class GroupScheduling:
     """On the xdist controller: schedule by batch-file group, longest-expected unit first with history."""
 
-    def __init__(self, groups: dict[str, tuple[str, bool]], order=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, groups: dict[str, tuple[str, bool]]) -> None:
         self.groups = groups
-        self.order = order
-        """``order(units) -> scopes``: the units' order (see :func:`.ordering.scope_estimates`), or None: file order."""
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
         from xdist.scheduler import LoadScopeScheduling
 
-        groups, order = self.groups, self.order
+        from pytest_batchrunner.plugin.ordering import scope_estimates
+
+        groups = self.groups
+        # ``order(units) -> scopes``, or None: file order. Asked here, once pytest's cache is configured.
+        order = scope_estimates(config)
+        if not groups and order is None:
+            return None  # xdist's own scheduler
 
         class BatchGroupScheduling(LoadScopeScheduling):
             """Load scheduling where each batch-file group is one unit of work, run in file order."""
