@@ -84,6 +84,17 @@ def test_bounded_runs_and_forgotten_commands() -> None:
     assert not History({"run": "x", "commands": {"a": {"seen": 1, "runs": [["bad", 1]]}}})
 
 
+def test_a_damaged_history_is_ignored_and_replaced(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "true  # batch: timeout=300%\n")
+    path = pytester.path / HISTORY_FILE
+    path.parent.mkdir(parents=True)
+    for damage in ("{not json", '{"run": 1, "commands": {"cmds.batch::true": {"seen": 1, "runs": [[-1, 2]]}}}'):
+        path.write_text(damage)
+        result = pytester.runpytest_subprocess("--batch-jobs", "2")
+        result.assert_outcomes(passed=1)
+        assert json.loads(path.read_text())["commands"]["cmds.batch::true"]["runs"][0][1] == "passed"
+
+
 def test_no_cacheprovider_reads_and_writes_nothing(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, STAMP + "true\n" + STAMP + "true\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--batch-jobs", "2")

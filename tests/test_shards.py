@@ -147,6 +147,7 @@ def assert_valid_junit(path: Path, *, tests: int, failures: int, skipped: int) -
     assert len(cases) == int(suite.get("tests", "-1")) == tests
     assert int(suite.get("failures", "-1")) == failures
     assert int(suite.get("skipped", "-1")) == skipped
+    assert float(suite.get("time", "0")) > 0
     schema = _schema()
     if schema is not None:
         schema.validate(str(path))
