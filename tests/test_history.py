@@ -261,3 +261,20 @@ def test_relative_timeout_settings_parse_and_inherit() -> None:
     assert [(s.settings.timeout, s.settings.timeout_share) for s in specs] == [
         (None, 2.5), (30.0, None), (None, 2.5), (None, 0.505),
     ]
+
+
+def test_xdist_schedules_by_duration_groups_whole_and_in_order(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    lines = ["true  # a", "true  # b", "true  # c", "true  # d", "true  # batch: sequential group=g", "true  # e",
+             "true  # batch: sequential group=g"]
+    write(pytester, "".join(WORKER_STAMP + line + "\n" for line in lines))
+    names = [f"cmds.batch::{WORKER_STAMP}{n}" for n in ("true  # a", "true  # b", "true  # c", "true  # d", "true",
+                                                        "true  # e", "true (2)")]
+    # xdist alone would send the group first (its --loadscope-reorder: most tests first).
+    seed(pytester, dict(zip(names, (0.2, 0.2, 0.2, 0.2, 0.01, 1.0, 0.01), strict=True)))
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=7)
+    starts = [line.split() for line in (pytester.path / "started").read_text().splitlines()]
+    worker = next(w for w, line in starts if line == "6")
+    assert [line for w, line in starts if w == worker][0] == "6"
+    group = [(w, line) for w, line in starts if line in ("5", "7")]
+    assert [line for _, line in group] == ["5", "7"] and group[0][0] == group[1][0]
