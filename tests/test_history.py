@@ -278,3 +278,16 @@ def test_xdist_schedules_by_duration_groups_whole_and_in_order(pytester: pytest.
     assert [line for w, line in starts if w == worker][0] == "6"
     group = [(w, line) for w, line in starts if line in ("5", "7")]
     assert [line for _, line in group] == ["5", "7"] and group[0][0] == group[1][0]
+
+
+def test_ini_values(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "sleep 5\n")
+    seed(pytester, {"cmds.batch::sleep 5": 0.4})
+    pytester.makeini("[pytest]\nbatch_timeout = 300%\nbatch_order = file\n")
+    result = pytester.runpytest_subprocess("-rf", *FAST)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 1.2 s (300% of its usual 0.40 s)*"])
+    pytester.makeini("[pytest]\nbatch_order = longest\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini value batch_order: 'longest' is not 'duration' or 'file'*"])

@@ -6,7 +6,9 @@ owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
 :mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
 (reports turned into results on the controller), :mod:`.live` (output lines and
 the status of running commands, shown as the run goes), :mod:`.environment` (the
-environment commands start from) and :mod:`.engine` (settings and stash keys).
+environment commands start from), :mod:`.engine` (settings and stash keys),
+:mod:`.history` (earlier runs' durations in pytest's cache), :mod:`.ordering`
+(longest first) and :mod:`.shards` (``--batch-shard K/N``).
 
 May import the parser (:mod:`pytest_batchrunner.batchfile`), the process layer
 and the reports; must not import :mod:`batchrunner` (the original's face sits
@@ -37,7 +39,7 @@ from pytest_batchrunner.plugin.engine import (
     has_timeout_plugin,
 )
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
-from pytest_batchrunner.values import cli_float, cli_int, cli_share, non_negative_float, non_negative_int
+from pytest_batchrunner.values import cli_float, cli_int, cli_share, non_negative_float, non_negative_int, share
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -94,6 +96,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=SHARD_HELP)
     group.addoption("--batch-timeout", dest="batch_timeout", type=cli_share, default=None, metavar="PERCENT",
                     help=BATCH_TIMEOUT_HELP)
+    parser.addini("batch_order", ORDER_HELP, default=None)
+    parser.addini("batch_timeout", BATCH_TIMEOUT_HELP, default=None)
     parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
     parser.addini("batch_jobs", JOBS_HELP, default=None)
     parser.addini("batch_capture_bytes", CAPTURE_HELP, default=None)
@@ -117,6 +121,12 @@ def _setting(config: pytest.Config, name: str, convert, default):  # type: ignor
         return convert(str(ini).strip())
     except ValueError as exc:
         raise pytest.UsageError(f"ini value {name}: {exc}") from None
+
+
+def _order(value: str) -> str:
+    if value not in ("duration", "file"):
+        raise ValueError(f"'{value}' is not 'duration' or 'file'")
+    return value
 
 
 def patterns(config: pytest.Config) -> list[str]:
@@ -146,6 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
+    # Resolved once (command line > ini); read back with config.getoption where they apply.
+    config.option.batch_order = _setting(config, "batch_order", _order, "duration")
+    config.option.batch_timeout = _setting(config, "batch_timeout", share, None)
     # In an xdist worker the default does not look ahead: xdist blames a worker's
     # crash on the item it is running, which must be the command that crashed it.
     if jobs > 1 or (jobs == 1 and is_controller(config)):
