@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_batchrunner.plugin.history import CACHE_KEY, FORGET_AFTER, KEEP_RUNS, History
+from pytest_batchrunner.plugin.history import FORGET_AFTER, KEEP_RUNS, History, history_path
 
 FAST = ("--batch-kill-grace", "0.2")
-HISTORY_FILE = Path(".pytest_cache", "v", *CACHE_KEY.split("/"))
+HISTORY_FILE = history_path(".pytest_cache")
 
 
 def write(pytester: pytest.Pytester, text: str, name: str = "cmds.batch") -> Path:
@@ -140,12 +140,13 @@ def test_longest_first_with_history(pytester: pytest.Pytester, run_cached, mode:
 
 def test_without_history_or_with_batch_order_file_file_order(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, SKEWED)
+    # Two slots: the last line starts with the one before it, in either order.
     pytester.runpytest_subprocess("--batch-jobs", "2", "-p", "no:cacheprovider").assert_outcomes(passed=6)
-    assert started(pytester)[-1] == 6
+    assert 6 in started(pytester)[-2:]
     (pytester.path / "started").unlink()
     seed(pytester, SKEWED_HISTORY)
     pytester.runpytest_subprocess("--batch-jobs", "2", "--batch-order", "file").assert_outcomes(passed=6)
-    assert started(pytester)[-1] == 6
+    assert 6 in started(pytester)[-2:]
 
 
 def test_failed_first_keeps_its_order(pytester: pytest.Pytester, no_leftovers: str) -> None:

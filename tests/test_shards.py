@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_batchrunner.plugin.history import history_path
 from test_history import seed
 
 BATCH = (
@@ -206,7 +207,7 @@ def test_merge_records_history_for_the_next_split(pytester: pytest.Pytester, no_
     write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
     paths = run_shards(pytester, "inprocess", 2)
     # Shards write no history: each shard must split the batch from the same one.
-    assert not (pytester.path / ".pytest_cache" / "v" / "batchrunner").exists()
+    assert not (pytester.path / history_path(".pytest_cache")).exists()
     done = merge(*map(str, paths), "-o", "all.json", "--cache-dir", ".pytest_cache", cwd=pytester.path)
     assert done.returncode == 0, done.stderr
     # Now the split follows durations: the slow command alone in a shard.

@@ -1,7 +1,9 @@
 """History: how long each command took in earlier runs, kept in pytest's cache.
 
 Every run records, on the controller, each command's duration (its last
-attempt's) and outcome under the cache key :data:`CACHE_KEY`, keyed by the
+attempt's) and outcome in pytest's cache: the file :data:`HISTORY_FILE` of the
+cache's ``batchrunner`` directory (``.pytest_cache/d/batchrunner/``, from
+``config.cache.mkdir``; compact JSON, written atomically), keyed by the
 command's node id (the batch file relative to the rootdir, ``::``, the item's
 name), which stays the same from run to run and machine to machine. The last
 :data:`KEEP_RUNS` runs of a command are kept; a command not seen for
@@ -25,15 +27,21 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["CACHE_KEY", "FORGET_AFTER", "KEEP_RUNS", "History", "HistoryWriter", "history", "run_of", "write_cache_file"]
+__all__ = [
+    "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryWriter", "history",
+    "history_path", "read_history", "run_of", "write_cache_file", "write_history",
+]
 
-CACHE_KEY = "batchrunner/history"
+CACHE_DIR = "batchrunner"
+"""The cache directory of the history (``config.cache.mkdir(CACHE_DIR)``: ``<cache_dir>/d/batchrunner``)."""
+HISTORY_FILE = "history.json"
 KEEP_RUNS = 10
 """Runs kept per command."""
 FORGET_AFTER = 50
@@ -121,8 +129,32 @@ def history(config: pytest.Config) -> History | None:
         cache = getattr(config, "cache", None)
         if cache is None:
             return None
-        found = config.stash[_HISTORY_KEY] = History(cache.get(CACHE_KEY, None))
+        found = config.stash[_HISTORY_KEY] = read_history(cache.mkdir(CACHE_DIR) / HISTORY_FILE)
     return found
+
+
+def history_path(cache_dir: str | os.PathLike[str]) -> Path:
+    """The history file in the pytest cache directory *cache_dir* (what ``config.cache.mkdir`` gives)."""
+    return Path(cache_dir, "d", CACHE_DIR, HISTORY_FILE)
+
+
+def read_history(path: Path) -> History:
+    """The history in *path*; empty if there is none or it cannot be read (history only guides)."""
+    try:
+        return History(json.loads(path.read_bytes()))
+    except (OSError, ValueError):
+        return History()
+
+
+def write_history(path: Path, history: History) -> None:
+    """Write *history* to *path* atomically, as compact JSON (it can hold many commands)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(history.data(), separators=(",", ":")), "utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class HistoryWriter:
@@ -146,9 +178,13 @@ class HistoryWriter:
         if not ran:
             return
         # Read again: another run in the same directory may have written since.
-        past = History(cache.get(CACHE_KEY, None))
+        path = cache.mkdir(CACHE_DIR) / HISTORY_FILE
+        past = read_history(path)
         past.record(ran)
-        cache.set(CACHE_KEY, past.data())
+        try:
+            write_history(path, past)
+        except OSError as exc:  # as pytest's cache does: a warning, never a failed run
+            warnings.warn(pytest.PytestCacheWarning(f"could not write the batch history {path}: {exc}"), stacklevel=1)
 
 
 def run_of(results: Iterable[Any]) -> list[tuple[str, float, str]]:
@@ -165,18 +201,11 @@ def run_of(results: Iterable[Any]) -> list[tuple[str, float, str]]:
 def write_cache_file(cache_dir: str | os.PathLike[str], results: Iterable[Any]) -> int:
     """Add a run of *results* to the history in pytest's cache directory *cache_dir* (``batchrunner merge``).
 
-    The file is the one pytest's ``config.cache`` reads: ``<cache_dir>/v/batchrunner/history``.
     Returns how many commands were recorded.
     """
-    path = Path(cache_dir, "v", *CACHE_KEY.split("/"))
-    try:
-        past = History(json.loads(path.read_text("utf-8")))
-    except (OSError, ValueError):
-        past = History()
+    path = history_path(cache_dir)
+    past = read_history(path)
     ran = run_of(results)
     past.record(ran)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(past.data(), indent=2, sort_keys=True), "utf-8")
-    os.replace(tmp, path)
+    write_history(path, past)
     return len(ran)
