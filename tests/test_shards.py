@@ -96,10 +96,13 @@ def test_bad_shard_option(pytester: pytest.Pytester, value: str) -> None:
     result.stderr.fnmatch_lines([f"*--batch-shard: '{value}'*"])
 
 
-def test_a_shard_with_nothing_to_run_passes(pytester: pytest.Pytester) -> None:
+def test_a_shard_with_nothing_to_run_passes(pytester: pytest.Pytester, mode: str) -> None:
     write(pytester, "true\n")
-    results = [pytester.runpytest_subprocess("--batch-shard", f"{k}/2", "-p", "no:cacheprovider") for k in (1, 2)]
-    assert sorted(r.ret for r in results) == [0, 0]
+    extra = ["-n", "2"] if mode == "xdist" else []
+    results = [pytester.runpytest_subprocess("--batch-shard", f"{k}/2", "-p", "no:cacheprovider", *extra)
+               for k in (1, 2)]
+    assert [r.ret for r in results] == [0, 0]
+    assert sorted(r.parseoutcomes().get("passed", 0) for r in results) == [0, 1]
 
 
 def run_shards(pytester: pytest.Pytester, mode: str, total: int) -> list[Path]:

@@ -103,12 +103,17 @@ class ShardSelection:
             {"nodeid": i.nodeid, "command": i.spec.command, "file": i.spec.path, "line": i.spec.line}
             for i in commands
         ]
-        if hasattr(config, "workeroutput"):
-            # The controller collects nothing: it learns the full list from a worker.
-            config.workeroutput["batchrunner_shard"] = self.info()
+        try:
+            self._select(config, items, commands)
+        finally:
+            if hasattr(config, "workeroutput"):
+                # The controller collects nothing: it learns the full list from a worker.
+                config.workeroutput["batchrunner_shard"] = {**self.info(), "deselected": self.deselected}
+
+    def _select(self, config: pytest.Config, items: list[pytest.Item], commands: list[Any]) -> None:
         if self.total == 1 or not commands:
             return
-        units: dict[Any, list[CommandItem]] = {}
+        units: dict[Any, list[Any]] = {}
         for item in commands:
             key = group_key(item.spec)
             units.setdefault(("group", key) if key is not None else ("item", item.nodeid), []).append(item)
@@ -134,6 +139,7 @@ class ShardSelection:
         info = getattr(node, "workeroutput", {}).get("batchrunner_shard")
         if info is not None and self.commands is None:
             self.commands = info.get("commands")
+            self.deselected = info.get("deselected", 0)
 
     def pytest_report_header(self, config: pytest.Config) -> str:
         return f"batchrunner: shard {self.index}/{self.total}"
