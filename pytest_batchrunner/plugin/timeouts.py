@@ -54,6 +54,9 @@ class RelativeTimeouts:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if config.getoption("batch_timeout", None) is None:
+            # Only lines with their own timeout=N%: the common case costs one attribute test per item.
+            items = [i for i in items if isinstance(i, CommandItem) and i.spec.settings.timeout_share is not None]
         for item in items:
             if isinstance(item, CommandItem):
                 item.relative_timeout = relative_timeout(item)
