@@ -7,6 +7,7 @@ the order and the bounds they check do not depend on this machine's timing.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,27 @@ def test_ini_values(pytester: pytest.Pytester, no_leftovers: str) -> None:
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ini value batch_order: 'longest' is not 'duration' or 'file'*"])
+
+
+def test_live_status_eta_from_history(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    pytest.importorskip("pyte")
+    from test_live import run_in_terminal
+
+    write(pytester, "sleep 1  # one\nsleep 1  # two\n")
+    # The history says each takes 30 s: before anything is done, the ETA is a minute (the pace gives none).
+    seed(pytester, {"cmds.batch::sleep 1  # one": 30.0, "cmds.batch::sleep 1  # two": 30.0})
+    out = run_in_terminal([sys.executable, "-m", "pytest", "cmds.batch"], pytester.path).decode("utf-8", "replace")
+    etas = [int(m) * 60 + int(s) for m, s in re.findall(r"0/2 done, 1 running, ETA (\d+)m(\d\d)s", out)]
+    etas += [int(s) for s in re.findall(r"0/2 done, 1 running, ETA (\d+)s", out)]
+    assert etas and all(55 <= eta <= 60 for eta in etas), out
+
+
+def test_history_eta_arithmetic() -> None:
+    from pytest_batchrunner.plugin.history import HistoryEta
+
+    eta = HistoryEta({"a": 10.0, "b": 2.0, "c": 2.0, "d": 2.0}, slots=2)
+    assert eta.seconds({}) == 8.0
+    assert eta.seconds({"a": 4.0}) == 6.0  # 6 s left of a, 6 s of the others: over two slots, but a alone needs 6
+    eta.finished("b")
+    eta.finished("c")
+    assert eta.seconds({"a": 9.0, "d": 5.0}) == 1.0  # d overran its estimate: it counts for nothing more

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 __all__ = [
-    "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryWriter", "history",
+    "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryEta", "HistoryWriter", "history",
     "history_path", "read_history", "run_of", "write_cache_file", "write_history",
 ]
 
@@ -108,6 +108,30 @@ class History:
     def data(self) -> dict[str, Any]:
         """The cache value."""
         return {"run": self.run, "commands": self.commands}
+
+
+class HistoryEta:
+    """The live status's ETA from the history: the expected time of what is left, over the run's slots.
+
+    *estimates* maps each command of the run to its expected seconds (see
+    :meth:`History.estimates`); *slots* is how many commands run at once
+    (workers x jobs). A running command counts for what it has left, never
+    less than nothing; the ETA is never shorter than the longest of those.
+    """
+
+    def __init__(self, estimates: dict[str, float], slots: int) -> None:
+        self.left = dict(estimates)
+        self.slots = max(1, slots)
+
+    def finished(self, nodeid: str) -> None:
+        """*nodeid* has its final outcome."""
+        self.left.pop(nodeid, None)
+
+    def seconds(self, running: dict[str, float]) -> float:
+        """Seconds left, given how long each running command (by node id) has run."""
+        ahead = {n: max(0.0, self.left.get(n, 0.0) - elapsed) for n, elapsed in running.items()}
+        work = sum(s for n, s in self.left.items() if n not in ahead) + sum(ahead.values())
+        return max(work / self.slots, max(ahead.values(), default=0.0))
 
 
 def _valid(entry: Any) -> bool:
