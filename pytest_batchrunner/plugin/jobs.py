@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.plugin.engine import ENGINE_KEY, PRESTART_KEY
+from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, ENGINE_KEY, PRESTART_KEY
 from pytest_batchrunner.plugin.items import CommandItem
 from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
 from pytest_batchrunner.process.command import Attempt, RunningCommand, kill_group, terminate_in_flight
@@ -83,7 +83,7 @@ class JobRunner:
         if session.shouldstop or session.shouldfail:
             return
         if self.prestart is not None and not self.handed_off:
-            self._adopt(self.prestart)
+            self._adopt(self.prestart, session)
         upcoming = self._upcoming(item, nextitem)
         with self.lock:
             self.upcoming = upcoming
@@ -116,13 +116,25 @@ class JobRunner:
             future = self.adopted.pop(key, None) if remove else self.adopted.get(key)
         return future
 
-    def _adopt(self, prestart: Prestart) -> None:
+    def _adopt(self, prestart: Prestart, session: pytest.Session) -> None:
         """Take over the commands *prestart* started: they count as running until they end."""
         self.handed_off = True
         started = prestart.handoff()
         with self.lock:
             self.adopted.update(started)
             self.running += len(started)
+        announce = self.config.stash.get(ATTEMPT_STARTED_KEY, None)
+        if announce is not None and started:
+            # The logs announce them now, stamped with when they started.
+            with prestart.lock:
+                left = dict(prestart.start_times)
+            for item in session.items:
+                if not left:
+                    break
+                if isinstance(item, CommandItem):
+                    when = left.pop(prestart_key(str(item.path), item.spec), None)
+                    if when is not None:
+                        announce(item.nodeid, 1, item.rerun_policy().reruns + 1, when)
         for future in started.values():
             # Called at once for a command that has already ended.
             future.add_done_callback(self._adopted_done)

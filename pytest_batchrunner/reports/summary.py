@@ -47,6 +47,20 @@ def last_line(text: str) -> str:
     return ""
 
 
+def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
+    """*rate* (a percentage) for display: one decimal, or as many more as it takes to tell the truth.
+
+    A rate is never shown as ``100.0`` while a command failed, nor as ``0.0``
+    while one passed: 1,999 of 2,000 is ``99.95``, 1 of 3,000 is ``0.03``.
+    """
+    for decimals in range(1, 16):
+        text = f"{rate:.{decimals}f}"
+        value = float(text)
+        if not ((unsuccessful and value >= 100.0) or (successful and value <= 0.0)):
+            return text
+    return repr(rate)
+
+
 def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list[tuple[str, dict[str, bool]]]:
     """The summary as ``(text, markup)`` lines; shared by the plugin and the ``batchrunner`` command."""
     s = summary
@@ -62,7 +76,7 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     good = s["failed"] == 0 and not s["interrupted"]
     lines: list[tuple[str, dict[str, bool]]] = [
         (" | ".join(counts), {}),
-        (f"Success Rate: {s['success_rate']:.1f}%", {"green": good, "red": not good, "bold": True}),
+        (f"Success Rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%", {"green": good, "red": not good, "bold": True}),
         (
             f"Total Time: {_seconds(s['total_duration_ms'])} | Command Time: avg "
             f"{_seconds(s['avg_command_duration_ms'])}, min {_seconds(s['min_command_duration_ms'])}, "
