@@ -74,9 +74,10 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     if s["not_run"]:
         counts.append(f"Not run: {s['not_run']}")
     good = s["failed"] == 0 and not s["interrupted"]
+    rate = format_rate(s["success_rate"], s["successful"], s["failed"])
     lines: list[tuple[str, dict[str, bool]]] = [
         (" | ".join(counts), {}),
-        (f"Success Rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%", {"green": good, "red": not good, "bold": True}),
+        (f"Success Rate: {rate}%", {"green": good, "red": not good, "bold": True}),
         (
             f"Total Time: {_seconds(s['total_duration_ms'])} | Command Time: avg "
             f"{_seconds(s['avg_command_duration_ms'])}, min {_seconds(s['min_command_duration_ms'])}, "
