@@ -215,10 +215,10 @@ class CommandItem(pytest.Item):
         self.attempt_number += 1
         self.last_attempt = None
         ahead = None
-        if self.attempt_number == 1:
-            jobs = self.config.stash.get(JOBS_KEY, None)
-            if jobs is not None:
-                ahead = jobs.take(self)
+        jobs = self.config.stash.get(JOBS_KEY, None)
+        if jobs is not None:
+            # The first attempt may have been started ahead, a rerun in its job slot (see plugin.jobs).
+            ahead = jobs.take(self, self.attempt_number)
         attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, self.timeout)
         self.last_attempt = attempt
         if attempt.leftovers:
