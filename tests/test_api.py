@@ -631,7 +631,7 @@ def test_a_log_written_here_parses_with_the_originals_line_shapes(tmp_path: Path
 def test_parallel_mode_prints_a_line_when_a_command_starts(tmp_path: Path, no_leftovers: str) -> None:
     # Read as the user sees it: each line when it arrives on the console.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchrunner", "-c", "sleep 1.5", "echo quick", "--parallel"],
+        [sys.executable, "-m", "batchrunner", "-c", "sleep 2", "echo quick", "--parallel"],
         cwd=tmp_path, stdout=subprocess.PIPE, text=True,
     )
     arrived: dict[str, float] = {}
@@ -639,5 +639,5 @@ def test_parallel_mode_prints_a_line_when_a_command_starts(tmp_path: Path, no_le
     for line in proc.stdout:
         arrived.setdefault(line.split("] ", 2)[-1].strip(), time.monotonic())
     assert proc.wait(timeout=30) == 0
-    started, done = arrived["Executing: sleep 1.5 (attempt 1/1)"], arrived["Progress: 2/2 completed"]
+    started, done = arrived["Executing: sleep 2 (attempt 1/1)"], arrived["Progress: 2/2 completed"]
     assert done - started >= 1.0, arrived  # shown while it ran, not when it ended
