@@ -191,8 +191,12 @@ class InnerRun:
             return [_GivenSpecs.from_parent(parent, path=file_path, specs=self.specs)]
         return collected
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> None:
-        # Runs after the job runner has adopted the commands started before
+        # tryfirst: pytest-rerunfailures' implementation returns a result, and
+        # the hook's first result ends it; without tryfirst a run with retries
+        # never got here and held Ctrl+C until the end. Still after the job
+        # runner's (tryfirst too, registered later), which has adopted the commands started before
         # pytest. A Ctrl+C held until now is let through at the first command
         # that has not finished: those that have are reported first, so that
         # none is reported as not run; one still running is interrupted once

@@ -641,3 +641,17 @@ def test_parallel_mode_prints_a_line_when_a_command_starts(tmp_path: Path, no_le
     assert proc.wait(timeout=30) == 0
     started, done = arrived["Executing: sleep 2 (attempt 1/1)"], arrived["Progress: 2/2 completed"]
     assert done - started >= 1.0, arrived  # shown while it ran, not when it ended
+
+
+def test_retries_overlap_in_parallel_mode(no_leftovers: str) -> None:
+    runner = BatchRunner(["sleep 0.4; exit 1"] * 3, mode="parallel", max_retries=1, retry_delay_sec=0.5, verbose=False)
+    results, summary = runner.run()
+    assert summary["reruns"] == 3 and [r.attempts for r in results] == [2, 2, 2]
+    spans = []
+    for r in results:
+        first, second = (
+            (datetime.fromisoformat(a["timestamp"]).timestamp(), a["duration_ms"] / 1000) for a in r.attempt_log
+        )
+        assert second[0] - (first[0] + first[1]) >= 0.5 - 0.01  # its own delay, after its own attempt
+        spans.append((second[0], second[0] + second[1]))
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # the retries ran at once

@@ -243,3 +243,16 @@ def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
     assert statuses[2] in (("not run", "interrupted") if mode else ("not run",))
     assert "] [ERROR] [!] Interrupted: the run was stopped" in (tmp_path / "run.log").read_text()
     assert (tmp_path / "junit.xml").exists()
+
+
+def test_ctrl_c_kills_retries_in_flight(tmp_path: Path, no_leftovers: str, interrupt_once_started) -> None:
+    retry = 'if [ "$BATCH_ATTEMPT" = 2 ]; then touch started; exec sleep 60; fi; exit 1'
+    result = interrupt_once_started(
+        [*ENTRY_POINTS["python -m batchrunner"], "-c", retry, "sleep 30", "--parallel", "--retries", "1",
+         "--retry-delay", "0.1", "-o", "results.json"],
+        tmp_path, tmp_path / "started",
+    )
+    assert result.returncode == 130, result.stdout + result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["summary"]["interrupted"] is True and data["results"][0]["attempts"] >= 1
+    # no_leftovers: the retry's `sleep 60` and the other command are gone.
