@@ -430,7 +430,7 @@ def _hand_over_delay(item: CommandItem, reruns: int) -> None:
     marker = item.get_closest_marker("flaky")
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     if marker is not None:
-        for name, value in zip(("reruns", "reruns_delay", "reruns_delay_backoff_factor"), marker.args):
+        for name, value in zip(("reruns", "reruns_delay", "reruns_delay_backoff_factor"), marker.args, strict=False):
             kwargs.setdefault(name, value)
         kwargs.setdefault("reruns", 1)
     else:
