@@ -86,7 +86,7 @@ class InnerRun:
 
     Registered as a plugin of the inner run, it restores the environment once
     pytest has read its arguments, collects a command list from memory, prints
-    progress, and keeps the recorder's results at the end of the session.
+    the original's lines (verbose), and keeps the recorder's results at the end of the session.
     """
 
     def __init__(

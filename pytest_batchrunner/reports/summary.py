@@ -26,7 +26,7 @@ def measurable(ms: float) -> bool:
 
 def duration(r: CommandResult) -> str:
     """The command's time, saying when it adds up several attempts (``3.02 s (3 attempts added up)``)."""
-    return _seconds(r.duration_ms) + _over(r)
+    return _seconds(r.attempts_duration_ms) + _over(r)
 
 
 def name(r: CommandResult) -> str:
@@ -91,7 +91,7 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     if slow:
         lines.append(("Slowest commands:", {}))
         for r in slow:
-            lines.append((f"  {_seconds(r.duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
+            lines.append((f"  {_seconds(r.attempts_duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
     bad = [r for r in results if r.status in ("failed", "interrupted")]
     if bad:
         lines.append(("Failed commands:", {"red": True}))
@@ -110,8 +110,8 @@ def slowest(results: list[CommandResult], count: int = SLOWEST) -> list[CommandR
     ran = [r for r in results if r.attempt_log]
     if len(ran) < 2:
         return []
-    ran.sort(key=lambda r: r.duration_ms, reverse=True)
-    return [r for r in ran[:count] if measurable(r.duration_ms)]
+    ran.sort(key=lambda r: r.attempts_duration_ms, reverse=True)
+    return [r for r in ran[:count] if measurable(r.attempts_duration_ms)]
 
 
 def _over(r: CommandResult) -> str:
