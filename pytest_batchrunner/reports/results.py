@@ -54,8 +54,12 @@ class CommandResult:
     nodeid: str | None = None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     """Every attempt: ``attempt``, ``exit_code``, ``signal``, ``timed_out``, ``duration_ms``, ``timestamp``..."""
-    attempts_duration_ms: float = 0.0
-    """Time spent running the command, all attempts added (retry delays excluded)."""
+    attempts_duration_ms: float | None = None
+    """Time spent running the command, all attempts added (retry delays excluded); ``duration_ms`` if not given."""
+
+    def __post_init__(self) -> None:
+        if self.attempts_duration_ms is None:
+            self.attempts_duration_ms = self.duration_ms
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data."""
