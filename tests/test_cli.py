@@ -242,6 +242,7 @@ def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
     # In parallel the third command was started ahead of its turn, and killed as well.
     assert statuses[2] in (("not run", "interrupted") if mode else ("not run",))
     assert "] [ERROR] [!] Interrupted: the run was stopped" in (tmp_path / "run.log").read_text()
+    assert result.stdout.endswith("\n[!] Interrupted by user\n")  # as the original's last line
     assert (tmp_path / "junit.xml").exists()
 
 
