@@ -327,7 +327,10 @@ class JobRunner:
                 if rerun is None:
                     return
                 # The original's thread slept here too: this slot waits, the others go on.
-                if self.stop.wait(policy.delay(number)) or item.session.shouldstop or item.session.shouldfail:
+                delay = policy.delay(number)
+                # A huge delay (1e300, inf) is a wait until the run ends, not an OverflowError.
+                delay = min(delay, threading.TIMEOUT_MAX) if delay >= 0 else 0.0
+                if self.stop.wait(delay) or item.session.shouldstop or item.session.shouldfail:
                     rerun.set_exception(_NotStarted("the run is stopping"))
                     return
                 number, future, attempt = number + 1, rerun, None
