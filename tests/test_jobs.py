@@ -172,3 +172,17 @@ def test_nothing_starts_after_x_stops_the_run(pytester: pytest.Pytester, no_left
     # The second command's rerun was waiting for its delay when -x stopped the run: it never started.
     assert (pytester.path / "ran.1").exists() and not (pytester.path / "ran.2").exists()
     assert not (pytester.path / "never").exists()
+
+
+def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    import json
+
+    write(pytester, "sleep 5\n" * 3)
+    result = pytester.runpytest_subprocess("--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
+                                           "--batch-kill-grace", "0.1", "--batch-json", "out.json", "-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"failed": 3, "rerun": 3}
+    results = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert all(a["timed_out"] and 250 < a["duration_ms"] < 2000 for r in results for a in r["attempt_log"])
+    spans = attempt_spans(results)
+    reruns = [spans[(line, 2)] for line in (1, 2, 3)]
+    assert max(start for start, _ in reruns) < min(end for _, end in reruns), reruns
