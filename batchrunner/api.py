@@ -15,9 +15,7 @@ pytest, so that the 0.1 s that costs overlaps with the commands' own time.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -25,7 +23,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_batchrunner._version import __version__
 from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
 from pytest_batchrunner.process.prestart import Prestart
 from pytest_batchrunner.process.command import DeferredSignals
@@ -78,8 +75,11 @@ class BatchRunner:
     process). A failed or timed-out command is tried again up to *max_retries*
     times, *retry_delay_sec* apart; *timeout_sec* bounds every attempt (``None``
     or ``0``: no bound) and a timed-out command's process group is killed.
-    *log_file* is the audit log, appended to as the run goes; *junitxml* a JUnit
-    XML report. *verbose* prints a line per finished command and the summary;
+    *log_file* is the audit log, appended to as the run goes, in the original's
+    line shapes (see :mod:`~pytest_batchrunner.reports.auditlog`); *junitxml* a JUnit
+    XML report. *verbose* prints the same lines as the log, as the original
+    did (``Executing: CMD (attempt 1/3)`` when a command starts, its outcome,
+    ``Progress: i/N completed`` in parallel mode, the ``EXECUTION SUMMARY``);
     ``verbose=False`` prints nothing at all.
 
     Arguments are checked by :meth:`run`, as in the original. A process runs
@@ -144,8 +144,6 @@ class BatchRunner:
         self._check()
         self.results, self.summary = [], {}
         self.start_time = time.time()
-        if self.verbose:
-            print(self._header(), flush=True)
         recorded: list[CommandResult] = []
         self._inner = None
         try:
@@ -157,11 +155,9 @@ class BatchRunner:
             # Also when interrupted: the results say which commands ran and which did not.
             if self._inner is not None and self._inner.outcome is not None:
                 recorded, self.summary = self._inner.outcome
-                self.results = [_as_original(r) for r in recorded]
+                self.results = list(recorded)
             self._inner = None  # nothing of the inner run outlives run()
             self.end_time = time.time()
-            if self.verbose and self.summary:
-                _print_summary(self.summary, recorded)
         return self.results, self.summary
 
     def _run_engine(self) -> None:
@@ -191,8 +187,7 @@ class BatchRunner:
                 # Imported here, while the first commands run: pytest's import is most of the start-up time.
                 from batchrunner.inprocess import InnerRun
 
-                progress = _Progress(len(self.commands)) if self.verbose else None
-                inner = InnerRun(self, target, specs, prestart, progress, interrupts)
+                inner = InnerRun(self, target, specs, prestart, sys.stdout if self.verbose else None, interrupts)
                 self._inner = inner
                 inner.main(rootdir)
             finally:
@@ -208,8 +203,19 @@ class BatchRunner:
         from pytest_batchrunner.reports.json import write_json_report
 
         write_json_report(output_file, self.summary or self._empty_summary(), self.results)
+        # As the original: a line on the console and in the log.
+        from pytest_batchrunner.reports.auditlog import log_line
+        from pytest_batchrunner.reports.files import LineFile
+
+        line = log_line("INFO", f"\nResults saved to: {os.fspath(output_file)}")
         if self.verbose:
-            print(f"Results saved to: {os.fspath(output_file)}", flush=True)
+            print(line, flush=True)
+        if self.log_file is not None:
+            log = LineFile(self.log_file)
+            try:
+                log.write_line(line)
+            finally:
+                log.close()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -232,15 +238,6 @@ class BatchRunner:
         """Commands run at once."""
         return min(self.workers, len(self.commands)) if self.mode == "parallel" and self.commands else 1
 
-    def _header(self) -> str:
-        parts = [self.mode if self.mode == "sequential" else f"parallel, {self._jobs()} at once"]
-        if self.max_retries:
-            parts.append(f"retries {self.max_retries}, {self.retry_delay_sec:g} s apart")
-        if self.timeout_sec:
-            parts.append(f"timeout {self.timeout_sec:g} s")
-        count = len(self.commands)
-        return f"BatchRunner {__version__}: {count} command{'' if count == 1 else 's'} ({'; '.join(parts)})"
-
     def _empty_summary(self) -> dict[str, Any]:
         from pytest_batchrunner.reports.results import summarize
 
@@ -250,59 +247,3 @@ class BatchRunner:
 def _list_spec(position: int, command: str) -> CommandSpec:
     display = " ".join(command.split()) or repr(command)
     return CommandSpec(path=LIST_NAME, line=position, command=command, display=display)
-
-
-def _as_original(result: CommandResult) -> CommandResult:
-    """*result* with the original BatchRunner's conventions where they differ from the plugin's.
-
-    The original ran ``subprocess.run``: a timed-out command had ``exit_code=-1``
-    and ``"Command timed out after N seconds"`` in its stderr, and a command
-    killed by a signal had the negative signal number. The plugin's own fields
-    (``timed_out``, ``signal``, ``attempt_log``) keep the details.
-    """
-    if result.success or not result.attempt_log:
-        return result
-    if result.timed_out:
-        last = result.attempt_log[-1]
-        seconds = last.get("timeout")
-        note = f"Command timed out after {seconds:g} seconds" if seconds else last["status"]
-        stderr = result.stderr if not result.stderr or result.stderr.endswith("\n") else result.stderr + "\n"
-        return dataclasses.replace(result, exit_code=-1, stderr=stderr + note + "\n")
-    if result.signal is not None and result.exit_code is None:
-        try:
-            return dataclasses.replace(result, exit_code=-int(signal.Signals[result.signal]))
-        except KeyError:
-            return dataclasses.replace(result, exit_code=-1)
-    return result
-
-
-class _Progress:
-    """Recorder listener: one line per finished command, and per attempt that will be retried."""
-
-    LABELS = {"passed": "OK", "failed": "FAIL", "rerun": "RETRY", "skipped": "XFAIL"}
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-
-    def on_start(self, nodeid: str, command: str) -> None:
-        pass
-
-    def on_attempt(self, record: dict[str, Any], outcome: str) -> None:
-        if outcome != "rerun":
-            self.done += 1
-        number = self.done if outcome != "rerun" else self.done + 1
-        label = self.LABELS.get(outcome, outcome.upper())
-        lines = record["command"].strip().splitlines() or [""]
-        text = lines[0] + (" ..." if len(lines) > 1 else "")
-        detail = "" if record["success"] else f"  ({record['status']})"
-        print(f"[{number}/{self.total}] {label:<5} {record['duration_ms'] / 1000:6.2f}s  {text}{detail}", flush=True)
-
-
-def _print_summary(summary: dict[str, Any], results: list[CommandResult]) -> None:
-    from pytest_batchrunner.reports.summary import summary_lines
-
-    print("=" * 70 + "\nBatchRunner summary")
-    for text, _markup in summary_lines(summary, results):
-        print(text)
-    sys.stdout.flush()

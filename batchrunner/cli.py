@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, summary = runner.run()
         except KeyboardInterrupt:
             _save(runner, args.output)
+            if not args.quiet:  # the original's words, where it printed them
+                print("\n[!] Interrupted by user", flush=True)
             print("[!] Interrupted: running commands were killed", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
         _save(runner, args.output)

@@ -6,8 +6,8 @@ API, and the ``batchrunner`` command, can start the first commands (see
 
 The run is isolated from the caller (see :func:`_pytest_arguments`): it reads
 no ``conftest.py``, ini file, ``pyproject.toml`` or ``PYTEST_ADDOPTS``, loads
-only the plugins it needs, writes no ``.pytest_cache``, prints nothing of its
-own, and leaves the process as it found it, so it can be called from inside a
+only the plugins it needs, writes no ``.pytest_cache``, prints nothing but the
+original's lines (``verbose=True``), and leaves the process as it found it, so it can be called from inside a
 running pytest test. Commands run in the caller's current directory.
 """
 
@@ -21,7 +21,7 @@ import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import pytest
 
@@ -86,7 +86,7 @@ class InnerRun:
 
     Registered as a plugin of the inner run, it restores the environment once
     pytest has read its arguments, collects a command list from memory, prints
-    progress, and keeps the recorder's results at the end of the session.
+    the original's lines (verbose), and keeps the recorder's results at the end of the session.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class InnerRun:
         target: Path,
         specs: list[CommandSpec] | None,
         prestart: Prestart | None,
-        progress: Any,
+        console: IO[str] | None,
         interrupts: DeferredSignals | None = None,
     ) -> None:
         self.runner = runner
@@ -104,7 +104,8 @@ class InnerRun:
         self.specs = specs
         """The commands collected from *target* (None: pytest parses the file, and reports what is wrong with it)."""
         self.prestart = prestart
-        self.progress = progress
+        self.console = console
+        """Where the original's lines go as the run goes (``verbose=True``: stdout), or None."""
         self.interrupts = interrupts
         self.interrupt_at_start: DeferredSignals | None = None
         """Ctrl+C held since before pytest started; let through when the first item runs (see pytest_runtest_protocol)."""
@@ -190,8 +191,12 @@ class InnerRun:
             return [_GivenSpecs.from_parent(parent, path=file_path, specs=self.specs)]
         return collected
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> None:
-        # Runs after the job runner has adopted the commands started before
+        # tryfirst: pytest-rerunfailures' implementation returns a result, and
+        # the hook's first result ends it; without tryfirst a run with retries
+        # never got here and held Ctrl+C until the end. Still after the job
+        # runner's (tryfirst too, registered later), which has adopted the commands started before
         # pytest. A Ctrl+C held until now is let through at the first command
         # that has not finished: those that have are reported first, so that
         # none is reported as not run; one still running is interrupted once
@@ -223,8 +228,13 @@ class InnerRun:
         # The run's wall time counts from run(), as the original's did: commands may have started before pytest.
         if self.runner.start_time is not None:
             recorder.started = min(recorder.started, self.runner.start_time)
-        if self.progress is not None:
-            recorder.listeners.append(self.progress)
+        if self.console is not None:
+            from pytest_batchrunner.reports.auditlog import AuditLog
+
+            # The audit log's lines, printed: the original printed what it logged.
+            printer = AuditLog(None, recorder, timeout=self.runner.timeout_sec or None, stream=self.console)
+            recorder.listeners.append(printer)
+            session.config.stash[RECORDING_KEY].writers.append(printer)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

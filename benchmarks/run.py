@@ -354,8 +354,41 @@ W13 = Workload(
     prime=lambda s: [_pytest_cached(cache, *extra)(s) for cache, extra in W13_VARIANTS.items()],
 )
 
-WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W13]
-VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10"}
+
+# W14: parallel retries. Every command fails, so both exit with status 1: the
+# wrapper turns exactly that status into 0 (anything else still counts as an error).
+def _failing(argv: Callable[[dict[str, int]], list[str]]) -> Callable[[dict[str, int]], list[str]]:
+    return lambda s: ["sh", "-c", '"$@"; [ $? -eq 1 ]', "sh", *argv(s)]
+
+
+def _all_failed(s: dict[str, int]) -> str:
+    return rf"Failed: {s['lines']}\n(.*\n)*.*Success Rate: 0\.0%"
+
+
+_RETRY = ("--parallel", "--retries", "1", "--retry-delay", "1.0")
+_TIMEOUT = (*_RETRY, "--timeout", "0.5")
+W14 = Workload(
+    key="W14",
+    title="`batchrunner` vs the original: parallel retries, 5 failing commands, 1 retry 1 s later (and with a 0.5 s timeout)",
+    sizes={"lines": 5},
+    quick_sizes={"lines": 5},
+    files=lambda s: {"w.txt": _lines("exit 1", s["lines"]), "t.txt": _lines("sleep 5", s["lines"])},
+    variants=[
+        Variant("original, retry", _failing(_original(*_RETRY)), _all_failed),
+        Variant("batchrunner, retry", _failing(_batchrunner(*_RETRY)), _all_failed, ref="original, retry"),
+        Variant("original, timeout + retry", _failing(_original(*_TIMEOUT, file="t.txt")), _all_failed),
+        Variant("batchrunner, timeout + retry", _failing(_batchrunner(*_TIMEOUT, file="t.txt")), _all_failed,
+                ref="original, timeout + retry"),
+    ],
+    targets=[
+        Target("batchrunner, retry", "wall", 1.2, "original, retry"),
+        Target("batchrunner, timeout + retry", "wall", 1.2, "original, timeout + retry"),
+    ],
+    rounds=5,
+)
+
+WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W13, W14]
+VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10", "W14"}
 
 
 # --------------------------------------------------------------------------- measuring

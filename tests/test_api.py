@@ -10,7 +10,9 @@ import faulthandler
 import json
 import logging
 import os
+import re
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -24,6 +26,7 @@ import pytest
 import batchrunner
 import pytest_batchrunner
 from batchrunner import BatchRunner, CommandResult, load_commands_from_file
+from original_lines import parse_log
 from pytest_batchrunner.batchfile import BatchFileError
 
 PY = sys.executable
@@ -96,7 +99,7 @@ def test_sequential_run_returns_results_in_order_and_the_summary(no_leftovers: s
     assert list(summary)[: len(ORIGINAL_SUMMARY_KEYS)] == ORIGINAL_SUMMARY_KEYS
     assert set(NEW_SUMMARY_KEYS) <= set(summary)
     assert summary["total_commands"] == 3 and summary["successful"] == 2 and summary["failed"] == 1
-    assert summary["success_rate"] == 66.7
+    assert summary["success_rate"] == 200 / 3  # not rounded, as the original's
     assert summary["mode"] == "sequential" and summary["max_retries"] == 0
     assert summary["min_command_duration_ms"] <= summary["avg_command_duration_ms"] <= summary["max_command_duration_ms"]
     assert runner.results == results and runner.summary == summary
@@ -222,11 +225,15 @@ def test_pytest_timeout_in_the_environment_does_not_apply(monkeypatch: pytest.Mo
 def test_verbose_prints_progress_and_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     BatchRunner(["echo one", "exit 4", fails_until(2, tmp_path / "m")], max_retries=1, retry_delay_sec=0).run()
     out = capsys.readouterr().out
-    assert "3 commands" in out
-    assert "OK" in out and "FAIL" in out and "RETRY" in out
-    assert "[3/3]" in out
-    assert "exit code 4" in out
-    assert "Success Rate: 66.7%" in out
+    # The original's lines: "[YYYY-MM-DD HH:MM:SS] [LEVEL] message", its messages and levels.
+    messages = re.findall(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] \[([A-Z]+)\] (.*)$", out, re.M)
+    assert ("INFO", "BatchRunner v" + pytest_batchrunner.__version__ + " - Starting 3 commands") in messages
+    assert ("INFO", "Executing: echo one (attempt 1/2)") in messages
+    assert [m for m in messages if m[1].startswith("[OK]")][0][0] == "SUCCESS"
+    assert ("ERROR", "[X] Command failed (exit code 4)") in messages
+    assert messages.count(("INFO", "Retrying in 0.0s...")) == 2  # exit 4, and the flaky one
+    assert "\n[3/3] Starting command...\n" in out  # after a blank line, as the original's
+    assert ("INFO", "Success Rate: 66.7%") in messages and ("INFO", "EXECUTION SUMMARY") in messages
 
 
 def test_quiet_prints_nothing_at_all(
@@ -418,7 +425,7 @@ def test_ctrl_c_kills_the_commands_and_raises_keyboard_interrupt(tmp_path: Path,
     assert runner.summary["interrupted"] is True
     runner.save_results(tmp_path / "results.json")
     assert json.loads((tmp_path / "results.json").read_text())["summary"]["interrupted"] is True
-    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+    assert "] [ERROR] [!] Interrupted: the run was stopped" in (tmp_path / "run.log").read_text()
 
 
 # -- the integration plan's examples, as written ------------------------------------------------
@@ -545,3 +552,108 @@ def test_exit_codes_follow_the_original_conventions(no_leftovers: str) -> None:
     assert timed_out.timed_out and not timed_out.success
     assert segfault.exit_code == -11 and segfault.signal == "SIGSEGV"
     assert failed.exit_code == 3
+
+
+# -- the exact truth, as the original tells it ---------------------------------------------------
+
+
+def test_forge_gate_fails_on_1999_passing_and_1_failing(tmp_path: Path, no_leftovers: str) -> None:
+    # The integration plan's gate: `if summary["success_rate"] < 100: sys.exit(1)`. Rounded, 99.95 was 100.0.
+    runner = BatchRunner(["true"] * 1999 + ["false"], mode="parallel", verbose=False, log_file=tmp_path / "run.log")
+    results, summary = runner.run()
+    assert summary["success_rate"] == 99.95 and summary["success_rate"] < 100
+    runner.save_results(tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text())["summary"]["success_rate"] == 99.95
+    log = parse_log((tmp_path / "run.log").read_text())
+    assert [e.message for e in log if e.message.startswith("Success Rate")] == ["Success Rate: 99.95%"]
+    (pairs,) = [e.message for e in log if e.message.startswith("SUMMARY ")]
+    assert " success_rate=99.95 " in pairs
+    assert [r.command for r in results[-2:]] == ["true", "false"]  # input order
+
+
+@pytest.mark.parametrize(
+    ("rate", "successful", "unsuccessful", "shown"),
+    [(99.95, 1999, 1, "99.95"), (100 / 3000, 1, 2999, "0.03"), (100.0, 3, 0, "100.0"), (0.0, 0, 3, "0.0"),
+     (200 / 3, 2, 1, "66.7"), (100 * 9_999_999 / 10_000_000, 9_999_999, 1, "99.99999"), (50.0, 1, 1, "50.0")],
+)
+def test_a_shown_rate_never_hides_a_failure_or_a_pass(rate: float, successful: int, unsuccessful: int, shown: str) -> None:
+    from pytest_batchrunner.reports.summary import format_rate
+
+    assert format_rate(rate, successful, unsuccessful) == shown
+
+
+def test_the_originals_types(tmp_path: Path, no_leftovers: str) -> None:
+    flaky = f"test -f {tmp_path}/m || {{ touch {tmp_path}/m; sleep 0.4; exit 1; }}"
+    runner = BatchRunner(
+        [flaky, "sleep 5", "kill -SEGV $$"], mode="parallel", max_retries=1, retry_delay_sec=0, timeout_sec=0.5,
+        verbose=False,
+    )
+    results, _ = runner.run()
+    first, slow, segv = results
+    # duration_ms is the last attempt's, as the original's; the new field adds them up.
+    assert first.success and first.attempts == 2 and first.duration_ms < 300
+    assert first.attempts_duration_ms >= 400 + first.duration_ms - 1
+    assert sum(a["duration_ms"] for a in first.attempt_log) == pytest.approx(first.attempts_duration_ms, abs=0.01)
+    # Always an int: -1 for a timeout, with the reason in stderr; a signal is its negative number.
+    assert (slow.exit_code, slow.timed_out) == (-1, True) and slow.stderr.endswith("Command timed out after 0.5 seconds\n")
+    assert (segv.exit_code, segv.signal) == (-11, "SIGSEGV")
+    assert all(type(r.exit_code) is int for r in results)
+
+
+def test_never_run_and_interrupted_commands_have_an_int_exit_code_and_a_reason(no_leftovers: str) -> None:
+    runner = BatchRunner(["echo first", "sleep 60 & sleep 0.3; kill -INT $PPID; wait", "echo never"], verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    _, interrupted, never = runner.results
+    assert (interrupted.status, interrupted.exit_code) == ("interrupted", -1)
+    assert "interrupted" in interrupted.stderr
+    assert (never.status, never.exit_code, never.stderr) == ("not run", -1, "Command not run: the run was stopped before it started\n")
+
+
+def test_a_log_written_here_parses_with_the_originals_line_shapes(tmp_path: Path, no_leftovers: str) -> None:
+    log = tmp_path / "run.log"
+    commands = ["echo ok", "echo oops >&2; exit 3", "sleep 5"]
+    for mode in ("sequential", "parallel"):
+        BatchRunner(commands, mode=mode, max_retries=1, retry_delay_sec=0.1, timeout_sec=0.3, log_file=log,
+                    verbose=False).run()
+    entries = parse_log(log.read_text())  # every line one of the original's shapes
+    messages = [e.message for e in entries]
+    assert messages.count("EXECUTION SUMMARY") == 2
+    assert messages.count("Executing: echo oops >&2; exit 3 (attempt 2/2)") == 2
+    assert messages.count("[X] Command timed out after 0.3s") == 4 and messages.count("Retrying in 0.1s...") == 4
+    assert messages.count("Error output: oops") == 4 and messages.count("Timeout: 0.3s per command") == 2
+    assert [m for m in messages if m.startswith("\n[")] == [f"\n[{i}/3] Starting command..." for i in (1, 2, 3)]
+    assert [m for m in messages if m.startswith("Progress")] == [f"Progress: {i}/3 completed" for i in (1, 2, 3)]
+    levels = {e.message.split(" (")[0]: e.level for e in entries}
+    assert levels["[OK] Command completed"] == "SUCCESS" and levels["[X] Command failed"] == "ERROR"
+
+
+def test_parallel_mode_prints_a_line_when_a_command_starts(tmp_path: Path, no_leftovers: str) -> None:
+    # Read as the user sees it: each line when it arrives on the console.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchrunner", "-c", "sleep 3", "echo quick", "--parallel"],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+    )
+    arrived: dict[str, float] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        arrived.setdefault(line.split("] ", 2)[-1].strip(), time.monotonic())
+    assert proc.wait(timeout=30) == 0
+    started, done = arrived["Executing: sleep 3 (attempt 1/1)"], arrived["Progress: 2/2 completed"]
+    # Shown while it ran, not when it ended (a command started before pytest was ready, as
+    # this one, is shown once it is: about 0.1 s later, more on a loaded machine).
+    assert done - started >= 1.0, arrived
+
+
+def test_retries_overlap_in_parallel_mode(no_leftovers: str) -> None:
+    runner = BatchRunner(["sleep 0.4; exit 1"] * 3, mode="parallel", max_retries=1, retry_delay_sec=0.5, verbose=False)
+    results, summary = runner.run()
+    assert summary["reruns"] == 3 and [r.attempts for r in results] == [2, 2, 2]
+    spans = []
+    for r in results:
+        first, second = (
+            (datetime.fromisoformat(a["timestamp"]).timestamp(), a["duration_ms"] / 1000) for a in r.attempt_log
+        )
+        assert second[0] - (first[0] + first[1]) >= 0.5 - 0.01  # its own delay, after its own attempt
+        spans.append((second[0], second[0] + second[1]))
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # the retries ran at once

@@ -16,10 +16,13 @@ import pytest
 
 from pytest_batchrunner import __version__
 
+# The console script of the interpreter running the tests (its venv), else the one on PATH.
+SCRIPT = next((str(p) for p in [Path(sys.executable).with_name("batchrunner")] if p.exists()),
+              shutil.which("batchrunner") or "batchrunner")
 ENTRY_POINTS = {
     "python -m batchrunner": [sys.executable, "-m", "batchrunner"],
     "python -m pytest_batchrunner": [sys.executable, "-m", "pytest_batchrunner"],
-    "batchrunner": [shutil.which("batchrunner") or "batchrunner"],
+    "batchrunner": [SCRIPT],
 }
 
 
@@ -35,12 +38,13 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_every_entry_point_runs_and_reports(entry: str, tmp_path: Path, no_leftovers: str) -> None:
-    if entry == "batchrunner" and shutil.which("batchrunner") is None:
+    if entry == "batchrunner" and not Path(SCRIPT).exists():
         pytest.skip("the console script is not on PATH")
     result = batchrunner("-c", "echo one", "false", "echo three", cwd=tmp_path, entry=entry)
     assert result.returncode == 1, result.stderr
-    assert "[1/3] OK" in result.stdout and "[2/3] FAIL" in result.stdout
-    assert "Success Rate: 66.7%" in result.stdout
+    assert "] [SUCCESS] [OK] Command completed (" in result.stdout
+    assert "] [ERROR] [X] Command failed (exit code 1)\n" in result.stdout
+    assert "] [INFO] Success Rate: 66.7%\n" in result.stdout
     no_traceback(result)
 
 
@@ -169,7 +173,7 @@ def test_parallel_workers_retries_delay_timeout_log_output_junit(tmp_path: Path,
 
 def test_the_issues_example_command_line(tmp_path: Path, no_leftovers: str) -> None:
     (tmp_path / "cmds.txt").write_text("echo build\necho x >> m; test $(wc -l < m) -ge 3\n# done\n")
-    entry = "batchrunner" if shutil.which("batchrunner") else "python -m batchrunner"
+    entry = "batchrunner" if Path(SCRIPT).exists() else "python -m batchrunner"
     result = batchrunner(
         "-f", "cmds.txt", "--parallel", "--retries", "2", "-l", "run.log", "-o", "results.json", cwd=tmp_path, entry=entry
     )
@@ -177,8 +181,8 @@ def test_the_issues_example_command_line(tmp_path: Path, no_leftovers: str) -> N
     data = json.loads((tmp_path / "results.json").read_text())
     assert [r["attempts"] for r in data["results"]] == [1, 3]
     assert data["summary"]["flaky"] == 1 and data["summary"]["mode"] == "parallel"
-    assert "RETRY" in result.stdout and "Success Rate: 100.0%" in result.stdout
-    assert (tmp_path / "run.log").read_text().count("RETRY") == 2
+    assert "] [INFO] Retrying in 1.0s...\n" in result.stdout and "Success Rate: 100.0%" in result.stdout
+    assert (tmp_path / "run.log").read_text().count("] [INFO] Retrying in 1.0s...\n") == 2
 
 
 def test_long_option_names(tmp_path: Path) -> None:
@@ -237,5 +241,19 @@ def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
     assert statuses[:2] == ["passed", "interrupted"]
     # In parallel the third command was started ahead of its turn, and killed as well.
     assert statuses[2] in (("not run", "interrupted") if mode else ("not run",))
-    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+    assert "] [ERROR] [!] Interrupted: the run was stopped" in (tmp_path / "run.log").read_text()
+    assert result.stdout.endswith("\n[!] Interrupted by user\n")  # as the original's last line
     assert (tmp_path / "junit.xml").exists()
+
+
+def test_ctrl_c_kills_retries_in_flight(tmp_path: Path, no_leftovers: str, interrupt_once_started) -> None:
+    retry = 'if [ "$BATCH_ATTEMPT" = 2 ]; then touch started; exec sleep 60; fi; exit 1'
+    result = interrupt_once_started(
+        [*ENTRY_POINTS["python -m batchrunner"], "-c", retry, "sleep 30", "--parallel", "--retries", "1",
+         "--retry-delay", "0.1", "-o", "results.json"],
+        tmp_path, tmp_path / "started",
+    )
+    assert result.returncode == 130, result.stdout + result.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["summary"]["interrupted"] is True and data["results"][0]["attempts"] >= 1
+    # no_leftovers: the retry's `sleep 60` and the other command are gone.

@@ -115,3 +115,74 @@ def test_every_command_runs_exactly_once(pytester: pytest.Pytester, no_leftovers
     result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=40)
     assert sorted(int(x) for x in (pytester.path / "ran.log").read_text().split()) == list(range(40))
+
+
+# -- reruns in the job slots ---------------------------------------------------------------------
+
+
+def attempt_spans(results: list[dict]) -> dict[tuple[int, int], tuple[float, float]]:
+    """(line, attempt) -> (start, end) in seconds, from the JSON's attempt log."""
+    import datetime
+
+    spans = {}
+    for r in results:
+        for a in r["attempt_log"]:
+            start = datetime.datetime.fromisoformat(a["timestamp"]).timestamp()
+            spans[(r["line"], a["attempt"])] = (start, start + a["duration_ms"] / 1000)
+    return spans
+
+
+def test_reruns_overlap_in_the_job_slots(pytester: pytest.Pytester, run, mode: str) -> None:
+    import json
+
+    write(pytester, "sleep 0.4; exit 1\n" * 3)
+    result = run("--batch-jobs", "3", "--reruns", "1", "--reruns-delay", "0.5", "--batch-json", "out.json")
+    assert result.parseoutcomes() == {"failed": 3, "rerun": 3}
+    spans = attempt_spans(json.loads((pytester.path / "out.json").read_text())["results"])
+    assert len(spans) == 6
+    for line in (1, 2, 3):
+        # Each rerun waits its delay after its own first attempt...
+        assert spans[(line, 2)][0] - spans[(line, 1)][1] >= 0.5 - 0.01
+    # ...and the three reruns run at once (one after another, they could not all overlap).
+    reruns = [spans[(line, 2)] for line in (1, 2, 3)]
+    assert max(start for start, _ in reruns) < min(end for _, end in reruns), reruns
+
+
+def test_only_rerun_and_retry_on_still_decide_in_the_slots(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    import json
+
+    write(pytester, "exit 75 # batch: retries=1 retry-on=75\nexit 3 # batch: retries=1 retry-on=75\n"
+                    "echo x >> ran.$BATCH_LINE; exit 4\necho x >> ran.$BATCH_LINE; exit 5\n")
+    result = pytester.runpytest_subprocess("--batch-jobs", "4", "--reruns", "2", "--only-rerun", "exit code (75|4)",
+                                           "--batch-json", "out.json", "-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"failed": 4, "rerun": 3}
+    attempts = [r["attempts"] for r in json.loads((pytester.path / "out.json").read_text())["results"]]
+    assert attempts == [2, 1, 3, 1]
+    # Nothing was started that rerunfailures did not ask for.
+    assert (pytester.path / "ran.3").read_text() == "x\n" * 3 and (pytester.path / "ran.4").read_text() == "x\n"
+
+
+def test_nothing_starts_after_x_stops_the_run(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "exit 1\ntouch ran.$BATCH_ATTEMPT; sleep 0.5; exit 1\necho never > never\n")
+    result = pytester.runpytest_subprocess("--batch-jobs", "2", "--reruns", "1", "--reruns-delay", "0.3", "-x",
+                                           "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.parseoutcomes() == {"failed": 1, "rerun": 1}
+    time.sleep(0.5)
+    # The second command's rerun was waiting for its delay when -x stopped the run: it never started.
+    assert (pytester.path / "ran.1").exists() and not (pytester.path / "ran.2").exists()
+    assert not (pytester.path / "never").exists()
+
+
+def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    import json
+
+    write(pytester, "sleep 5\n" * 3)
+    result = pytester.runpytest_subprocess("--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
+                                           "--batch-kill-grace", "0.1", "--batch-json", "out.json", "-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"failed": 3, "rerun": 3}
+    results = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert all(a["timed_out"] and 250 < a["duration_ms"] < 2000 for r in results for a in r["attempt_log"])
+    spans = attempt_spans(results)
+    reruns = [spans[(line, 2)] for line in (1, 2, 3)]
+    assert max(start for start, _ in reruns) < min(end for _, end in reruns), reruns

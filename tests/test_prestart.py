@@ -115,7 +115,7 @@ def test_ctrl_c_while_pytest_is_still_starting(tmp_path: Path, mode: list[str], 
     assert statuses[0] == "interrupted"
     # In parallel the second command was running too, and killed as well.
     assert statuses[1] in (("not run", "interrupted") if mode else ("not run",))
-    assert "INTERRUPTED" in (tmp_path / "run.log").read_text()
+    assert "] [ERROR] [!] Interrupted: the run was stopped" in (tmp_path / "run.log").read_text()
 
 
 def test_the_command_line_and_the_api_start_commands_without_importing_pytest() -> None:

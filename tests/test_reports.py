@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from original_lines import LogEntry, parse_log
 
 junitparser_xunit2 = pytest.importorskip("junitparser.xunit2")
 xmlschema = pytest.importorskip("xmlschema")
@@ -37,7 +38,6 @@ REPORTS = (
     "--batch-log", "out/audit.log",
     "--batch-joblog", "out/jobs.tsv",
 )
-LOG_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] \[(INFO|WARNING|ERROR)\] ([A-Z]+|BatchRunner) (.*)\Z")
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
 # Keys the JSON summary adds to the one the terminal and the audit log show.
 RUN_KEYS = ("batchrunner_version", "started", "finished")
@@ -61,7 +61,7 @@ class Reports:
     junit: ET.Element
     junit_path: Path
     json: dict[str, Any]
-    log: list[str]
+    log: list[LogEntry]
     joblog: list[list[str]]
 
     def cases(self, classname: str = "cmds.batch") -> dict[str, ET.Element]:
@@ -75,8 +75,9 @@ class Reports:
         (match,) = [r for r in self.json["results"] if r["command"] == command]
         return match
 
-    def events(self, name: str) -> list[str]:
-        return [m.group(4) for m in map(LOG_LINE.match, self.log) if m and m.group(3) == name]
+    def events(self, start: str, level: str | None = None) -> list[str]:
+        """The log's messages that start with *start* (at *level*)."""
+        return [e.message for e in self.log if e.message.startswith(start) and level in (None, e.level)]
 
 
 def read_reports(directory: Path, *, xsd: bool = True) -> Reports:
@@ -89,9 +90,7 @@ def read_reports(directory: Path, *, xsd: bool = True) -> Reports:
         junit_schema().validate(str(junit_path))
     text = (out / "results.json").read_bytes().decode("utf-8")  # strict: invalid UTF-8 is an error
     document = json.loads(text)
-    log = (out / "audit.log").read_text("utf-8").splitlines()
-    for line in log:
-        assert LOG_LINE.match(line), f"not an audit log line: {line!r}"
+    log = parse_log((out / "audit.log").read_text("utf-8"))
     rows = (out / "jobs.tsv").read_text("utf-8").splitlines()
     assert rows[0] == JOBLOG_HEADER
     joblog = [row.split("\t") for row in rows[1:]]
@@ -127,7 +126,12 @@ def log_value(value: Any) -> str:
 def assert_reports_agree(terminal: dict[str, Any], reports: Reports) -> None:
     """The terminal summary, the JSON, the JUnit file, the audit log and the job log tell the same story."""
     summary, results = reports.json["summary"], reports.json["results"]
+    from pytest_batchrunner.reports.summary import format_rate
+
     for key, value in terminal.items():
+        if key == "success_rate":  # the JSON's is exact, the terminal shows it rounded, truthfully
+            assert format_rate(summary[key], summary["successful"], summary["failed"]) == f"{value}", summary[key]
+            continue
         assert summary[key] == value, (key, summary[key], value)
     assert len(results) == summary["total_commands"]
 
@@ -144,15 +148,16 @@ def assert_reports_agree(terminal: dict[str, Any], reports: Reports) -> None:
         earlier = sum(len(c.findall("flakyFailure")) + len(c.findall("rerunFailure")) for c in cases.values())
         assert earlier == summary["reruns"]
 
-    (last,) = reports.events("SUMMARY")[-1:]
-    pairs = dict(pair.split("=", 1) for pair in last.split(" "))
+    (last,) = reports.events("SUMMARY ")[-1:]
+    pairs = dict(pair.split("=", 1) for pair in last.split(" ")[1:])
     assert pairs == {k: log_value(v) for k, v in summary.items() if k not in RUN_KEYS}
     attempts = sum(r["attempts"] for r in results)
-    assert len(reports.events("END")) == attempts
-    assert len(reports.events("START")) >= attempts  # a command interrupted mid-attempt has no END
+    ended = reports.events("[OK] Command completed") + reports.events("[X] Command failed (")
+    assert len(ended + reports.events("[X] Command timed out")) == attempts
+    assert len(reports.events("Executing: ")) >= attempts  # a command interrupted mid-attempt has no end
     if not summary["interrupted"]:
-        assert len(reports.events("START")) == attempts
-        assert len(reports.events("RETRY")) == summary["reruns"]
+        assert len(reports.events("Executing: ")) == attempts
+        assert len(reports.events("Retrying in ")) == summary["reruns"]
 
     assert len(reports.joblog) == attempts
     for seq, result in enumerate(results, 1):
@@ -246,7 +251,8 @@ def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, ru
     flaky_result = reports.result("test -f flag || { touch flag; echo first try; exit 1; }")
     assert (flaky_result["success"], flaky_result["attempts"], flaky_result["flaky"]) == (True, 2, True)
     timed_out = reports.result("sleep 30")
-    assert (timed_out["success"], timed_out["timed_out"], timed_out["exit_code"]) == (False, True, None)
+    assert (timed_out["success"], timed_out["timed_out"], timed_out["exit_code"]) == (False, True, -1)
+    assert timed_out["stderr"].endswith("Command timed out after 1 seconds\n")  # the original's words
 
 
 def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_leftovers: str) -> None:
@@ -342,7 +348,7 @@ def test_json_results(pytester: pytest.Pytester, run, mode: str) -> None:
     assert (summary["total_commands"], summary["successful"], summary["failed"], summary["skipped"]) == (5, 2, 2, 1)
     assert summary["success_rate"] == 50.0 and summary["interrupted"] is False
     assert summary["min_command_duration_ms"] <= summary["avg_command_duration_ms"] <= summary["max_command_duration_ms"]
-    assert terminal_summary(result.stdout.str())["success_rate"] == summary["success_rate"]
+    assert terminal_summary(result.stdout.str())["success_rate"] == summary["success_rate"] == 50.0
 
     results = document["results"]
     assert [r["line"] for r in results] == [1, 2, 3, 4, 5]
@@ -355,7 +361,8 @@ def test_json_results(pytester: pytest.Pytester, run, mode: str) -> None:
     hello, bad, segv, expected, skipped = results
     assert (hello["success"], hello["exit_code"], hello["stdout"], hello["stderr"]) == (True, 0, "hello\n", "")
     assert bad["exit_code"] == 4 and bad["stdout"] == "bad:\ufffd\ufffd ctl:\x01\x1b\n"
-    assert (segv["success"], segv["signal"], segv["exit_code"], segv["status"]) == (False, "SIGSEGV", None, "failed")
+    # As the original's subprocess.run gave it: a negative signal number.
+    assert (segv["success"], segv["signal"], segv["exit_code"], segv["status"]) == (False, "SIGSEGV", -11, "failed")
     assert (expected["success"], expected["exit_code"]) == (True, 2)
     assert (skipped["status"], skipped["attempts"], skipped["timestamp"]) == ("skipped", 0, None)  # never started: no time
 
@@ -365,55 +372,53 @@ def test_json_results(pytester: pytest.Pytester, run, mode: str) -> None:
 
 def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
     write(pytester, "echo hi\nsleep 100 & echo bg\nsleep 30\n"
-                    "test -f flag || { touch flag; exit 1; }\necho 'two \\\n  lines'\n")
+                    "test -f flag || { touch flag; echo once >&2; exit 1; }\necho 'two \\\n  lines'\n")
     result = run("--batch-log", "out/audit.log", "--reruns", "1", *FAST)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     again = run("--batch-log", "out/audit.log", "-k", "hi")  # a second, short run
     assert again.ret == pytest.ExitCode.OK
-    lines = (pytester.path / "out" / "audit.log").read_text("utf-8").splitlines()
-    parsed = [LOG_LINE.match(line) for line in lines]
-    assert all(parsed), [line for line, m in zip(lines, parsed) if not m]
-    for m in parsed:
-        datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    entries = parse_log((pytester.path / "out" / "audit.log").read_text("utf-8"))
     # Appended: two runs, two headers, two summaries, the second run after the first.
-    events = [m.group(3) for m in parsed]
-    assert events.count("BatchRunner") == 2 and events.count("SUMMARY") == 2
-    second = events.index("BatchRunner", 1)
-    assert events[0] == "BatchRunner" and events[second - 1] == "SUMMARY" and events[-1] == "SUMMARY"
-    assert events[second:] == ["BatchRunner", "START", "END", "SUMMARY"]
-    run_lines = parsed[:second]
-
-    header = run_lines[0].group(4)
-    workers = "mode parallel, workers 2" if mode == "xdist" else "mode sequential, workers 1"
+    messages = [e.message for e in entries]
+    starts = [i for i, m in enumerate(messages) if m.startswith("BatchRunner v")]
+    assert len(starts) == 2 and messages.count("EXECUTION SUMMARY") == 2
+    second = starts[1] - 1  # its first "=" line
+    run_entries, later = entries[:second], messages[second:]
     from pytest_batchrunner import __version__
 
-    assert f"v{__version__} - Starting 5 commands from 1 batch file, {workers}, max retries 1" in header
-    assert "timeout 1 s per attempt" in header
+    mode_name = "parallel" if mode == "xdist" else "sequential"
+    assert messages[:6] == ["=" * 70, f"BatchRunner v{__version__} - Starting 5 commands", f"Mode: {mode_name}",
+                            "Retries: 1", "Timeout: 1.0s per command", "=" * 70]
+    assert later[:5] == ["=" * 70, f"BatchRunner v{__version__} - Starting 1 commands", f"Mode: {mode_name}",
+                         "Retries: 0", "=" * 70]
+    assert "Executing: echo hi (attempt 1/1)" in later and later[-1].startswith("SUMMARY ")
 
-    def lines_of(event: str, level: str | None = None) -> list[str]:
-        return [m.group(4) for m in run_lines if m.group(3) == event and (level is None or m.group(2) == level)]
+    def of(start: str, level: str | None = None) -> list[LogEntry]:
+        return [e for e in run_entries if e.message.startswith(start) and level in (None, e.level)]
 
-    assert len(lines_of("START")) == len(lines_of("END")) == 7  # 5 commands, 2 reruns
-    assert "cmds.batch:5 attempt 1: " + r"echo 'two \\n  lines'" in lines_of("START")
-    assert any(t.startswith("cmds.batch:1 attempt 1: exit code 0 in ") and t.endswith("passed: echo hi")
-               for t in lines_of("END", "INFO"))
-    assert any(t.startswith("cmds.batch:3 attempt 2: timed out after 1 s in ") for t in lines_of("END", "ERROR"))
-    assert all(re.search(r" s \(started \d\d:\d\d:\d\d\.\d{3}, worker (main|gw\d)\), ", t) for t in lines_of("END"))
-    assert any(t.startswith("cmds.batch:4 attempt 1: exit code 1 in ") and "failed, will be retried" in t
-               for t in lines_of("END", "WARNING"))
-    assert sorted(lines_of("RETRY")) == [
-        "cmds.batch:3: attempt 1 failed (timed out after 1 s), running attempt 2",
-        "cmds.batch:4: attempt 1 failed (exit code 1), running attempt 2",
-    ]
-    assert len(lines_of("TIMEOUT", "WARNING")) == 2
-    (leftovers,) = lines_of("LEFTOVERS", "WARNING")
-    assert leftovers.startswith("cmds.batch:2 attempt 1: killed processes left behind: ") and "sleep 100" in leftovers
-    # Every attempt's START comes before its END.
-    for where in ("cmds.batch:1", "cmds.batch:3", "cmds.batch:4"):
-        sequence = [m.group(3) for m in run_lines if m.group(3) in ("START", "END") and m.group(4).startswith(where)]
-        assert sequence == ["START", "END"] * (len(sequence) // 2), (where, sequence)
-    (summary,) = lines_of("SUMMARY", "ERROR")
-    assert "total_commands=5 successful=4 failed=1 success_rate=80.0" in summary and "interrupted=false" in summary
+    assert len(of("Executing: ", "INFO")) == 7  # 5 commands, 2 reruns
+    assert len(of("[OK] Command completed (", "SUCCESS")) == 4
+    assert [e.message for e in of("[X] Command failed", "ERROR")] == ["[X] Command failed (exit code 1)"]
+    assert [e.message for e in of("Error output", "ERROR")] == ["Error output: once"]
+    assert [e.message for e in of("[X] Command timed out", "ERROR")] == ["[X] Command timed out after 1.0s"] * 2
+    assert [e.message for e in of("Retrying in", "INFO")] == ["Retrying in 0.0s..."] * 2
+    assert "Executing: echo 'two \\\\n  lines' (attempt 1/2)" in [e.message for e in of("Executing")]
+    (leftovers,) = of("[!] Killed processes left behind", "WARNING")
+    assert "sleep 100" in leftovers.message
+    if mode == "inprocess":
+        assert [e.message for e in of("\n[")] == [f"\n[{i}/5] Starting command..." for i in range(1, 6)]
+    else:
+        assert len(of("Progress: ")) == 5 and of("Progress: ")[-1].message == "Progress: 5/5 completed"
+    # Every attempt's Executing comes before its end, and each line is stamped with its event's time.
+    hi = [e.message for e in run_entries if e.message.startswith(("Executing: echo hi", "[OK]"))]
+    assert hi[0] == "Executing: echo hi (attempt 1/2)" and hi[1].startswith("[OK]")
+    stamps = [datetime.datetime.strptime(e.time, "%Y-%m-%d %H:%M:%S") for e in of("Executing: sleep 30")]
+    assert (stamps[1] - stamps[0]).total_seconds() >= 1  # the second attempt started after the first timed out
+    summary_block = [e.message for e in run_entries[-20:]]
+    assert "Success Rate: 80.0%" in summary_block and "Failed: 1" in summary_block and "Total Commands: 5" in summary_block
+    (pairs,) = [m for m in summary_block if m.startswith("SUMMARY ")]
+    assert "total_commands=5 successful=4 failed=1 success_rate=80.0" in pairs and "interrupted=false" in pairs
+    assert all(e.level == "INFO" for e in run_entries[-20:] if not e.message.startswith("["))
 
 
 # -- job log ------------------------------------------------------------------------------------
@@ -498,9 +503,9 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
             assert cases[r["command"]].find("skipped").get("type") == "batchrunner.notrun"
 
     assert_reports_agree(terminal_summary(text), reports)
-    assert "the run was stopped" in reports.events("INTERRUPTED")[0]
-    assert "cmds.batch:5: touch started; sleep 300 # batch: timeout=120" in reports.events("INTERRUPTED")
-    assert reports.events("SUMMARY")[-1].endswith("interrupted=true")
+    assert reports.events("[!] Interrupted: the run was stopped", "ERROR")
+    assert "[X] Command interrupted: touch started; sleep 300 # batch: timeout=120" in reports.events("[X]", "ERROR")
+    assert reports.events("SUMMARY ")[-1].endswith("interrupted=true")
 
 
 # -- option handling and write failures ---------------------------------------------------------

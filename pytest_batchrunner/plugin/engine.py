@@ -14,8 +14,8 @@ import pytest
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
 
 __all__ = [
-    "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PATTERNS_KEY", "PRESTART_KEY", "RECORDING_KEY",
-    "EngineSettings", "MIN_RELATIVE_TIMEOUT", "default_timeout", "has_timeout_plugin",
+    "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PATTERNS_KEY", "PRESTART_KEY",
+    "RECORDING_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT", "default_timeout", "has_timeout_plugin",
 ]
 
 MIN_RELATIVE_TIMEOUT = 1.0
@@ -43,6 +43,11 @@ ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
 """The environment commands start from (see :mod:`~pytest_batchrunner.plugin.environment`)."""
 LIVE_KEY = pytest.StashKey[Any]()
 """The process's :class:`~pytest_batchrunner.plugin.live.WorkerLive`, when commands are watched live."""
+ATTEMPT_STARTED_KEY = pytest.StashKey[Any]()
+"""``(nodeid, attempt, max_attempts, started)``: called (in any thread) when an attempt's command has started.
+
+Set by the controller's recording (see :mod:`~pytest_batchrunner.plugin.recording`), so
+in a run without xdist; the logs announce a command when it really starts."""
 PRESTART_KEY = pytest.StashKey[Any]()
 """The Python API's :class:`~pytest_batchrunner.process.prestart.Prestart`: commands started before pytest was ready."""
 

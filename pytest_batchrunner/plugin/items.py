@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, group_key, item_names, parse_batch_text
 from pytest_batchrunner.process.environment import command_environment
-from pytest_batchrunner.plugin.engine import ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings
+from pytest_batchrunner.plugin.engine import (
+    ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings,
+)
 from pytest_batchrunner.process.command import Attempt, RunningCommand, start_command
 
 
@@ -114,6 +117,7 @@ class CommandItem(pytest.Item):
         self.step = 0
         """Position in its sequential group (1 for the first step), else 0."""
         self.last_attempt: Attempt | None = None
+        self._rerun_policy: RerunPolicy | None = None
         self._apply_settings()
 
     def _apply_settings(self) -> None:
@@ -139,6 +143,16 @@ class CommandItem(pytest.Item):
         group = group_key(self.spec)
         if group is not None:
             self.add_marker(pytest.mark.xdist_group(group))
+
+    def rerun_policy(self) -> RerunPolicy:
+        """pytest-rerunfailures' settings for this item, read once through its own functions.
+
+        Read before the run may hand the delay over to the job slots (see
+        :mod:`~pytest_batchrunner.plugin.jobs`), so the logs keep saying the real delay.
+        """
+        if self._rerun_policy is None:
+            self._rerun_policy = RerunPolicy.of(self)
+        return self._rerun_policy
 
     @property
     def engine(self) -> EngineSettings:
@@ -194,16 +208,19 @@ class CommandItem(pytest.Item):
         )
         if watch is not None:
             watch.start()
+        announce = self.config.stash.get(ATTEMPT_STARTED_KEY, None)
+        if announce is not None:
+            announce(self.nodeid, number, self.rerun_policy().reruns + 1, running.wall_start)
         return running
 
     def runtest(self) -> None:
         self.attempt_number += 1
         self.last_attempt = None
         ahead = None
-        if self.attempt_number == 1:
-            jobs = self.config.stash.get(JOBS_KEY, None)
-            if jobs is not None:
-                ahead = jobs.take(self)
+        jobs = self.config.stash.get(JOBS_KEY, None)
+        if jobs is not None:
+            # The first attempt may have been started ahead, a rerun in its job slot (see plugin.jobs).
+            ahead = jobs.take(self, self.attempt_number)
         relative = self.relative_timeout
         timeout = relative[0] if relative is not None else self.timeout
         attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, timeout)
@@ -258,6 +275,8 @@ class CommandItem(pytest.Item):
             "expected_exit": a.expected_exit,
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "pid": os.getpid(),
+            "max_attempts": self.rerun_policy().reruns + 1,
+            "retry_delay": self.rerun_policy().delay(self.attempt_number),
         }
 
 
@@ -279,6 +298,34 @@ def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str):  # t
     entries[0].lines = text.split("\n")
     crash.message = text.split("\n", 1)[0]
     return rep
+
+
+@dataclasses.dataclass(frozen=True)
+class RerunPolicy:
+    """What pytest-rerunfailures will do with an item, as its own functions say (all zeros without it)."""
+
+    reruns: int = 0
+    base_delay: float = 0.0
+    backoff: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds rerunfailures waits after a failed *attempt* (1 for the first), backoff included."""
+        return float(self.base_delay * self.backoff ** (attempt - 1)) if self.reruns else 0.0
+
+    @classmethod
+    def of(cls, item: pytest.Item) -> RerunPolicy:
+        if not hasattr(item.config.option, "reruns"):  # rerunfailures is not active
+            return cls()
+        import pytest_rerunfailures as rr
+
+        excluded = getattr(rr, "_is_rerun_path_excluded", None)
+        if excluded is not None and excluded(item):
+            return cls()
+        reruns = rr.get_reruns_count(item)
+        if not reruns:
+            return cls()
+        factor = getattr(rr, "get_reruns_delay_backoff_factor", None)
+        return cls(int(reruns), float(rr.get_reruns_delay(item)), float(factor(item)) if factor else 1.0)
 
 
 class CommandSetupError(Exception):

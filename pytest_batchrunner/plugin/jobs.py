@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.plugin.engine import ENGINE_KEY, PRESTART_KEY
-from pytest_batchrunner.plugin.items import CommandItem
+from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, ENGINE_KEY, PRESTART_KEY
+from pytest_batchrunner.plugin.items import CommandFailed, CommandItem
 from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
 from pytest_batchrunner.process.command import Attempt, RunningCommand, kill_group, terminate_in_flight
 from pytest_batchrunner.plugin.timeouts import resolve_timeout
@@ -51,6 +51,10 @@ class JobRunner:
         self.lock = threading.Lock()
         self.pending: dict[CommandItem, Future[Attempt]] = {}
         """Started ahead, not yet taken by their item."""
+        self.retries: dict[tuple[CommandItem, int], Future[Attempt]] = {}
+        """Reruns a job slot will start after their delay (see :meth:`_chain`), by item and attempt number."""
+        self.stop = threading.Event()
+        """Set when the run loop ends: a rerun waiting for its delay starts nothing."""
         self.claimed: set[pytest.Item] = set()
         """Items whose first attempt has started (ahead or in their own protocol)."""
         self.startable: dict[CommandItem, bool] = {}
@@ -85,7 +89,7 @@ class JobRunner:
         if session.shouldstop or session.shouldfail:
             return
         if self.prestart is not None and not self.handed_off:
-            self._adopt(self.prestart)
+            self._adopt(self.prestart, session)
         upcoming = self._upcoming(item, nextitem)
         with self.lock:
             self.upcoming = upcoming
@@ -93,13 +97,19 @@ class JobRunner:
 
     # -- the work -----------------------------------------------------------------------------
 
-    def take(self, item: CommandItem) -> Future[Attempt] | None:
-        """The command started ahead for *item*'s first attempt, if any (called by the item).
+    def take(self, item: CommandItem, number: int = 1) -> Future[Attempt] | None:
+        """The command started ahead for *item*'s attempt *number*, if any (called by the item).
 
-        Without one, the item is claimed, so that it is not started ahead while it
-        runs its command itself.
+        Without a first attempt started ahead, the item is claimed, so that it is
+        not started ahead while it runs its command itself. A rerun is there when
+        the item's job slot has started it (see :meth:`_chain`).
         """
         with self.lock:
+            if number > 1:
+                future = self.retries.pop((item, number), None)
+                if future is not None and future.done() and isinstance(future.exception(), _NotStarted):
+                    return None
+                return future
             self.claimed.add(item)
             return self._started_ahead(item, remove=True)
 
@@ -118,16 +128,57 @@ class JobRunner:
             future = self.adopted.pop(key, None) if remove else self.adopted.get(key)
         return future
 
-    def _adopt(self, prestart: Prestart) -> None:
+    def _adopt(self, prestart: Prestart, session: pytest.Session) -> None:
         """Take over the commands *prestart* started: they count as running until they end."""
         self.handed_off = True
         started = prestart.handoff()
         with self.lock:
             self.adopted.update(started)
             self.running += len(started)
-        for future in started.values():
-            # Called at once for a command that has already ended.
+        if not started:
+            return
+        announce = self.config.stash.get(ATTEMPT_STARTED_KEY, None)
+        with prestart.lock:
+            times = dict(prestart.start_times)
+        left = dict(started)
+        for item in session.items:
+            if not left:
+                break
+            if not isinstance(item, CommandItem):
+                continue
+            key = prestart_key(str(item.path), item.spec)
+            future = left.pop(key, None)
+            if future is None:
+                continue
+            if announce is not None and key in times:
+                # The logs announce it now, stamped with when it started.
+                announce(item.nodeid, 1, item.rerun_policy().reruns + 1, times[key])
+            proxy: Future[Attempt] = Future()
+            with self.lock:
+                in_slot = self._may_start(item) and self._retries_in_slot(item)
+                if in_slot:
+                    # Its item takes this future, published once the slot knows about a rerun (see _chain).
+                    self.adopted[key] = proxy
+            if in_slot:
+                future.add_done_callback(lambda done, item=item, proxy=proxy: self._adopted_chain(item, done, proxy))
+            else:
+                # Called at once for a command that has already ended.
+                future.add_done_callback(self._adopted_done)
+        for future in left.values():  # not collected (cannot happen: the specs are the items')
             future.add_done_callback(self._adopted_done)
+
+    def _adopted_chain(self, item: CommandItem, done: Future[Attempt], proxy: Future[Attempt]) -> None:
+        """An adopted first attempt of an item whose reruns run in its slot has ended: go on in the slot."""
+        if done.cancelled() or done.exception() is not None:
+            proxy.set_exception(done.exception() if not done.cancelled() else _NotStarted("cancelled"))
+            self._adopted_done(done)
+            return
+        try:
+            self.pool.submit(self._chain, item, proxy, 1, done.result())
+        except RuntimeError as exc:  # the pool is shutting down: the run is over
+            proxy.set_exception(exc)
+            with self.lock:
+                self.running -= 1
 
     def _adopted_done(self, future: Future[Attempt]) -> None:
         with self.lock:
@@ -161,7 +212,11 @@ class JobRunner:
                     continue
                 self.claimed.add(item)
                 self.running += 1
-                if spawn_here:
+                if self._retries_in_slot(item):
+                    # Its reruns run in this slot too, each after its delay (see _chain).
+                    self.pending[item] = future = Future()
+                    self.pool.submit(self._chain, item, future)
+                elif spawn_here:
                     self.pending[item] = future = Future()
                     chosen.append((item, future))
                 else:
@@ -218,6 +273,75 @@ class JobRunner:
                 future.set_result(attempt)
         return attempt
 
+    # -- reruns in the job slots ---------------------------------------------------------------
+
+    def _retries_in_slot(self, item: CommandItem) -> bool:
+        """Whether *item*'s reruns run in its job slot, each after its delay, while other commands go on.
+
+        Only with several jobs (one job runs one command at a time anyway), when
+        pytest-rerunfailures will rerun it, and when its rules can be read ahead:
+        not with a ``condition=``, ``--max-suite-reruns`` or an ``xfail`` marker.
+        pytest-rerunfailures still decides every rerun, in the item's protocol;
+        the slot only starts the rerun it will ask for (see :func:`_would_rerun`),
+        and the item's delay is then waited in the slot, not again by its protocol.
+        Called under the lock, once per item.
+        """
+        if self.jobs <= 1:
+            return False
+        policy = item.rerun_policy()  # read before the delay is handed over, below
+        if not policy.reruns or not _predictable(item):
+            return False
+        _hand_over_delay(item, policy.reruns)
+        return True
+
+    def _chain(self, item: CommandItem, first: Future[Attempt], number: int = 1, attempt: Attempt | None = None) -> None:
+        """Run *item*'s attempt *number* (or take its *attempt*, already run) and each rerun
+        pytest-rerunfailures will ask for, in this slot.
+
+        Each attempt has its own timeout and is published in its own future, which
+        the item's protocol takes (:meth:`take`); the next one's future exists
+        before this one is published, so the item never runs a rerun the slot runs.
+        """
+        policy = item.rerun_policy()
+        future = first
+        success = False
+        try:
+            while True:
+                if attempt is None:
+                    try:
+                        running = item.start_attempt(number, resolve_timeout(item), started=self._started)
+                        attempt = running.wait()
+                    except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
+                        future.set_exception(exc)
+                        return
+                    self.finished(attempt.pid)
+                success = attempt.success
+                rerun: Future[Attempt] | None = None
+                try:
+                    again = not success and number <= policy.reruns and _would_rerun(item, attempt)
+                except Exception:  # noqa: BLE001 - rerunfailures still decides, in the item's protocol
+                    again = False
+                if again:
+                    rerun = Future()
+                    with self.lock:
+                        self.retries[(item, number + 1)] = rerun
+                future.set_result(attempt)
+                if rerun is None:
+                    return
+                # The original's thread slept here too: this slot waits, the others go on.
+                delay = policy.delay(number)
+                # A huge delay (1e300, inf) is a wait until the run ends, not an OverflowError.
+                delay = min(delay, threading.TIMEOUT_MAX) if delay >= 0 else 0.0
+                if self.stop.wait(delay) or item.session.shouldstop or item.session.shouldfail:
+                    rerun.set_exception(_NotStarted("the run is stopping"))
+                    return
+                number, future, attempt = number + 1, rerun, None
+        finally:
+            with self.lock:
+                self.running -= 1
+            if success:
+                self._fill()
+
     def _started(self, pgid: int) -> None:
         with self.lock:
             self.live.add(pgid)
@@ -272,14 +396,81 @@ class JobRunner:
 
     def shutdown(self) -> None:
         """Terminate commands still in flight (TERM, grace, KILL) and drop their results."""
+        self.stop.set()
         with self.lock:
             self.stopping = True
-            pending = list(self.pending.values())
+            pending = [*self.pending.values(), *self.retries.values()]
         terminate_in_flight(self.lock, self.live, pending, self.config.stash[ENGINE_KEY].kill_grace)
         self.pending.clear()
+        self.retries.clear()
         self.pool.shutdown(wait=True)
         if self.prestart is not None:
             self.prestart.close()
+
+
+class _NotStarted(Exception):
+    """A rerun the slot did not start: the run stopped during its delay."""
+
+
+def _predictable(item: CommandItem) -> bool:
+    """Whether pytest-rerunfailures' decision to rerun *item* can be read ahead of its protocol."""
+    option = item.config.option
+    if getattr(option, "max_suite_reruns", None) is not None or item.get_closest_marker("xfail") is not None:
+        return False
+    marker = item.get_closest_marker("flaky")
+    return marker is None or "condition" not in marker.kwargs
+
+
+def _hand_over_delay(item: CommandItem, reruns: int) -> None:
+    """Give *item* a ``flaky`` marker like its own but with no delay: its job slot waits the delay instead.
+
+    pytest-rerunfailures reads the delay when the item's protocol starts and
+    sleeps it in pytest's main thread before each rerun; the slot has already
+    waited it when the rerun's attempt is taken, and a second wait would hold
+    every other item's report. Everything else (the number of reruns,
+    ``only_rerun``, ``rerun_except``) stays as rerunfailures resolves it.
+    """
+    import pytest_rerunfailures as rr
+
+    marker = item.get_closest_marker("flaky")
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    if marker is not None:
+        for name, value in zip(("reruns", "reruns_delay", "reruns_delay_backoff_factor"), marker.args, strict=False):
+            kwargs.setdefault(name, value)
+        kwargs.setdefault("reruns", 1)
+    else:
+        # A marker's count replaces the global one, or is added to it with --reruns-mode append.
+        extra = 0
+        if getattr(item.config.option, "reruns_mode", None) == "append":
+            extra = rr._get_global_reruns(item.config) or 0
+        kwargs["reruns"] = reruns - extra
+    kwargs["reruns_delay"] = 0
+    item.add_marker(pytest.mark.flaky(**kwargs), append=False)
+
+
+def _would_rerun(item: CommandItem, attempt: Attempt) -> bool:
+    """Whether pytest-rerunfailures' ``--only-rerun`` / ``--rerun-except`` (or the marker's) let *attempt*'s failure rerun.
+
+    Asked through rerunfailures' own matching, on the failure the item will raise.
+    """
+    import pytest_rerunfailures as rr
+
+    hard_fail = getattr(rr, "_should_hard_fail_on_error", None)
+    if hard_fail is None:
+        return False
+    try:
+        raise CommandFailed(attempt, item.spec)  # raised, as the item raises it: with a traceback
+    except CommandFailed as exc:
+        excinfo = pytest.ExceptionInfo.from_exception(exc)
+    return not hard_fail(item, _FailedCall(), excinfo)
+
+
+class _FailedCall:
+    """What rerunfailures reads of a report to decide: a failed call."""
+
+    outcome = "failed"
+    when = "call"
+    failed = True
 
 
 def _xdist_queue(config: pytest.Config) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text
+from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY
 from pytest_batchrunner.reports.results import Recorder
 from pytest_batchrunner.reports.summary import write_terminal_summary
 
@@ -39,6 +40,15 @@ class BatchRecording:
         )
         self._is_batch: dict[str, bool] = {}
         self.writers: list[Any] = []
+        config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
+
+    def attempt_started(self, nodeid: str, number: int, max_attempts: int, started: float) -> None:
+        """An attempt's command has started in this process (any thread): tell the listeners that care."""
+        nodeid = self.key(nodeid)
+        for listener in self.recorder.listeners:
+            on_command_start = getattr(listener, "on_command_start", None)
+            if on_command_start is not None:
+                on_command_start(nodeid, number, max_attempts, started)
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""

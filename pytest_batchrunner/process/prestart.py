@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -72,6 +73,8 @@ class Prestart:
         self.cwd = os.getcwd()
         self.lock = threading.Lock()
         self.started: dict[PrestartKey, Future[Attempt]] = {}
+        self.start_times: dict[PrestartKey, float] = {}
+        """When each command started (``time.time()``), for the logs' ``Executing`` lines."""
         self.running = 0
         self.live: set[int] = set()
         self.stopped = False
@@ -125,7 +128,7 @@ class Prestart:
                 cwd=self.cwd,
                 env=command_environment(self.base_env, self.path, spec.line, 1),
                 kill_grace=self.kill_grace,
-                started=self._started,
+                started=lambda pgid: self._started(pgid, spec),
             )
             success = attempt.success
             with self.lock:
@@ -138,9 +141,10 @@ class Prestart:
             if success:
                 self._fill()
 
-    def _started(self, pgid: int) -> None:
+    def _started(self, pgid: int, spec: CommandSpec) -> None:
         with self.lock:
             self.live.add(pgid)
+            self.start_times[prestart_key(self.path, spec)] = time.time()
             closing = self.closing
         if closing:  # started by a thread that was already on its way when close() began
             kill_group(pgid, signal.SIGKILL)

@@ -1,76 +1,130 @@
-"""The audit log (``--batch-log PATH``): one timestamped line per event, as the run goes.
+"""The audit log (``--batch-log PATH``, the API's ``log_file``, ``batchrunner -l``) and the API's console lines.
 
-Plain Python, no pytest import. Every line is ``[YYYY-MM-DD HH:MM:SS] [LEVEL] message``
-(local time; ``LEVEL`` is ``INFO``, ``WARNING`` or ``ERROR``), and the message
-starts with the event's name:
+Plain Python, no pytest import. One format, the original BatchRunner's: every
+line is ``[YYYY-MM-DD HH:MM:SS] [LEVEL] message`` (local time, stamped with the
+time of the event it tells, not the time it was written), with the original's
+levels and messages, so that scripts that grep the original's log read this one:
 
-* ``BatchRunner`` - the header (worded as the original BatchRunner's), before the first command starts: version,
-  number of commands and batch files, mode, workers, retries, timeout;
-* ``START`` / ``END`` - every attempt of every command, with its place
-  (``file:line``), attempt number, command, and at the end its status (exit
-  code, signal or timeout), duration, start time, worker and verdict (``START``
-  is when pytest starts the item's attempt; with ``--batch-jobs`` the command
-  may have been started ahead, at the time ``END`` gives);
-* ``RETRY``, ``TIMEOUT``, ``LEFTOVERS`` - an attempt that will be retried, that
-  timed out (its process group was killed), or that left processes behind
-  (they were killed, and are named);
-* ``INTERRUPTED`` - the run was stopped: one line for the run, one per command
-  that was running;
-* ``SUMMARY`` - the summary as ``key=value`` pairs, the same keys and values as
-  the JSON results' ``summary``.
+* the header: a line of ``=``, ``BatchRunner vX - Starting N commands``,
+  ``Mode: ...``, ``Retries: N``, ``Timeout: Ns per command`` (when there is one), ``=``;
+* ``[i/N] Starting command...`` (sequential mode, after a blank line, as the original's);
+* ``Executing: CMD (attempt i/n)`` when an attempt starts (``n`` is 1 plus the
+  command's reruns); in parallel mode it is written when the command really
+  starts, so what is running is always shown;
+* ``[SUCCESS] [OK] Command completed (N.Nms)``, ``[ERROR] [X] Command failed
+  (exit code N)`` and ``[ERROR] Error output: ...``, ``[ERROR] [X] Command timed
+  out after Ns``; ``Retrying in Ns...`` before a rerun;
+* ``Progress: i/N completed`` (parallel mode) when a command has finished;
+* the ``EXECUTION SUMMARY`` block, and ``Failed commands:`` with each one's
+  first 100 characters of stderr.
+
+What the original did not have is told in the same shape: ``[WARNING] [!]
+Killed processes left behind ...``, ``[ERROR] [!] Interrupted ...``, ``[ERROR]
+[X] Command interrupted: CMD``, ``[WARNING] [!] Not run: CMD``, ``[INFO]
+SUMMARY key=value ...`` (the JSON summary, unrounded), ``Results saved to: PATH``.
+
+As in the original, some messages begin with a newline (``\\n[1/3] Starting
+command...``, the summary's first ``=`` line, ``\\nFailed commands:``), and the
+``Error output`` of a command keeps its line breaks; other control characters
+are escaped (see :func:`~pytest_batchrunner.reports.files.one_line`), so
+nothing in a command's output can drive a terminal reading the log.
 
 The file is appended to, never truncated: it is the history of every run.
 Only the process that reports writes it (the xdist controller), each line
-with a single ``write``, so lines never interleave mid-line. Commands and
-output are kept on one line by :func:`~pytest_batchrunner.reports.files.one_line`.
+with a single ``write``. Under xdist the controller learns of an attempt when
+its report arrives: its ``Executing`` line is written then, stamped with the
+time the attempt started.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from pytest_batchrunner._version import __version__
-from pytest_batchrunner.reports.files import LineFile, attempt_status, one_line
-from pytest_batchrunner.reports.results import Recorder
+from pytest_batchrunner.reports.files import LineFile, one_line
+from pytest_batchrunner.reports.results import Recorder, original_exit_code
+from pytest_batchrunner.reports.summary import format_rate
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "log_line"]
 
-INFO, WARNING, ERROR = "INFO", "WARNING", "ERROR"
+INFO, SUCCESS, WARNING, ERROR = "INFO", "SUCCESS", "WARNING", "ERROR"
+RULE = "=" * 70
+FAILED_STDERR_CHARS = 100
+"""Characters of stderr shown per failed command in the summary, as the original."""
+
+
+def log_line(level: str, message: str, when: float | None = None) -> str:
+    """One line in the original's shape: ``[YYYY-MM-DD HH:MM:SS] [LEVEL] message`` (no newline at the end)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() if when is None else when))
+    return f"[{stamp}] [{level}] {message}"
+
+
+def seconds_text(value: float) -> str:
+    """Seconds as the original wrote its float settings: ``1.0``, ``0.5``, ``30.0``."""
+    return str(float(value))
+
+
+def _keep_lines(text: str) -> str:
+    """*text* with its line breaks kept (as the original wrote it) and other control characters escaped."""
+    return "\n".join(one_line(part) for part in text.replace("\r\n", "\n").split("\n"))
 
 
 class AuditLog:
     """Recorder listener and writer for :class:`~pytest_batchrunner.plugin.recording.BatchRecording`.
 
-    *timeout* is the run's default per-attempt timeout in seconds (``None``:
-    none); a line's own ``timeout=`` setting still applies to that line.
+    Writes to *path* (appended to) and/or *stream* (the Python API's console,
+    ``verbose=True``). *timeout* is the run's default per-attempt timeout in
+    seconds (``None``: none), for the header.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None,
         recorder: Recorder,
         *,
         timeout: float | None = None,
+        stream: IO[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.file = LineFile(path)
+        self.file = LineFile(path) if path is not None else None
+        self.stream = stream
         self.recorder = recorder
         self.timeout = timeout
         self.clock = clock
+        self.saved: list[str] = []
+        """Files written before this log's end (``--batch-json``), named by ``Results saved to:`` lines."""
+        self.lock = threading.RLock()
         self._header_written = False
-        self._attempts: dict[str, int] = {}
+        self._emitted: set[tuple[str, int]] = set()
+        self._waiting: dict[tuple[str, int], tuple[float, int]] = {}
+        self._logstarts: dict[str, int] = {}
+        self._started_commands = 0
+        self._completed = 0
 
     # -- lines ----------------------------------------------------------------------------
 
-    def log(self, level: str, message: str) -> None:
-        """Append one ``[time] [LEVEL] message`` line."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.clock()))
-        self.file.write_line(f"[{stamp}] [{level}] {one_line(message)}")
+    def log(self, level: str, message: str, when: float | None = None) -> None:
+        """Write one line; *when* is the time of its event (default: now)."""
+        line = log_line(level, message, self.clock() if when is None else when)
+        with self.lock:
+            if self.file is not None:
+                self.file.write_line(line)
+            if self.stream is not None:
+                try:
+                    self.stream.write(line + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed or broken console must not stop the commands
+                    pass
 
-    def _header(self) -> None:
+    @property
+    def parallel(self) -> bool:
+        return self.recorder.mode == "parallel"
+
+    def _header(self, when: float | None = None) -> None:
         # Written before the first event rather than at configure time: only then
         # is every command known, also on an xdist controller, which learns them
         # from its workers' collection.
@@ -78,87 +132,140 @@ class AuditLog:
             return
         self._header_written = True
         r = self.recorder
-        files = {e.file for e in r.entries.values() if e.file}
-        timeout = f"{self.timeout:g} s per attempt" if self.timeout else "none"
-        self.log(
-            INFO,
-            f"BatchRunner v{__version__} - Starting {len(r.entries)} commands from {len(files)} batch "
-            f"file{'s' if len(files) != 1 else ''}, mode {r.mode}, workers {r.workers}, "
-            f"max retries {r.max_retries}, timeout {timeout} (a line's timeout= setting overrides it)",
-        )
+        self.log(INFO, RULE, when)
+        self.log(INFO, f"BatchRunner v{__version__} - Starting {len(r.entries)} commands", when)
+        self.log(INFO, f"Mode: {r.mode}", when)
+        self.log(INFO, f"Retries: {r.max_retries}", when)
+        if self.timeout:
+            self.log(INFO, f"Timeout: {seconds_text(self.timeout)}s per command", when)
+        self.log(INFO, RULE, when)
 
-    def _where(self, nodeid: str) -> str:
+    def _command(self, nodeid: str) -> str:
         entry = self.recorder.entries.get(nodeid)
-        if entry is None or entry.file is None:
-            return nodeid
-        return f"{entry.file}:{entry.line}"
+        return entry.command if entry is not None and entry.command else nodeid
+
+    def _executing(self, nodeid: str, number: int, max_attempts: int, when: float) -> None:
+        self._emitted.add((nodeid, number))
+        self._waiting.pop((nodeid, number), None)
+        self._header(when)
+        if number == 1:
+            self._started_commands += 1
+            if not self.parallel:
+                self.log(INFO, f"\n[{self._started_commands}/{len(self.recorder.entries)}] Starting command...", when)
+        command = one_line(self._command(nodeid))
+        self.log(INFO, f"Executing: {command} (attempt {number}/{max(max_attempts, number)})", when)
 
     # -- recorder listener ----------------------------------------------------------------
 
+    def on_command_start(self, nodeid: str, number: int, max_attempts: int, started: float) -> None:
+        """Attempt *number* of a command has just started (in this process; any thread).
+
+        In parallel mode its line is written at once. In sequential mode it waits
+        for the item's turn (a command started ahead of its turn would otherwise
+        be announced before the one before it has been reported).
+        """
+        with self.lock:
+            key = (nodeid, number)
+            if key in self._emitted:
+                return
+            if self.parallel or self._logstarts.get(nodeid, 0) >= number:
+                self._executing(nodeid, number, max_attempts, started)
+            else:
+                self._waiting[key] = (started, max_attempts)
+
     def on_start(self, nodeid: str, command: str) -> None:
-        """An attempt of a command is starting."""
-        self._header()
-        # Counted here, across workers: a rerun after a worker crash runs on
-        # another worker, whose own count starts again at 1.
-        number = self._attempts[nodeid] = self._attempts.get(nodeid, 0) + 1
-        self.log(INFO, f"START {self._where(nodeid)} attempt {number}: {command}")
+        """pytest starts an attempt of a command's item (its ``Executing`` line may be waiting for it)."""
+        with self.lock:
+            number = self._logstarts[nodeid] = self._logstarts.get(nodeid, 0) + 1
+            waiting = self._waiting.get((nodeid, number))
+            if waiting is not None:
+                self._executing(nodeid, number, waiting[1], waiting[0])
 
     def on_attempt(self, record: dict[str, Any], outcome: str) -> None:
         """An attempt ended; *outcome* is ``"rerun"`` when it will be retried."""
-        self._header()
-        nodeid = record["nodeid"]
-        where = self._where(nodeid)
-        number = self._attempts.get(nodeid) or record["attempt"]
-        if record["success"] and outcome == "failed":
-            level, verdict = ERROR, "succeeded, but its test failed (strict xfail)"
-        elif record["success"]:
-            level, verdict = INFO, "passed"
-        elif outcome == "rerun":
-            level, verdict = WARNING, "failed, will be retried"
-        elif outcome == "skipped":
-            level, verdict = INFO, "failed as expected (xfail)"
-        else:
-            level, verdict = ERROR, "failed"
-        status = attempt_status(record)
-        started = time.strftime("%H:%M:%S", time.localtime(record["started"]))
-        started += f".{int(record['started'] % 1 * 1000):03d}"
-        self.log(
-            level,
-            f"END {where} attempt {number}: {status} in {record['duration_ms'] / 1000:.3f} s "
-            f"(started {started}, worker {record['worker']}), {verdict}: {record['command']}",
-        )
+        with self.lock:
+            self._attempt(record, outcome)
+
+    def _attempt(self, record: dict[str, Any], outcome: str) -> None:
+        nodeid, number = record["nodeid"], record["attempt"]
+        started = record["started"]
+        if (nodeid, number) not in self._emitted:
+            self._executing(nodeid, number, record.get("max_attempts") or number, started)
+        ended = started + record["duration_ms"] / 1000
         if record["timed_out"]:
-            self.log(WARNING, f"TIMEOUT {where} attempt {number}: {status}, its process group was killed")
+            timeout = record.get("timeout")
+            after = f"{seconds_text(timeout)}s" if timeout else "its timeout"
+            self.log(ERROR, f"[X] Command timed out after {after}", ended)
+        elif record["success"]:
+            self.log(SUCCESS, f"[OK] Command completed ({record['duration_ms']:.1f}ms)", ended)
+            if outcome == "failed":
+                self.log(ERROR, "[X] Command succeeded, but was expected to fail (strict xfail)", ended)
+        else:
+            # Exactly the original's words: a signal is a negative exit code, as subprocess gives it.
+            self.log(ERROR, f"[X] Command failed (exit code {original_exit_code(record)})", ended)
+            if record["stderr"].strip():
+                self.log(ERROR, f"Error output: {_keep_lines(record['stderr'].strip())}", ended)
+            if outcome == "skipped":
+                self.log(INFO, "Command failed as expected (xfail)", ended)
         if record["leftovers"]:
             killed = ", ".join(record["leftovers"])
-            self.log(WARNING, f"LEFTOVERS {where} attempt {number}: killed processes left behind: {killed}")
+            self.log(WARNING, f"[!] Killed processes left behind by the command: {killed}", ended)
         if outcome == "rerun":
-            self.log(WARNING, f"RETRY {where}: attempt {number} failed ({status}), running attempt {number + 1}")
+            delay = record.get("retry_delay") or 0.0
+            self.log(INFO, f"Retrying in {seconds_text(delay)}s...", ended)
+        elif self.parallel:
+            self._completed += 1
+            self.log(INFO, f"Progress: {self._completed}/{len(self.recorder.entries)} completed")
 
     # -- writer ---------------------------------------------------------------------------
 
     def finish(self, recorder: Recorder) -> None:
         """Log the interruption, if any, and the summary; close the file."""
+        with self.lock:
+            self._finish(recorder)
+        self.close()
+
+    def _finish(self, recorder: Recorder) -> None:
         self._header()
         results = recorder.results()
-        summary = recorder.summary(results)
+        s = recorder.summary(results)
         if recorder.interrupted:
             stopped = [r for r in results if r.status == "interrupted"]
-            self.log(
-                ERROR,
-                f"INTERRUPTED the run was stopped: commands interrupted: {len(stopped)}, "
-                f"not run: {summary['not_run']}",
-            )
+            self.log(ERROR, f"[!] Interrupted: the run was stopped; commands interrupted: {len(stopped)}, "
+                            f"not run: {s['not_run']}")
             for r in stopped:
-                self.log(ERROR, f"INTERRUPTED {self._where(r.nodeid or '')}: {r.command}")
-        pairs = " ".join(f"{key}={_value(value)}" for key, value in summary.items())
-        good = summary["failed"] == 0 and not summary["interrupted"]
-        self.log(INFO if good else ERROR, f"SUMMARY {pairs}")
-        self.close()
+                self.log(ERROR, f"[X] Command interrupted: {one_line(r.command)}")
+        for r in results:
+            if r.status == "not run":
+                self.log(WARNING, f"[!] Not run: {one_line(r.command)}")
+        self.log(INFO, "\n" + RULE)
+        self.log(INFO, "EXECUTION SUMMARY")
+        self.log(INFO, RULE)
+        self.log(INFO, f"Total Commands: {s['total_commands']}")
+        self.log(INFO, f"Successful: {s['successful']}")
+        self.log(INFO, f"Failed: {s['failed']}")
+        self.log(INFO, f"Success Rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%")
+        self.log(INFO, f"Total Duration: {s['total_duration_ms']:.1f}ms")
+        self.log(INFO, f"Avg Command Duration: {s['avg_command_duration_ms']:.1f}ms")
+        self.log(INFO, f"Min Command Duration: {s['min_command_duration_ms']:.1f}ms")
+        self.log(INFO, f"Max Command Duration: {s['max_command_duration_ms']:.1f}ms")
+        self.log(INFO, RULE)
+        pairs = " ".join(f"{key}={_value(value)}" for key, value in s.items())
+        self.log(INFO, f"SUMMARY {pairs}")
+        failed = [r for r in results if r.status in ("failed", "interrupted")]
+        if failed:
+            self.log(INFO, "\nFailed commands:")
+            for r in failed:
+                self.log(INFO, f"  - {one_line(r.command)}")
+                if r.stderr:
+                    self.log(INFO, f"    Error: {_keep_lines(r.stderr[:FAILED_STDERR_CHARS])}")
+        for path in self.saved:
+            self.log(INFO, f"\nResults saved to: {path}")
 
     def close(self) -> None:
         """Close the file (again is harmless); later lines are dropped."""
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _value(value: Any) -> str:

@@ -329,7 +329,7 @@ class _Builder:
         attrs = {
             "classname": xml_text(classname),
             "name": xml_text(name),
-            "time": f"{result.duration_ms / 1000:.3f}",
+            "time": f"{result.attempts_duration_ms / 1000:.3f}",
         }
         if self.family == "xunit1" and result.file is not None:
             # As pytest's: the file, and the 0-based line of the item's location.

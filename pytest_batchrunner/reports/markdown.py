@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import duration, last_line, name, slowest, where
+from pytest_batchrunner.reports.summary import duration, format_rate, last_line, name, slowest, where
 
 __all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
@@ -57,7 +57,7 @@ def markdown_summary(summary: dict[str, Any], results: list[CommandResult], *, t
     out = [
         f"### {mark} {title}",
         "",
-        f"**Success rate: {s['success_rate']:.1f}%** · " + " · ".join(counts),
+        f"**Success rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%** · " + " · ".join(counts),
         "",
         f"Total time {s['total_duration_ms'] / 1000:.2f} s · command time avg "
         f"{s['avg_command_duration_ms'] / 1000:.2f} s, max {s['max_command_duration_ms'] / 1000:.2f} s",

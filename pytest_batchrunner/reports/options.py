@@ -132,6 +132,8 @@ def configure(config: pytest.Config, recording, timeout: float | None) -> None: 
                 from pytest_batchrunner.reports.auditlog import AuditLog
 
                 writer: Any = AuditLog(path, recorder, timeout=timeout)
+                if config.getoption("batch_json"):  # written first, at the end (see ReportFiles.finish)
+                    writer.saved.append(str(resolve(config.getoption("batch_json"))))
             else:
                 from pytest_batchrunner.reports.joblog import JobLog
 

@@ -9,12 +9,13 @@ agree by construction.
 from __future__ import annotations
 
 import datetime
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CommandResult", "Recorder", "summarize"]
+__all__ = ["CommandResult", "Recorder", "original_exit_code", "summarize"]
 
 
 @dataclass
@@ -26,11 +27,14 @@ class CommandResult:
 
     command: str
     success: bool
-    exit_code: int | None
+    exit_code: int
+    """The last attempt's exit code, as the original's ``subprocess.run`` gave it: ``-N`` for a command
+    killed by signal N, ``-1`` where there is none (a timeout, a command interrupted or never run, a crashed
+    worker), with the reason in :attr:`stderr`."""
     stdout: str
     stderr: str
     duration_ms: float
-    """Time spent running the command, all attempts added (retry delays excluded)."""
+    """The last attempt's time, as in the original (:attr:`attempts_duration_ms` adds every attempt)."""
     timestamp: str | None
     """ISO 8601 start time of the first attempt; ``None`` for a command that never started."""
     file: str | None = None
@@ -50,6 +54,12 @@ class CommandResult:
     nodeid: str | None = None
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     """Every attempt: ``attempt``, ``exit_code``, ``signal``, ``timed_out``, ``duration_ms``, ``timestamp``..."""
+    attempts_duration_ms: float | None = None
+    """Time spent running the command, all attempts added (retry delays excluded); ``duration_ms`` if not given."""
+
+    def __post_init__(self) -> None:
+        if self.attempts_duration_ms is None:
+            self.attempts_duration_ms = self.duration_ms
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready data."""
@@ -151,8 +161,10 @@ def summarize(
     """Compute the summary of *results*.
 
     ``success_rate`` is the percentage of successful commands among those that
-    ran to an outcome (skipped and never-run commands are not counted), rounded
-    to one decimal; ``0.0`` when nothing ran.
+    ran to an outcome (skipped and never-run commands are not counted), not
+    rounded, as the original's (1,999 of 2,000 is ``99.95``, never ``100.0``);
+    ``0.0`` when nothing ran. Command durations are the last attempt's, as the
+    original's.
     """
     ran = [r for r in results if r.status in ("passed", "failed", "xpassed", "interrupted")]
     successful = sum(1 for r in results if r.success)
@@ -162,7 +174,7 @@ def summarize(
         "total_commands": len(results),
         "successful": successful,
         "failed": failed,
-        "success_rate": round(100.0 * successful / len(ran), 1) if ran else 0.0,
+        "success_rate": 100.0 * successful / len(ran) if ran else 0.0,
         "total_duration_ms": round(wall_seconds * 1000, 3),
         "avg_command_duration_ms": round(sum(durations) / len(durations), 3) if durations else 0.0,
         "min_command_duration_ms": round(min(durations), 3) if durations else 0.0,
@@ -198,13 +210,20 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
     message = entry.message
     if not message and last is not None and not success:
         message = last["status"]
+    stderr = last["stderr"] if last else ""
+    exit_code = original_exit_code(last)
+    if exit_code == -1 and not success:
+        # The original's convention for a timeout: -1, and the reason in stderr.
+        reason = _reason(last, outcome, message)
+        if reason:
+            stderr = (stderr if not stderr or stderr.endswith("\n") else stderr + "\n") + reason + "\n"
     return CommandResult(
         command=entry.command or (last["command"] if last else entry.nodeid),
         success=success,
-        exit_code=last["exit_code"] if last else None,
+        exit_code=exit_code,
         stdout=last["stdout"] if last else "",
-        stderr=last["stderr"] if last else "",
-        duration_ms=round(sum(r["duration_ms"] for r in records), 3),
+        stderr=stderr,
+        duration_ms=last["duration_ms"] if last else 0.0,
         timestamp=records[0]["timestamp"] if records else None,
         file=entry.file,
         line=entry.line,
@@ -220,7 +239,34 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
         leftovers=[p for r in records for p in r["leftovers"]],
         nodeid=entry.nodeid,
         attempt_log=attempt_log,
+        attempts_duration_ms=round(sum(r["duration_ms"] for r in records), 3),
     )
+
+
+def original_exit_code(record: dict[str, Any] | None) -> int:
+    """The exit code the original's ``subprocess.run`` would have given for *record*'s attempt."""
+    if record is None or record["timed_out"]:
+        return -1
+    if record["exit_code"] is not None:
+        return int(record["exit_code"])
+    if record["signal"]:
+        try:
+            return -int(signal.Signals[record["signal"]])
+        except KeyError:
+            pass
+    return -1
+
+
+def _reason(record: dict[str, Any] | None, outcome: str, message: str) -> str:
+    """Why a failed command has no exit code, in the original's words where it had some."""
+    if record is not None and record["timed_out"]:
+        seconds = record.get("timeout")
+        return f"Command timed out after {seconds:g} seconds" if seconds else record["status"]
+    if outcome == "not run":
+        return "Command not run: the run was stopped before it started" if not message else f"Command not run: {message}"
+    if outcome == "interrupted":
+        return "Command interrupted: the run was stopped while it ran"
+    return record["status"] if record is not None else message
 
 
 Listener = Callable[..., None]

@@ -26,7 +26,7 @@ def measurable(ms: float) -> bool:
 
 def duration(r: CommandResult) -> str:
     """The command's time, saying when it adds up several attempts (``3.02 s (3 attempts added up)``)."""
-    return _seconds(r.duration_ms) + _over(r)
+    return _seconds(r.attempts_duration_ms) + _over(r)
 
 
 def name(r: CommandResult) -> str:
@@ -47,6 +47,20 @@ def last_line(text: str) -> str:
     return ""
 
 
+def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
+    """*rate* (a percentage) for display: one decimal, or as many more as it takes to tell the truth.
+
+    A rate is never shown as ``100.0`` while a command failed, nor as ``0.0``
+    while one passed: 1,999 of 2,000 is ``99.95``, 1 of 3,000 is ``0.03``.
+    """
+    for decimals in range(1, 16):
+        text = f"{rate:.{decimals}f}"
+        value = float(text)
+        if not ((unsuccessful and value >= 100.0) or (successful and value <= 0.0)):
+            return text
+    return repr(rate)
+
+
 def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list[tuple[str, dict[str, bool]]]:
     """The summary as ``(text, markup)`` lines; shared by the plugin and the ``batchrunner`` command."""
     s = summary
@@ -60,9 +74,10 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     if s["not_run"]:
         counts.append(f"Not run: {s['not_run']}")
     good = s["failed"] == 0 and not s["interrupted"]
+    rate = format_rate(s["success_rate"], s["successful"], s["failed"])
     lines: list[tuple[str, dict[str, bool]]] = [
         (" | ".join(counts), {}),
-        (f"Success Rate: {s['success_rate']:.1f}%", {"green": good, "red": not good, "bold": True}),
+        (f"Success Rate: {rate}%", {"green": good, "red": not good, "bold": True}),
         (
             f"Total Time: {_seconds(s['total_duration_ms'])} | Command Time: avg "
             f"{_seconds(s['avg_command_duration_ms'])}, min {_seconds(s['min_command_duration_ms'])}, "
@@ -76,7 +91,7 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     if slow:
         lines.append(("Slowest commands:", {}))
         for r in slow:
-            lines.append((f"  {_seconds(r.duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
+            lines.append((f"  {_seconds(r.attempts_duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
     bad = [r for r in results if r.status in ("failed", "interrupted")]
     if bad:
         lines.append(("Failed commands:", {"red": True}))
@@ -95,8 +110,8 @@ def slowest(results: list[CommandResult], count: int = SLOWEST) -> list[CommandR
     ran = [r for r in results if r.attempt_log]
     if len(ran) < 2:
         return []
-    ran.sort(key=lambda r: r.duration_ms, reverse=True)
-    return [r for r in ran[:count] if measurable(r.duration_ms)]
+    ran.sort(key=lambda r: r.attempts_duration_ms, reverse=True)
+    return [r for r in ran[:count] if measurable(r.attempts_duration_ms)]
 
 
 def _over(r: CommandResult) -> str:
