@@ -210,7 +210,7 @@ def test_relative_timeout_from_history(pytester: pytest.Pytester, run_cached) ->
     result.stdout.fnmatch_lines_random([
         "*timed out after 1.5 s (300% of its usual 0.50 s)*",
         "*timed out after 1 s (the floor of relative timeouts; 200% of its usual 0.01 s is 0.02 s)*",
-        "*cmds.batch:4  sleep 3  # new, without history: --timeout applies  [[]timed out after 0.5 s[]]",
+        "*cmds.batch:4  sleep 3  # new, without history: --timeout applies  [[]timed out after 0.5 s[]]*",
     ])
 
 
@@ -224,7 +224,7 @@ def test_batch_timeout_option_and_failed_runs_do_not_count(pytester: pytest.Pyte
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines_random([
         "*timed out after 1.2 s (300% of its usual 0.40 s)*",
-        "*cmds.batch:2  sleep 3  [[]timed out after 0.3 s[]]",  # the line's own timeout wins
+        "*cmds.batch:2  sleep 3  [[]timed out after 0.3 s[]]*",  # the line's own timeout wins
     ])
 
 
