@@ -8,10 +8,22 @@ What it guarantees (see RELIABILITY.md in the project's shared notes):
 * the command runs as ``/bin/sh -c COMMAND`` in a new session (so its own
   process group), with stdin from ``/dev/null``;
 * the attempt ends when the *shell* ends, with the shell's status, even if a
-  background child still holds the output pipes; processes left in the group
-  are then terminated and named in :attr:`Attempt.leftovers`;
-* on timeout the whole group gets SIGTERM, then SIGKILL after a grace period,
-  and the attempt is a timeout whatever the shell's exit status;
+  background child still holds the output pipes; processes left in its
+  session (its own process group, or another one, as ``timeout(1)`` and
+  ``set -m`` shells make) are then terminated and named in
+  :attr:`Attempt.leftovers`;
+* on timeout every process of the session gets SIGTERM, then SIGKILL after a
+  grace period, and the attempt is a timeout whatever the shell's exit status;
+
+How the session is found without scanning every process after every command: on
+Linux the runner becomes a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``),
+so a process orphaned by a command's shell is re-parented to it instead of to
+PID 1; after the shell exits, the runner's own children (one small ``/proc``
+read) with ``getsid() == `` the command's session are what is left, with their
+descendants. The runner never waits for "any child" (it would steal exit
+statuses from other code's :class:`subprocess.Popen` objects): it reaps
+exactly the pids it killed. Elsewhere, ``ps`` lists the session, only when
+something may be left (a timeout, an interruption, a live process group).
 * output is captured through bounded buffers: the head and the tail of each
   stream and its total size, so memory stays flat whatever the command prints;
 * if the caller is interrupted (KeyboardInterrupt, SystemExit...), the group is
@@ -21,6 +33,7 @@ What it guarantees (see RELIABILITY.md in the project's shared notes):
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import selectors
@@ -48,6 +61,8 @@ __all__ = [
     "run_command",
     "start_command",
     "kill_group",
+    "kill_session",
+    "stop_adopting",
     "terminate_in_flight",
     "signal_name",
 ]
@@ -143,7 +158,8 @@ class Attempt:
     duration: float
     """Seconds from spawn to the end of the shell (or its killing)."""
     leftovers: list[str] = field(default_factory=list)
-    """Processes still in the command's group after its shell ended, which were killed."""
+    """Processes of the command's session killed after its shell ended, or on timeout
+    those outside the shell's own process group."""
     expected_exit: int = 0
     pid: int = 0
     """The shell's process id, which is also the command's process group id."""
@@ -198,6 +214,8 @@ def start_command(
     included) terminates the command's process group before it propagates.
     """
     token = guardian.start()
+    if not _ADOPTING.get(os.getpid()):
+        _adopt_orphans()
     env = dict(os.environ if env is None else env)
     if token is not None:
         env[guardian.ENV_VAR] = token
@@ -260,9 +278,9 @@ class RunningCommand:
             ended()
 
     def abandon(self) -> None:
-        """Terminate the command's group and release everything, without an :class:`Attempt`."""
+        """Terminate the command's session and release everything, without an :class:`Attempt`."""
         try:
-            _terminate_group(self.run, self.pgid, self.kill_grace)
+            _terminate_session(self.run, self.pgid, self.kill_grace)
         finally:
             self.run.close()
             guardian.unregister(self.pgid)
@@ -277,22 +295,25 @@ class RunningCommand:
             deadline = t0 + timeout if timeout else None
             if run.wait_exit(deadline):
                 end = time.monotonic()
-                if _group_alive(pgid):
-                    # The shell is done; what is left of its group is a stray.
+                members = _leftover_members(pgid)
+                if members:
+                    # The shell is done; what is left of its session is a stray.
                     run.read_available()
-                    leftovers = _group_members(pgid)
-                    _terminate_group(run, pgid, self.kill_grace)
+                    leftovers = _describe(members, pgid)
+                    _terminate_session(run, pgid, self.kill_grace, members)
             else:
                 timed_out = True
-                _terminate_group(run, pgid, self.kill_grace)
+                killed = _terminate_session(run, pgid, self.kill_grace)
+                # The shell's group was the target; what had left it is named.
+                leftovers = [name for name, group in killed if group != pgid]
                 end = time.monotonic()
             run.drain(time.monotonic() + DRAIN_SECONDS)
         except BaseException:
-            _terminate_group(run, pgid, self.kill_grace)
+            _terminate_session(run, pgid, self.kill_grace)
             raise
         finally:
             run.close()
-            # Every path above ends with the group gone or sent SIGKILL.
+            # Every path above ends with the session gone or sent SIGKILL.
             guardian.unregister(pgid)
             self._end()
         status = self.proc.returncode
@@ -492,6 +513,235 @@ def terminate_in_flight(lock: threading.Lock, live: set[int], futures: Iterable[
         kill_group(pgid, signal.SIGKILL)
 
 
+def kill_group(pgid: int, sig: int) -> None:
+    """Send *sig* to process group *pgid*; a group that is gone (or not ours) is no error."""
+    try:
+        os.killpg(pgid, sig)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.EPERM):
+            raise
+
+
+def kill_session(sid: int, sig: int) -> None:
+    """Send *sig* to every process of session *sid* (a command's shell is its session leader)."""
+    kill_group(sid, sig)
+    for pid in _session_members(sid):
+        _kill(pid, sig)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass  # gone, or not ours any more
+
+
+def _terminate_session(run: _Run, sid: int, grace: float, members: list[int] | None = None) -> list[tuple[str, int]]:
+    """SIGTERM the session, give it *grace* seconds, then SIGKILL whatever is left.
+
+    *sid* is the shell's pid, its session and its process group. The shell is
+    reaped, and so is every killed process that is (or, once its parent is
+    reaped, becomes) our child. While waiting, output is still read, so that a
+    process blocked on a full pipe can reach its exit. A second interruption
+    while waiting (another Ctrl+C) goes straight to SIGKILL. Returns the live
+    processes found, as ``(description, process group)``.
+    """
+    if members is None:
+        members = _session_members(sid)
+    killed = _describe_groups(members)
+    kill_group(sid, signal.SIGTERM)
+    for pid in members:
+        _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        while True:
+            if run.exited():
+                members = _merge(members, _session_members(sid))
+                if not _any_alive(sid, members):
+                    break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            step = min(deadline, time.monotonic() + 0.01)
+            if run.exited():
+                if run.streams:
+                    run.drain(step)
+                else:
+                    time.sleep(min(left, 0.01))
+            else:
+                run.wait_exit(step)
+    finally:
+        kill_group(sid, signal.SIGKILL)
+        for pid in members:
+            _kill(pid, signal.SIGKILL)
+        run.proc.wait()
+        # Orphans of the processes just killed come to us once those exit.
+        late = _session_members(sid)
+        for pid in late:
+            _kill(pid, signal.SIGKILL)
+        _reap(_merge(members, late))
+    return killed
+
+
+def _merge(first: list[int], second: list[int]) -> list[int]:
+    seen = set(first)
+    return first + [pid for pid in second if pid not in seen]
+
+
+def _any_alive(sid: int, members: list[int]) -> bool:
+    if _group_alive(sid):
+        return True
+    return any(_state(pid) not in (None, "Z", "X") for pid in members)
+
+
+def _reap(pids: list[int]) -> None:
+    """Wait for exactly these pids (sent SIGKILL), those that are our children; never "any child".
+
+    In the order found (parents first): reaping a parent re-parents its dead
+    children to us, so they can be reaped next. Bounded: a process stuck in the
+    kernel is left to PID 1.
+    """
+    deadline = time.monotonic() + 1.0
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # not our child: its own parent reaps it
+            except OSError:
+                break
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+
+
+_HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+_PR_SET_CHILD_SUBREAPER = 36
+# pid -> whether that process adopts orphans (a forked child does not inherit it).
+_ADOPTING: dict[int, bool] = {}
+
+
+def _adopt_orphans() -> bool:
+    """Make this process the child subreaper (Linux), once per process; whether it is."""
+    pid = os.getpid()
+    adopting = False
+    if _HAVE_PROC:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            adopting = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            adopting = False
+    _ADOPTING[pid] = adopting
+    return adopting
+
+
+def stop_adopting() -> None:
+    """Stop being the child subreaper (at the end of a run inside a longer-lived program).
+
+    Orphans adopted so far stay our children. The next command started adopts again.
+    """
+    pid = os.getpid()
+    if _ADOPTING.pop(pid, False):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _children(pid: int, tids: list[str] | None = None) -> list[int]:
+    """The children of *pid*, from ``/proc/PID/task/*/children``."""
+    if tids is None:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
+    found: list[int] = []
+    for tid in tids:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            found.extend(map(int, os.read(fd, 1 << 20).split()))
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+    return found
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes of session *sid* other than its leader, parents before children.
+
+    As a subreaper (Linux): the leader's descendants and our own children (the
+    orphans we adopted) in that session, with their descendants. Otherwise a
+    scan of every process (``/proc``, or ``ps`` elsewhere).
+    """
+    me = os.getpid()
+    if _ADOPTING.get(me):
+        # Orphans are re-parented to our thread-group leader, the main thread.
+        queue = _children(me, [str(me)]) + _children(sid)
+        found: list[int] = []
+        seen = {sid, me}
+        while queue:
+            pid = queue.pop(0)
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                if os.getsid(pid) != sid:
+                    continue
+            except OSError:
+                continue
+            found.append(pid)
+            queue.extend(_children(pid))
+        return found
+    return [pid for pid, _, _ in _scan_sessions(sid)]
+
+
+def _leftover_members(sid: int) -> list[int]:
+    """After the shell exited: what is left of its session (empty in the common case, cheaply).
+
+    Zombies among them (adopted orphans that ended by themselves) are reaped and
+    not reported.
+    """
+    if _ADOPTING.get(os.getpid()):
+        members = _session_members(sid)
+        if not members:
+            if not _group_alive(sid):
+                return []
+            members = [pid for pid, _, _ in _scan_sessions(sid)]
+    elif _group_alive(sid):
+        members = _session_members(sid) or [sid]
+    else:
+        return []
+    live = []
+    for pid in members:
+        if pid != sid and _state(pid) in (None, "Z", "X"):
+            _reap([pid])
+        else:
+            live.append(pid)
+    return live
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter (``"R"``, ``"S"``, ``"Z"``...), or ``None`` when it is gone."""
+    if not _HAVE_PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "S"
+        return "S"
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return chr(stat[stat.rindex(b")") + 2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is left in group *pgid*.
 
@@ -508,90 +758,90 @@ def _group_alive(pgid: int) -> bool:
         return True
     if not _HAVE_PROC:
         return True
-    return bool(_live_members(pgid))
+    return any(group == pgid for _, group, _ in _scan_sessions(None, pgid))
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    """Send *sig* to process group *pgid*; a group that is gone (or not ours) is no error."""
+def _scan_sessions(sid: int | None, pgid: int | None = None) -> list[tuple[int, int, str]]:
+    """``(pid, process group, command)`` of the live processes of session *sid* (or of group
+    *pgid*), leader excluded, from a scan of every process: ``/proc`` on Linux, ``ps`` elsewhere."""
+    found = []
+    if _HAVE_PROC:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return found
+        for entry in entries:
+            if not entry.isdigit() or int(entry) == sid:
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+                # The command name may hold spaces and parentheses: split after the last ')'.
+                fields = stat[stat.rindex(b")") + 2:].split()
+                group, session = int(fields[2]), int(fields[3])
+            except (OSError, ValueError, IndexError):
+                continue
+            if fields[0] in (b"Z", b"X") or (sid is not None and session != sid) or (pgid is not None and group != pgid):
+                continue
+            found.append((int(entry), group, ""))
+        return found
     try:
-        os.killpg(pgid, sig)
-    except OSError as exc:
-        if exc.errno not in (errno.ESRCH, errno.EPERM):
-            raise
-
-
-def _terminate_group(run: _Run, pgid: int, grace: float) -> None:
-    """SIGTERM the group, give it *grace* seconds, then SIGKILL whatever is left.
-
-    The shell is reaped. While waiting, output is still read, so that a process
-    blocked on a full pipe can reach its exit. A second interruption while
-    waiting (another Ctrl+C) goes straight to SIGKILL.
-    """
-    kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    try:
-        while True:
-            if run.exited() and not _group_alive(pgid):
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            step = min(deadline, time.monotonic() + 0.01)
-            if run.exited():
-                if run.streams:
-                    run.drain(step)
-                else:
-                    time.sleep(min(left, 0.01))
-            else:
-                run.wait_exit(step)
-    finally:
-        kill_group(pgid, signal.SIGKILL)
-        run.proc.wait()
-
-
-_HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
-
-
-def _live_members(pgid: int) -> list[tuple[int, str]]:
-    """``(pid, description)`` of the live processes of group *pgid*, from ``/proc``."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return members
-    for entry in entries:
-        if not entry.isdigit():
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=,pgid=,sess=,stat=,command="], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return found
+    for row in listing.splitlines():
+        parts = row.split(None, 4)
+        if len(parts) < 4 or not parts[0].isdigit() or parts[3].startswith("Z") or int(parts[0]) == sid:
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            # The command name may hold spaces and parentheses: split after the last ')'.
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if int(fields[2]) != pgid or fields[0] in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").strip()
-        except (OSError, ValueError, IndexError):
+            group, session = int(parts[1]), int(parts[2])
+        except ValueError:
             continue
-        name = cmdline or stat[stat.index(b"(") + 1: stat.rindex(b")")]
-        members.append((int(entry), name.decode("utf-8", "replace")))
-    return members
+        # Where ``sess`` is not a session id, the command's group is what can be matched.
+        if (sid is not None and session != sid and group != sid) or (pgid is not None and group != pgid):
+            continue
+        found.append((int(parts[0]), group, parts[4] if len(parts) > 4 else ""))
+    return found
 
 
-def _group_members(pgid: int) -> list[str]:
-    """Describe the live processes in group *pgid*: ``"sleep 100 (pid 1234)"``."""
+def _name(pid: int) -> str:
+    """``"sleep 100 (pid 1234)"``."""
+    name = ""
     if _HAVE_PROC:
-        members = [f"{name} (pid {pid})" for pid, name in _live_members(pgid)]
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                name = f.read().replace(b"\0", b" ").strip().decode("utf-8", "replace")
+            if not name:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    name = f.read().strip().decode("utf-8", "replace")
+        except OSError:
+            pass
     else:
         try:
-            listing = subprocess.run(
-                ["ps", "-A", "-o", "pid=,pgid=,stat=,command="], capture_output=True, text=True, timeout=5
-            ).stdout
+            name = subprocess.run(
+                ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
-            listing = ""
-        members = []
-        for row in listing.splitlines():
-            parts = row.split(None, 3)
-            if len(parts) == 4 and parts[1] == str(pgid) and not parts[2].startswith("Z"):
-                members.append(f"{parts[3]} (pid {parts[0]})")
-    return members or [f"process group {pgid}"]
+            pass
+    return f"{name} (pid {pid})" if name else f"pid {pid}"
+
+
+def _describe_groups(pids: list[int]) -> list[tuple[str, int]]:
+    out = []
+    for pid in pids:
+        if _state(pid) in (None, "Z", "X"):
+            continue
+        try:
+            group = os.getpgid(pid)
+        except OSError:
+            continue
+        out.append((_name(pid), group))
+    return out
+
+
+def _describe(pids: list[int], sid: int) -> list[str]:
+    """Describe the live processes *pids* (``[sid]`` alone: the group, members unknown)."""
+    names = [name for name, _ in _describe_groups([p for p in pids if p != sid])]
+    return names or [f"process group {sid}"]

@@ -6,9 +6,11 @@ does nothing when imported.
 
 Messages on stdin: ``+PGID`` (a command's process group started), ``-PGID`` (it
 is gone), ``bye`` (the parent is exiting normally). At end-of-file without
-``bye``, the parent died: every registered group and every process whose
-environment carries ``BATCHRUNNER_GUARDIAN=TOKEN`` get SIGTERM, then SIGKILL
-after GRACE seconds.
+``bye``, the parent died: every registered group, every process of the
+sessions those groups lead (a command's shell leads its session, and
+``timeout(1)`` or ``set -m`` move children to other groups of it), and every
+process whose environment carries ``BATCHRUNNER_GUARDIAN=TOKEN`` (those that
+left the session with ``setsid``) get SIGTERM, then SIGKILL after GRACE seconds.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def read_messages() -> tuple[set[int], bool]:
     return groups, clean_exit
 
 
-def marked(token: bytes) -> list[int]:
-    """Processes carrying our token in their environment (Linux ``/proc``; elsewhere none).
+def marked(token: bytes, sessions: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Processes in one of *sessions* or carrying our token in their environment (Linux
+    ``/proc``; elsewhere ``ps`` for the sessions, and no token sweep).
 
     This finds a command spawned but not yet registered, and its descendants
     wherever they moved (another process group, another session).
@@ -56,15 +59,41 @@ def marked(token: bytes) -> list[int]:
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return found
+        return by_ps(sessions)
     for entry in entries:
         if entry.isdigit():
             try:
+                if sessions:
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        stat = f.read()
+                    if int(stat[stat.rindex(b")") + 2:].split()[3]) in sessions:
+                        found.append(int(entry))
+                        continue
                 with open(f"/proc/{entry}/environ", "rb") as f:
                     if needle in b"\0" + f.read():
                         found.append(int(entry))
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 pass
+    return found
+
+
+def by_ps(sessions: set[int] | frozenset[int]) -> list[int]:
+    """Processes of *sessions* as ``ps`` lists them (no ``/proc``)."""
+    if not sessions:
+        return []
+    import subprocess
+
+    try:
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=,sess="], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for row in listing.splitlines():
+        parts = row.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[1]) in sessions:
+            found.append(int(parts[0]))
     return found
 
 
@@ -83,7 +112,7 @@ def main() -> None:
                 os.killpg(pgid, sig)
             except OSError:
                 pass
-        for pid in marked(token):
+        for pid in marked(token, groups):
             try:
                 os.kill(pid, sig)
             except OSError:
