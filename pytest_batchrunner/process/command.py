@@ -662,7 +662,12 @@ def _children(pid: int, tids: list[str] | None = None) -> list[int]:
         except OSError:
             continue
         try:
-            found.extend(map(int, os.read(fd, 1 << 20).split()))
+            # Small reads: a large buffer costs more than the read itself.
+            data = os.read(fd, 4096)
+            if len(data) == 4096:  # hundreds of children: read the rest
+                while chunk := os.read(fd, 65536):
+                    data += chunk
+            found.extend(map(int, data.split()))
         except (OSError, ValueError):
             pass
         finally:
@@ -670,7 +675,7 @@ def _children(pid: int, tids: list[str] | None = None) -> list[int]:
     return found
 
 
-def _session_members(sid: int) -> list[int]:
+def _session_members(sid: int, leader_alive: bool = True) -> list[int]:
     """Processes of session *sid* other than its leader, parents before children.
 
     As a subreaper (Linux): the leader's descendants and our own children (the
@@ -680,7 +685,9 @@ def _session_members(sid: int) -> list[int]:
     me = os.getpid()
     if _ADOPTING.get(me):
         # Orphans are re-parented to our thread-group leader, the main thread.
-        queue = _children(me, [str(me)]) + _children(sid)
+        queue = _children(me, [str(me)])
+        if leader_alive:
+            queue += _children(sid)
         found: list[int] = []
         seen = {sid, me}
         while queue:
@@ -706,7 +713,7 @@ def _leftover_members(sid: int) -> list[int]:
     not reported.
     """
     if _ADOPTING.get(os.getpid()):
-        members = _session_members(sid)
+        members = _session_members(sid, leader_alive=False)
         if not members:
             if not _group_alive(sid):
                 return []
