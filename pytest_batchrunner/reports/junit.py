@@ -52,6 +52,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -534,6 +535,7 @@ class JUnitReport:
         self.recording = recording
         self.guard = guard
         self.counted = PytestCounts()
+        self.spool: str | None = None
 
     def _is_command(self, nodeid: str) -> bool:
         return "::" in nodeid and self.recording.is_batch_nodeid(nodeid)
@@ -542,20 +544,48 @@ class JUnitReport:
         if self._is_command(report.nodeid):
             self.counted.add(report)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # pytest's junitxml writes into a temporary regular file of ours: the
+        # only file read back. The report path itself is written once, at the
+        # end: a symlink's target, a device or /dev/stdout straight, and a path
+        # that cannot be written is named with exit status 3, not a traceback.
+        for plugin in session.config.pluginmanager.get_plugins():
+            if type(plugin).__name__ == "LogXML" and isinstance(getattr(plugin, "logfile", None), str):
+                fd, self.spool = tempfile.mkstemp(prefix="batchrunner-junit-", suffix=".xml")
+                os.close(fd)
+                plugin.logfile = self.spool
+                break
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self) -> None:
         # trylast: pytest's junitxml has written the file in its own pytest_sessionfinish.
         self.guard("--junitxml", self.path, lambda: self.write(self.recording.recorder))
 
+    def pytest_unconfigure(self) -> None:
+        if self.spool is not None:
+            try:
+                os.unlink(self.spool)
+            except OSError:
+                pass
+            self.spool = None
+
     def write(self, recorder: Recorder) -> None:
         """Rewrite the file with the batch testcases of *recorder*."""
-        if not recorder.entries:
-            return
-        try:
-            with open(self.path, "rb") as f:
+        if self.spool is not None:
+            with open(self.spool, "rb") as f:
                 data: bytes | None = f.read()
-        except FileNotFoundError:
+            if not recorder.entries:
+                write_atomically(self.path, data or b"")
+                return
+        else:
+            if not recorder.entries:
+                return
+            # Without the spool (pytest's junitxml changed), read back only a regular file.
             data = None
+            if os.path.isfile(self.path):
+                with open(self.path, "rb") as f:
+                    data = f.read()
         records = {nodeid: entry.records for nodeid, entry in recorder.entries.items()}
         rewritten = rewrite_junit(
             data,

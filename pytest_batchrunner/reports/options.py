@@ -14,8 +14,10 @@ command)`` and ``on_attempt(record, outcome)`` (called as the run goes, via
 * ``--batch-html PATH``: :mod:`~pytest_batchrunner.reports.html`;
 * ``--batch-markdown PATH``, and ``$GITHUB_STEP_SUMMARY`` when set: :mod:`~pytest_batchrunner.reports.markdown`.
 
-Relative paths are taken from the directory pytest was started in. A log that
-cannot be opened stops the run before it starts (a usage error). A report that
+Relative paths are taken from the directory pytest was started in. Before
+anything runs, a report path that is a directory, the same file as another
+report, or one of the batch files the run reads is a usage error naming both;
+so is a log that cannot be opened. A report that
 cannot be written at the end does not stop the others: the problem is shown
 at the end of the terminal report and the run's exit status becomes 3
 (internal error), as when pytest's own JUnit file cannot be written, so that
@@ -25,6 +27,7 @@ CI never mistakes a missing report for a good run.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
 
 JSON_HELP = (
     "Write the results as JSON to PATH, in the original BatchRunner's shape "
@@ -89,8 +93,51 @@ def add_options(group, parser: pytest.Parser) -> None:  # type: ignore[no-untype
                     type=_report_path("--batch-markdown"), help=MARKDOWN_HELP)
 
 
+def junit_path(config: pytest.Config) -> str | None:
+    """``--junitxml`` as pytest's junitxml resolves it, or ``None``."""
+    xmlpath = getattr(config.option, "xmlpath", None)  # None with -p no:junitxml
+    if not xmlpath:
+        return None
+    return os.path.normpath(os.path.abspath(os.path.expanduser(os.path.expandvars(xmlpath))))
+
+
+def input_files(config: pytest.Config, patterns: list[str], reports: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The files among *reports* that this run would read as batch files (named, or under a named folder)."""
+    base = config.invocation_params.dir
+    args = [base / arg.split("::", 1)[0] for arg in (config.args or [str(base)])]
+    found = []
+    for _, path in reports:
+        if not any(fnmatch.fnmatch(path.name, p) for p in patterns) or not path.is_file():
+            continue
+        real = os.path.realpath(path)
+        for arg in args:
+            root = os.path.realpath(arg)
+            if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+                found.append(("the batch file", path))
+                break
+    return found
+
+
+def check_paths(config: pytest.Config, patterns: list[str]) -> None:
+    """Refuse unusable report paths before anything runs (a usage error naming them)."""
+    base = config.invocation_params.dir
+    reports: list[tuple[str, Path]] = []
+    junit = junit_path(config)
+    if junit is not None:
+        reports.append(("--junitxml", Path(junit)))
+    for option, dest in (("--batch-json", "batch_json"), ("--batch-log", "batch_log"), ("--batch-joblog", "batch_joblog")):
+        value = config.getoption(dest)
+        if value:
+            reports.append((option, base / os.path.expanduser(value)))
+    try:
+        check_report_paths(reports, input_files(config, patterns, reports))
+    except ReportPathError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def configure(config: pytest.Config, recording, timeout: float | None) -> None:  # type: ignore[no-untyped-def]
     """Register the writers the options ask for (controller only); *timeout* is the run's default, for the log's header."""
+    check_paths(config, recording.patterns)
     files = ReportFiles()
     base = config.invocation_params.dir
 
@@ -172,6 +219,9 @@ class ReportFiles:
         """Run *action*; if it fails, record the problem instead of stopping the other reports."""
         try:
             action()
+        except OSError as exc:
+            # The OS's words (permission denied, no space left on device), no traceback.
+            self.problems.append(f"{option} {path}: not written: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - any failure must leave the other reports written
             self.problems.append(f"{option} {path}: not written: {type(exc).__name__}: {exc}")
 
