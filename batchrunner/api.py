@@ -225,14 +225,20 @@ class BatchRunner:
         for i, command in enumerate(self.commands, 1):
             if not isinstance(command, str):
                 raise TypeError(f"command {i} is not a string: {command!r}")
-        if not (isinstance(self.max_retries, int) and self.max_retries >= 0):
-            raise ValueError(f"max_retries must be a whole number, 0 or more, not {self.max_retries!r}")
-        if not self.retry_delay_sec >= 0:
-            raise ValueError(f"retry_delay_sec must be 0 or more, not {self.retry_delay_sec!r}")
-        if self.timeout_sec is not None and not self.timeout_sec >= 0:
-            raise ValueError(f"timeout_sec must be None or a number of seconds, not {self.timeout_sec!r}")
-        if not (isinstance(self.workers, int) and self.workers >= 1):
-            raise ValueError(f"workers must be a whole number, 1 or more, not {self.workers!r}")
+        from pytest_batchrunner.values import MAX_COUNT, non_negative_float, timeout_seconds
+
+        # Bounded where they enter: nothing that cannot be waited for reaches a sleep or a poll.
+        for name, value, least in (("max_retries", self.max_retries, 0), ("workers", self.workers, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_COUNT:
+                raise ValueError(f"{name} must be a whole number, {least} to {MAX_COUNT}, not {value!r}")
+        seconds = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
+        if self.timeout_sec is not None and self.timeout_sec != float("inf"):  # inf: no timeout
+            seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))
+        for name, value, check in seconds:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
 
     def _jobs(self) -> int:
         """Commands run at once."""

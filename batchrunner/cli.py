@@ -44,7 +44,7 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
     from batchrunner.api import DEFAULT_WORKERS
-    from pytest_batchrunner.values import cli_float, cli_int
+    from pytest_batchrunner.values import cli_float, cli_int, cli_timeout
 
     parser = argparse.ArgumentParser(
         prog="batchrunner",
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tries again a failed command up to N times (default: 0)")
     parser.add_argument("--retry-delay", metavar="S", type=cli_float, default=1.0,
                         help="seconds between tries (default: 1.0)")
-    parser.add_argument("--timeout", metavar="S", type=cli_float, default=None,
+    parser.add_argument("--timeout", metavar="S", type=cli_timeout, default=None,
                         help="seconds each try may take before its processes are killed (default: none)")
     parser.add_argument("-l", "--log", metavar="FILE", help="append an audit log to FILE")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

@@ -19,14 +19,13 @@ The format:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_batchrunner.values import share
+from pytest_batchrunner.values import non_negative_float, non_negative_int, share, timeout_seconds
 
 __all__ = [
     "BatchFileError",
@@ -299,13 +298,8 @@ def _parse_settings(text: str, path: str, line: int) -> LineSettings:
 
 
 def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a number of seconds") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"'{value}' must be a finite number of seconds, 0 or more")
-    return seconds
+    """A delay: finite, 0 to :data:`~pytest_batchrunner.values.MAX_SECONDS`."""
+    return non_negative_float(value)
 
 
 @dataclass(frozen=True)
@@ -318,7 +312,7 @@ class _Share:
 def _timeout(value: str) -> float | _Share:
     if value.strip().endswith("%"):
         return _Share(share(value))
-    seconds = _seconds(value)
+    seconds = timeout_seconds(value)
     if seconds == 0:
         raise ValueError("'0' is not a timeout; leave the key out for no timeout")
     return seconds
@@ -327,7 +321,7 @@ def _timeout(value: str) -> float | _Share:
 def _count(value: str) -> int:
     if not value.isdigit():
         raise ValueError(f"'{value}' is not a whole number, 0 or more")
-    return int(value)
+    return non_negative_int(value)
 
 
 def _exit_code(value: str) -> int:

@@ -39,7 +39,17 @@ from pytest_batchrunner.plugin.engine import (
     has_timeout_plugin,
 )
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
-from pytest_batchrunner.values import cli_float, cli_int, cli_share, non_negative_float, non_negative_int, share
+from pytest_batchrunner.values import (
+    MAX_SECONDS,
+    byte_count,
+    cli_bytes,
+    cli_float,
+    cli_int,
+    cli_share,
+    non_negative_float,
+    non_negative_int,
+    share,
+)
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -79,7 +89,7 @@ _SIGTERM_KEY = pytest.StashKey[Any]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("batchrunner", "batch files of shell commands (pytest-batchrunner)")
-    group.addoption("--batch-capture-bytes", dest="batch_capture_bytes", type=cli_int, default=None,
+    group.addoption("--batch-capture-bytes", dest="batch_capture_bytes", type=cli_bytes, default=None,
                     metavar="BYTES", help=CAPTURE_HELP)
     group.addoption("--batch-kill-grace", dest="batch_kill_grace", type=cli_float, default=None,
                     metavar="SECONDS", help=GRACE_HELP)
@@ -147,8 +157,9 @@ def is_controller(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.items import FAILURE_TAIL_LINES
 
+    _check_other_plugins_values(config)
     config.stash[ENGINE_KEY] = EngineSettings(
-        capture_bytes=_setting(config, "batch_capture_bytes", non_negative_int, DEFAULT_CAPTURE_BYTES),
+        capture_bytes=_setting(config, "batch_capture_bytes", byte_count, DEFAULT_CAPTURE_BYTES),
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
         output_lines=_setting(config, "batch_output_lines", non_negative_int, FAILURE_TAIL_LINES),
     )
@@ -217,6 +228,24 @@ def _configure_planning(config: pytest.Config, jobs: int):  # type: ignore[no-un
 
         config.pluginmanager.register(Ordering(config), "batchrunner-ordering")
     return shard
+
+
+def _check_other_plugins_values(config: pytest.Config) -> None:
+    """Bound the values of pytest-rerunfailures and pytest-timeout that reach our commands.
+
+    Their own parsers accept any float: ``--reruns-delay 1e10`` would end in an
+    ``OverflowError`` from ``time.sleep`` (an INTERNALERROR) and NaN in a wait
+    that never ends. A timeout may be as long as wanted (it is waited for in steps).
+    """
+    delay = getattr(config.option, "reruns_delay", None)
+    if delay is not None:
+        try:
+            non_negative_float(delay, MAX_SECONDS)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--reruns-delay: {exc}") from None
+    timeout = getattr(config.option, "timeout", None)
+    if timeout is not None and not float(timeout) == float(timeout):
+        raise pytest.UsageError(f"--timeout: '{timeout}' is not a number")
 
 
 # Above this many items, collection's objects are frozen out of the garbage

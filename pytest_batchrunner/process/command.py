@@ -76,6 +76,9 @@ HEAD_BYTES = 8 * 1024
 DRAIN_SECONDS = 0.2
 _READ_SIZE = 65536
 _POLL_MAX = 0.05
+# The longest single wait handed to poll(2) (its timeout is an int of
+# milliseconds): a longer timeout is waited for in steps, never overflowing.
+_WAIT_MAX = 2_147_483.0
 
 Echo = Callable[[int, bytes], None]
 
@@ -213,6 +216,10 @@ def start_command(
     every process; any exception raised while waiting (KeyboardInterrupt
     included) terminates the command's process group before it propagates.
     """
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be None or a number of seconds, 0 or more, not {timeout!r}")
+    if not 0 <= kill_grace <= _WAIT_MAX:
+        raise ValueError(f"kill_grace must be a finite number of seconds, 0 to {_WAIT_MAX:g}, not {kill_grace!r}")
     token = guardian.start()
     if not _ADOPTING.get(os.getpid()):
         _adopt_orphans()
@@ -458,7 +465,7 @@ class _Run:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                wait = left if wait is None else min(wait, left)
+                wait = min(left, _WAIT_MAX) if wait is None else min(wait, left)
             for key, _ in self.sel.select(wait):
                 self._handle(key.fd)
         return True
