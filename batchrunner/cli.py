@@ -127,9 +127,11 @@ def run_and_exit() -> None:
     interpreter's own teardown of pytest's module graph would only add about
     20 ms to every command line, so the process ends with :func:`os._exit`.
     """
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        # A CI runner's or timeout(1)'s SIGTERM is a Ctrl+C: commands killed, reports written, 130.
-        signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        # A CI runner's or timeout(1)'s SIGTERM, a closed terminal's SIGHUP, a
+        # Ctrl+\ are a Ctrl+C: commands killed, reports written, 130.
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _interrupt)
     try:
         status = main()
     except KeyboardInterrupt:  # before the run began: nothing was started yet

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import os
 import signal
 import threading
 from pathlib import Path
@@ -281,26 +282,73 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    previous = config.stash.get(_SIGTERM_KEY, None)
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    interrupts = config.stash.get(_SIGTERM_KEY, None)
+    if interrupts is not None:
+        interrupts.restore()
+    from pytest_batchrunner.process.command import stop_adopting
+
+    stop_adopting()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+class Interrupts:
+    """SIGTERM, SIGHUP and SIGQUIT act as Ctrl+C; a second one while the run stops is not an abort.
+
+    CI runners and ``timeout(1)`` stop a job with SIGTERM, a closed terminal or
+    ssh session sends SIGHUP, and Ctrl+\\ sends SIGQUIT: by default Python would
+    die at once, leaving reports unwritten (commands are then killed by the
+    guardian). Each becomes a ``KeyboardInterrupt``: commands are killed,
+    reports written, exit status "interrupted". Once the first has been raised,
+    a second signal (an impatient second Ctrl+C) is only acknowledged, so that
+    it cannot cut the writing of the reports short with a traceback; a third
+    one interrupts the wind-down itself.
+    """
+
+    _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.stopping = False
+        self.ignored = 0
+
+    def install(self) -> None:
+        """Take over the signals whose handler is still Python's default (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self._NAMES:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            current = signal.getsignal(sig)
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            if current is default:
+                self.previous[sig] = signal.signal(sig, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+        self.ignored += 1
+        if self.ignored >= 2:
+            raise KeyboardInterrupt(f"received {signal.Signals(signum).name} again")
+        try:
+            os.write(2, b"\npytest-batchrunner: already stopping: killing commands, writing reports "
+                        b"(send it again to abandon them)\n")
+        except OSError:
+            pass
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self.previous.items():
+            if signal.getsignal(sig) == self.handle:
+                signal.signal(sig, handler)
+        self.previous.clear()
 
 
 def _install_sigterm(config: pytest.Config) -> None:
-    """Treat SIGTERM like Ctrl+C: commands are killed, reports written, exit status "interrupted".
-
-    CI runners and ``timeout(1)`` stop a job with SIGTERM; by default Python would
-    die at once, leaving reports unwritten (commands are then killed by the guardian).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-    config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, _raise_interrupt)
+    """Install :class:`Interrupts` for this run."""
+    interrupts = Interrupts()
+    interrupts.install()
+    config.stash[_SIGTERM_KEY] = interrupts
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]

@@ -343,7 +343,7 @@ class RunningCommand:
 
 
 class DeferredSignals:
-    """Hold Python-level SIGINT/SIGTERM handlers for a moment; :meth:`replay` runs them.
+    """Hold Python-level SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers for a moment; :meth:`replay` runs them.
 
     Only in the main thread (the only one Python delivers signals to); elsewhere
     a no-op. Handlers that are not Python callables (SIG_DFL, SIG_IGN) are left
@@ -351,7 +351,7 @@ class DeferredSignals:
     replayed there if the block raised; else :meth:`restore` and :meth:`replay`.
     """
 
-    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 
     def __init__(self) -> None:
         self.previous: dict[int, Any] = {}
