@@ -16,7 +16,7 @@ from pytest_batchrunner.process.environment import command_environment
 from pytest_batchrunner.plugin.engine import (
     ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings,
 )
-from pytest_batchrunner.process.command import Attempt, RunningCommand, start_command
+from pytest_batchrunner.process.command import Attempt, RunningCommand, SpawnError, start_command
 
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]
@@ -240,7 +240,7 @@ class CommandItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, CommandFailed):
             return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines))
-        if isinstance(excinfo.value, CommandSetupError):
+        if isinstance(excinfo.value, (CommandSetupError, SpawnError)):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 

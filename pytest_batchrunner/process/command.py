@@ -221,7 +221,8 @@ def start_command(
     if not 0 <= kill_grace <= _WAIT_MAX:
         raise ValueError(f"kill_grace must be a finite number of seconds, 0 to {_WAIT_MAX:g}, not {kill_grace!r}")
     token = guardian.start()
-    if not _ADOPTING.get(os.getpid()):
+    if os.getpid() not in _ADOPTING:
+        _raise_open_file_limit()
         _adopt_orphans()
     env = dict(os.environ if env is None else env)
     if token is not None:
@@ -231,26 +232,132 @@ def start_command(
     # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
     # SIGINT/SIGTERM handlers until it is tracked, then replay them below.
     with DeferredSignals() as deferred:
-        proc = subprocess.Popen(
-            [SHELL, "-c", command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
+        proc, script = _spawn(command, cwd, env)
         guardian.register(proc.pid)
         if started is not None:
             started(proc.pid)
         running = RunningCommand(command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit)
         running.ended = ended
+        running.script = script
     try:
         deferred.replay()  # in this thread: the one the signal was meant for
     except BaseException:
         running.abandon()
         raise
     return running
+
+
+class SpawnError(OSError):
+    """A command could not be started (no file descriptor left with nothing else running...)."""
+
+
+# Commands started and not yet waited for, and spawns in progress (each holds
+# a few descriptors), in this process: a spawn that finds no file descriptor
+# left waits until one of them ends (``_ends`` counts the ends).
+_running = 0
+_spawning = 0
+_ends = 0
+_running_changed = threading.Condition()
+# Commands (three descriptors each) allowed at once, from the open-files limit.
+_fd_budget = [1 << 30]
+_FD_RESERVE = 64
+
+
+def _spawn(
+    command: str, cwd: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[subprocess.Popen[bytes], str | None]:
+    """``/bin/sh -c command`` in a new session; out of file descriptors, wait for a running command and retry.
+
+    Only when nothing else is running is it an error (:class:`SpawnError`).
+    A command longer than the kernel takes as one argument (128 KiB on Linux)
+    is handed to the shell as a temporary script file instead (``sh FILE``,
+    so ``$0`` is the file's name), removed when the command ends; returns the
+    process and that file's name, if any.
+    """
+    global _running, _spawning, _ends
+    script = None
+    argv = [SHELL, "-c", command]
+    if len(command) > _MAX_ARGUMENT // 4 and len(command.encode("utf-8", "surrogateescape")) > _MAX_ARGUMENT:
+        script = _script_file(command)
+        argv = [SHELL, script]
+    try:
+        while True:
+            with _running_changed:
+                # Leave descriptors for the rest of the program (imports, reports):
+                # beyond the budget, a spawn waits for a running command to end.
+                while _running + _spawning >= _fd_budget[0] and _running + _spawning > 0:
+                    _running_changed.wait(timeout=1.0)
+                _spawning += 1
+                seen = _ends
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    with _running_changed:
+                        _spawning -= 1
+                    raise
+                with _running_changed:
+                    _spawning -= 1
+                    if _running == 0 and _spawning == 0 and _ends == seen:
+                        raise SpawnError(
+                            exc.errno, f"cannot start the command: {exc.strerror} (nothing else is running)"
+                        ) from None
+                    # Something else holds descriptors and will let them go: wait for it.
+                    _running_changed.wait_for(lambda: _ends != seen, timeout=1.0)
+                continue
+            with _running_changed:
+                _spawning -= 1
+                _running += 1
+                _ends += 1
+                _running_changed.notify_all()
+            return proc, script
+    except BaseException:
+        _remove(script)
+        raise
+
+
+# Above this many bytes a command goes to the shell as a script file: Linux
+# refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN), and the
+# environment shares the total; well below both.
+_MAX_ARGUMENT = 64 * 1024
+
+
+def _script_file(command: str) -> str:
+    """Write *command* to a new private file (mode 0600) for ``sh FILE``."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="batchrunner-", suffix=".sh")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(command.encode("utf-8", "surrogateescape"))
+    except BaseException:
+        _remove(path)
+        raise
+    return path
+
+
+def _remove(path: str | None) -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _command_ended() -> None:
+    global _running, _ends
+    with _running_changed:
+        _running -= 1
+        _ends += 1
+        _running_changed.notify_all()
 
 
 class RunningCommand:
@@ -283,6 +390,8 @@ class RunningCommand:
         ended, self.ended = self.ended, None
         if ended is not None:
             ended()
+        self.script: str | None = None
+        """The temporary script file of a very long command, removed when it ends."""
 
     def abandon(self) -> None:
         """Terminate the command's session and release everything, without an :class:`Attempt`."""
@@ -292,6 +401,8 @@ class RunningCommand:
             self.run.close()
             guardian.unregister(self.pgid)
             self._end()
+            _command_ended()
+            _remove(self.script)
 
     def wait(self) -> Attempt:
         """Wait for the shell, then kill what is left of its group; the attempt."""
@@ -323,6 +434,8 @@ class RunningCommand:
             # Every path above ends with the session gone or sent SIGKILL.
             guardian.unregister(pgid)
             self._end()
+            _command_ended()
+            _remove(self.script)
         status = self.proc.returncode
         return Attempt(
             command=self.command,
@@ -626,6 +739,33 @@ _HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 _PR_SET_CHILD_SUBREAPER = 36
 # pid -> whether that process adopts orphans (a forked child does not inherit it).
 _ADOPTING: dict[int, bool] = {}
+
+
+def _raise_open_file_limit() -> None:
+    """Raise the soft limit of open files toward the hard one, as many runners do (once per process).
+
+    Each running command holds three descriptors (two pipes, a pidfd); the
+    common soft limit of 1,024 would cap ``--batch-jobs`` well below what a
+    machine can run. Capped at 65,536: nothing here needs more. Under a low
+    hard limit, commands at once are bounded so that 64 descriptors stay free
+    for the rest of the program (imports, report files).
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if sys.platform == "darwin":
+            want = min(want, 10240)  # OPEN_MAX: macOS refuses more for the soft limit
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        if soft != resource.RLIM_INFINITY:
+            # Four descriptors per command while it spawns, three while it runs;
+            # keep a reserve for everything else.
+            _fd_budget[0] = max(1, (soft - _FD_RESERVE) // 4)
+    except (ImportError, ValueError, OSError):
+        pass  # keep the limit we have; a spawn that hits it waits for a running command
 
 
 def _adopt_orphans() -> bool:
