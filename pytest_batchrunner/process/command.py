@@ -16,9 +16,9 @@ What it guarantees (see RELIABILITY.md in the project's shared notes):
   grace period, and the attempt is a timeout whatever the shell's exit status;
 
 How the session is found without scanning every process after every command: on
-Linux the runner becomes a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``),
-so a process orphaned by a command's shell is re-parented to it instead of to
-PID 1; after the shell exits, the runner's own children (one small ``/proc``
+Linux the runner is a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``) while
+at least one command runs, so a process orphaned by a command's shell is
+re-parented to it instead of to PID 1; after the shell exits, the runner's own children (one small ``/proc``
 read) with ``getsid() == `` the command's session are what is left, with their
 descendants. The runner never waits for "any child" (it would steal exit
 statuses from other code's :class:`subprocess.Popen` objects): it reaps
@@ -287,6 +287,8 @@ def _spawn(
                 # beyond the budget, a spawn waits for a running command to end.
                 while _running + _spawning >= _fd_budget[0] and _running + _spawning > 0:
                     _running_changed.wait(timeout=1.0)
+                if _running + _spawning == 0:
+                    _set_subreaper(True)
                 _spawning += 1
                 seen = _ends
             try:
@@ -303,9 +305,13 @@ def _spawn(
                 if exc.errno not in (errno.EMFILE, errno.ENFILE):
                     with _running_changed:
                         _spawning -= 1
+                        if _running + _spawning == 0:
+                            _set_subreaper(False)
                     raise
                 with _running_changed:
                     _spawning -= 1
+                    if _running + _spawning == 0:
+                        _set_subreaper(False)
                     if _running == 0 and _spawning == 0 and _ends == seen:
                         raise SpawnError(
                             exc.errno, f"cannot start the command: {exc.strerror} (nothing else is running)"
@@ -357,6 +363,8 @@ def _command_ended() -> None:
     with _running_changed:
         _running -= 1
         _ends += 1
+        if _running + _spawning == 0:
+            _set_subreaper(False)
         _running_changed.notify_all()
 
 
@@ -737,6 +745,8 @@ def _reap(pids: list[int]) -> None:
 
 _HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+_PRCTL: dict[int, Any] = {}
 # pid -> whether that process adopts orphans (a forked child does not inherit it).
 _ADOPTING: dict[int, bool] = {}
 
@@ -769,30 +779,38 @@ def _raise_open_file_limit() -> None:
 
 
 def _adopt_orphans() -> bool:
-    """Make this process the child subreaper (Linux), once per process; whether it is."""
+    """Whether this process can be the child subreaper (Linux), checked once per process."""
     pid = os.getpid()
     adopting = False
     if _HAVE_PROC:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            adopting = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            state = ctypes.c_int(0)
+            adopting = prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(state), 0, 0, 0) == 0
+            _PRCTL[pid] = prctl
         except (OSError, AttributeError):
             adopting = False
     _ADOPTING[pid] = adopting
     return adopting
 
 
-def stop_adopting() -> None:
-    """Stop being the child subreaper (at the end of a run inside a longer-lived program).
+def _set_subreaper(on: bool) -> None:
+    """Adopt orphans (or stop), called as the first command of this process starts and the last one ends.
 
-    Orphans adopted so far stay our children. The next command started adopts again.
+    Only while commands run: a process orphaned at another time (a Python
+    test's daemon, another program's helper) is not adopted, so it never
+    waits as a zombie for us, who never wait for children we did not start.
     """
-    pid = os.getpid()
-    if _ADOPTING.pop(pid, False):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    prctl = _PRCTL.get(os.getpid())
+    if prctl is not None:
+        prctl(_PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
+
+
+def stop_adopting() -> None:
+    """Stop being the child subreaper if no command runs (at the end of a run; a no-op normally)."""
+    with _running_changed:
+        if _running == 0 and _spawning == 0:
+            _set_subreaper(False)
 
 
 def _children(pid: int, tids: list[str] | None = None) -> list[int]:
