@@ -22,6 +22,7 @@ import dataclasses
 import os
 import re
 import shlex
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,11 @@ __all__ = [
     "display_command",
     "item_names",
     "one_line",
+    "printable",
     "parse_batch_file",
     "parse_batch_text",
+    "read_batch_file",
+    "not_a_regular_file",
 ]
 
 _BOM = b"\xef\xbb\xbf"
@@ -116,8 +120,53 @@ def parse_batch_file(path: str | os.PathLike[str]) -> list[CommandSpec]:
     Raises :class:`FileNotFoundError` for a missing file and
     :class:`BatchFileError` for a file that is not valid UTF-8 or holds a bad line.
     """
-    data = Path(path).read_bytes()
-    return parse_batch_text(data, path)
+    return parse_batch_text(read_batch_file(path), path)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
+    """What *path* is when it is not a regular file (``"a FIFO"``...), following symlinks; else ``None``.
+
+    A missing path is ``None``: reading it gives the usual :class:`FileNotFoundError`.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return _kind(mode)
+
+
+def _kind(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def read_batch_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a batch file, which must be a regular file (symlinks followed).
+
+    A FIFO would block the reader forever and ``/dev/zero`` never ends: both are
+    a :class:`BatchFileError`, decided on the opened file itself (opened without
+    blocking), so nothing can swap it in between.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise BatchFileError(path, None, f"not a regular file ({kind}); batch files must be regular files")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<commands>") -> list[CommandSpec]:
@@ -186,10 +235,25 @@ def one_line(command: str) -> str:
     return re.sub(r"[ \t]*\\\n\s*", " ", command).replace("\n", " ")
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""*text* with control characters (C0 but tab, DEL, C1) as ``\xNN``: safe to show on a terminal.
+
+    A command or a file name holding ESC or BEL could otherwise retitle the
+    terminal window or move its cursor.
+    """
+    if _CONTROLS.search(text) is None:
+        return text
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def item_names(specs: list[CommandSpec]) -> list[str]:
     """Unique, deterministic item names for *specs*, in order.
 
-    The name is the command as displayed. pytest splits a command-line argument
+    The name is the command as displayed, control characters escaped
+    (:func:`printable`). pytest splits a command-line argument
     at ``::`` (before its first ``[``), so ``::`` becomes ``: :`` to keep every id
     usable as ``pytest "file.batch::<name>"``. A repeated command gets `` (2)``,
     `` (3)``... in the order of the file, so inserting other lines never renames it.
@@ -197,13 +261,17 @@ def item_names(specs: list[CommandSpec]) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for spec in specs:
-        base = re.sub(r":(?=:)", ": ", spec.display)
+        base = re.sub(r":(?=:)", ": ", printable(spec.display))
         count = seen.get(base, 0) + 1
         seen[base] = count
         name = base if count == 1 else f"{base} ({count})"
         while count > 1 and name in seen:  # "x (2)" was itself a command
             count += 1
             name = f"{base} ({count})"
+        # Remember how far the search went: the names skipped stay taken, so the
+        # next repeat starts after them (thousands of lines named "x (2)",
+        # "x (3)"... would otherwise make this quadratic).
+        seen[base] = count
         seen.setdefault(name, 1)
         names.append(name)
     return names

@@ -159,6 +159,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.items import FAILURE_TAIL_LINES
 
     _check_other_plugins_values(config)
+    _check_named_batch_files(config)
     config.stash[ENGINE_KEY] = EngineSettings(
         capture_bytes=_setting(config, "batch_capture_bytes", byte_count, DEFAULT_CAPTURE_BYTES),
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
@@ -353,10 +354,48 @@ def _install_sigterm(config: pytest.Config) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
     if any(fnmatch.fnmatch(file_path.name, p) for p in patterns(parent.config)):
+        if not _regular_batch_file(file_path, parent.config):
+            return None
         from pytest_batchrunner.plugin.items import BatchFile
 
         return BatchFile.from_parent(parent, path=file_path)
     return None
+
+
+def _check_named_batch_files(config: pytest.Config) -> None:
+    """A batch file named on the command line that is not a regular file is a usage error, before anything runs.
+
+    (pytest itself would only say "not found" for a FIFO or a device.)
+    """
+    from pytest_batchrunner.batchfile import not_a_regular_file
+
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0])
+        if any(fnmatch.fnmatch(path.name, p) for p in patterns(config)):
+            kind = not_a_regular_file(path)
+            if kind is not None and kind != "a directory":
+                raise pytest.UsageError(f"{arg}: not a regular file ({kind}); batch files must be regular files")
+
+
+def _regular_batch_file(path: Path, config: pytest.Config) -> bool:
+    """Only regular files are batch files: a FIFO would hang the reader, ``/dev/zero`` never ends.
+
+    One named on the command line is a usage error; one found in a folder is
+    skipped with a warning.
+    """
+    from pytest_batchrunner.batchfile import not_a_regular_file
+
+    kind = not_a_regular_file(path)
+    if kind is None:
+        return True
+    message = f"{path}: not a regular file ({kind}); batch files must be regular files"
+    named = {Path(config.invocation_params.dir, arg.split("::", 1)[0]) for arg in config.args}
+    if path in named:
+        raise pytest.UsageError(message)
+    from pytest_batchrunner.plugin.items import BatchFileWarning
+
+    config.issue_config_time_warning(BatchFileWarning(message + ", skipped"), stacklevel=2)
+    return False
 
 
 @pytest.hookimpl(wrapper=True)

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, group_key, item_names, parse_batch_text
+from pytest_batchrunner.batchfile import (
+    BatchFileError,
+    CommandSpec,
+    group_key,
+    item_names,
+    parse_batch_text,
+    printable,
+    read_batch_file,
+)
 from pytest_batchrunner.process.environment import command_environment
 from pytest_batchrunner.plugin.engine import (
     ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings,
@@ -38,7 +46,7 @@ class CommandFailed(Exception):
     so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry."""
 
     def __init__(self, attempt: Attempt, spec: CommandSpec) -> None:
-        super().__init__(f"{attempt.describe_status()}: {spec.display}")
+        super().__init__(f"{attempt.describe_status()}: {printable(spec.display)}")
         self.attempt = attempt
         self.spec = spec
 
@@ -49,11 +57,11 @@ class CommandFailed(Exception):
         if a.expected_exit != 0 and not a.timed_out and a.signal is None:
             status += f", expected {a.expected_exit}"
         lines = [
-            f"{status} · {spec.path}:{spec.line} · {a.duration:.2f} s",
-            f"  command: {spec.display}",
+            f"{status} · {printable(spec.path)}:{spec.line} · {a.duration:.2f} s",
+            f"  command: {printable(spec.display)}",
         ]
         if a.leftovers:
-            lines.append("  killed leftover processes: " + ", ".join(a.leftovers))
+            lines.append("  killed leftover processes: " + printable(", ".join(a.leftovers)))
         for label, text, size in (("stderr", a.stderr, a.stderr_bytes), ("stdout", a.stdout, a.stdout_bytes)):
             tail = text.rstrip("\n").splitlines()[-output_lines:] if output_lines else []
             if not tail:
@@ -71,9 +79,22 @@ def _printable(line: str) -> str:
 class BatchFile(pytest.File):
     """A batch file: one :class:`CommandItem` per command."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A file name holding ESC or BEL would reach the terminal raw in every
+        # "-v" line and summary: its node id (and so its items' ids) shows it
+        # escaped. pytest keeps the id as a path (9.2: a structured id, before:
+        # a string); there is no public way to give a File a different one.
+        if printable(self.nodeid) != self.nodeid:
+            node_id = getattr(self, "_id", None)
+            if node_id is not None and hasattr(node_id, "path"):
+                self._id = type(node_id)(path=printable(node_id.path))
+            elif hasattr(self, "_nodeid"):
+                self._nodeid = printable(self._nodeid)
+
     def collect(self):  # type: ignore[no-untyped-def]
         try:
-            specs = parse_batch_text(self.path.read_bytes(), self.display_path())
+            specs = parse_batch_text(read_batch_file(self.path), self.display_path())
         except BatchFileError as exc:
             # CollectError is shown as its message alone, without a traceback.
             raise self.CollectError(f"batch file error: {exc}") from None
@@ -230,8 +251,8 @@ class CommandItem(pytest.Item):
         if attempt.leftovers:
             self.warn(
                 LeftoverProcessWarning(
-                    f"{self.spec.path}:{self.spec.line}: killed processes left behind by "
-                    f"'{self.spec.display}': {', '.join(attempt.leftovers)}"
+                    f"{printable(self.spec.path)}:{self.spec.line}: killed processes left behind by "
+                    f"'{printable(self.spec.display)}': {printable(', '.join(attempt.leftovers))}"
                 )
             )
         if not attempt.success:
@@ -245,7 +266,7 @@ class CommandItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
-        return self.path, self.spec.line - 1, f"{self.path.name}:{self.spec.line}: {self.spec.display}"
+        return self.path, self.spec.line - 1, printable(f"{self.path.name}:{self.spec.line}: {self.spec.display}")
 
     def attempt_record(self) -> dict[str, Any] | None:
         """The last attempt as plain data: travels on the report, through xdist, to the reports."""

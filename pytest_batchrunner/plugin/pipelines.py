@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text
+from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text, printable, read_batch_file
 
 
 
@@ -140,7 +140,7 @@ def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, 
     groups: dict[str, tuple[str, bool]] = {}
     for path in _batch_files(config, patterns):
         try:
-            data = path.read_bytes()
+            data = read_batch_file(path)  # a FIFO or a device is refused, not read
             if b"group=" not in data and b"sequential" not in data:
                 continue
             try:
@@ -153,7 +153,7 @@ def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, 
         for spec, name in zip(specs, item_names(specs), strict=True):
             key = group_key(spec)
             if key is not None:
-                groups[f"{rel}::{name}"] = (key, spec.settings.sequential)
+                groups[f"{printable(rel)}::{name}"] = (key, spec.settings.sequential)
     return groups
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text
+from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
 from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY
 from pytest_batchrunner.reports.results import Recorder
 from pytest_batchrunner.reports.summary import write_terminal_summary
@@ -61,7 +61,9 @@ class BatchRecording:
 
     def is_batch_nodeid(self, nodeid: str) -> bool:
         """Whether *nodeid* names a command of a batch file (decided by its file's name)."""
-        path = nodeid.split("::", 1)[0]
+        # A command's name never holds "::" (item names turn it into ": :"), so the
+        # last "::" ends the file's path, which may hold one ("a::b.batch").
+        path = nodeid.rpartition("::")[0]
         known = self._is_batch.get(path)
         if known is None:
             name = path.rsplit("/", 1)[-1]
@@ -87,11 +89,11 @@ class BatchRecording:
         by_file: dict[str, list[str]] = defaultdict(list)
         for nodeid in ids:
             if self.is_batch_nodeid(nodeid):
-                by_file[nodeid.split("::", 1)[0]].append(nodeid)
+                by_file[nodeid.rpartition("::")[0]].append(nodeid)
         for rel, nodeids in by_file.items():
             path = Path(self.config.rootpath, rel)
             try:
-                specs = parse_batch_text(path.read_bytes(), rel)
+                specs = parse_batch_text(read_batch_file(path), rel)
             except (OSError, BatchFileError):
                 continue
             wanted = set(nodeids)

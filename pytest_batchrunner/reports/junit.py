@@ -154,7 +154,7 @@ except ImportError:  # pragma: no cover - every supported pytest has it
 def command_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
     """``(classname, name)`` of our testcase for *nodeid*: the batch file as pytest
     names it, and the item's name (the command) exactly."""
-    path, _, name = nodeid.partition("::")
+    path, _, name = nodeid.rpartition("::")  # a name never holds "::"; a file name may
     classnames = [re.sub(r"\.py$", "", path.replace("/", "."))]
     if prefix:
         classnames.insert(0, prefix)

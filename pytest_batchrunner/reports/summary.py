@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_batchrunner.batchfile import display_command
+from pytest_batchrunner.batchfile import display_command, printable
 from pytest_batchrunner.reports.files import one_line
 from pytest_batchrunner.reports.results import CommandResult
 
@@ -35,15 +35,15 @@ def name(r: CommandResult) -> str:
 
 
 def where(r: CommandResult) -> str:
-    """``file:line`` of the command, or ``""``."""
-    return f"{r.file}:{r.line}" if r.file else ""
+    """``file:line`` of the command (control characters escaped), or ``""``."""
+    return printable(f"{r.file}:{r.line}") if r.file else ""
 
 
 def last_line(text: str) -> str:
-    """The last non-blank line of *text*, control characters shown as ``?``, at most 200 characters."""
+    """The last non-blank line of *text*, control characters escaped (``\\x1b``), at most 200 characters."""
     for line in reversed(text.splitlines()):
         if line.strip():
-            return "".join(ch if ch >= " " else "?" for ch in line.strip())[:200]
+            return printable(line.strip())[:200]
     return ""
 
 
@@ -98,7 +98,7 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
         for r in bad:
             detail = r.message or r.status
             last = last_line(r.stderr) or last_line(r.stdout)
-            text = f"  {where(r)}  {name(r)}  [{detail}]"
+            text = f"  {where(r)}  {name(r)}  [{printable(detail)}]"
             if last:
                 text += f"  {last}"
             lines.append((text, {"red": True}))

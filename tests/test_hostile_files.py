@@ -1,0 +1,106 @@
+"""Files that are not files, names that are not plain, text that would drive a terminal, crafted
+input that would make collection quadratic."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from batchrunner import BatchRunner
+from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_file, parse_batch_text, printable
+
+
+def test_a_fifo_and_a_device_in_a_folder_are_skipped(pytester: pytest.Pytester, run) -> None:
+    os.mkfifo(pytester.path / "fifo.batch")
+    os.symlink("/dev/zero", pytester.path / "zero.batch")
+    (pytester.path / "dir.batch").mkdir()
+    (pytester.path / "dir.batch" / "inner.batch").write_text("echo inner\n")
+    (pytester.path / "real.batch").write_text("echo real\n")
+    result = run(".", timeout=60)
+    result.assert_outcomes(passed=2)
+    assert "MemoryError" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(("name", "kind"), [("fifo.batch", "a FIFO"), ("zero.batch", "a character device")])
+def test_a_fifo_or_a_device_named_on_the_command_line_is_a_usage_error(
+    pytester: pytest.Pytester, run, name: str, kind: str
+) -> None:
+    os.mkfifo(pytester.path / "fifo.batch")
+    os.symlink("/dev/zero", pytester.path / "zero.batch")
+    result = run(name, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{name}: not a regular file ({kind}); batch files must be regular files*"])
+
+
+def test_the_parser_refuses_what_is_not_a_regular_file(tmp_path) -> None:
+    os.mkfifo(tmp_path / "fifo.batch")
+    start = time.monotonic()
+    with pytest.raises(BatchFileError, match="not a regular file \\(a FIFO\\)"):
+        parse_batch_file(tmp_path / "fifo.batch")
+    with pytest.raises(ValueError, match="not a regular file \\(a character device\\)"):
+        BatchRunner.from_file("/dev/zero", verbose=False)
+    assert time.monotonic() - start < 5
+
+
+ESC_FILE = "e\x1b[31m.batch"
+ESC_LINE = "echo \x1b]0;HACKED\x07 \x9bx; exit 2\n"
+
+
+def test_control_characters_never_reach_the_terminal(pytester: pytest.Pytester, run) -> None:
+    (pytester.path / ESC_FILE).write_text(ESC_LINE)
+    result = run("-v", "-rA")
+    result.assert_outcomes(failed=1)
+    text = "\n".join(result.outlines + result.errlines)
+    for raw in ("\x1b", "\x07", "\x9b"):
+        assert raw not in text
+    assert "e\\x1b[31m.batch::echo \\x1b]0;HACKED\\x07 \\x9bx; exit 2" in text  # the -v line
+    # (plain text: "[31m" would be a character class to fnmatch)
+    assert "command: echo \\x1b]0;HACKED\\x07 \\x9bx; exit 2" in text
+    assert "e\\x1b[31m.batch:1  echo \\x1b]0;HACKED\\x07 \\x9bx; exit 2  [exit code 2]" in text
+
+
+def test_a_file_name_with_double_colons_is_reported_right(pytester: pytest.Pytester, run) -> None:
+    (pytester.path / "a::b.batch").write_text("echo hi\nexit 3\n")
+    result = run(".", "--junitxml=j.xml", "--batch-json=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [(r["command"], r["status"], r["file"]) for r in results] == [
+        ("echo hi", "passed", "a::b.batch"),
+        ("exit 3", "failed", "a::b.batch"),
+    ]
+    cases = list(ET.parse(pytester.path / "j.xml").iter("testcase"))
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [("a::b.batch", "echo hi"), ("a::b.batch", "exit 3")]
+    assert cases[1].find("failure") is not None and cases[0].find("skipped") is None
+
+
+def test_printable_escapes_controls_but_tabs() -> None:
+    assert printable("a\tb\x1b[0m\x07\x7f\x9b\n") == "a\tb\\x1b[0m\\x07\\x7f\\x9b\\x0a"
+    assert item_names(parse_batch_text("echo \x1b[2J\n", "x.batch")) == ["echo \\x1b[2J"]
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        lambda n: "".join(f"true ({k})\n" for k in range(2, n)) + "true\n" * n,
+        lambda n: "\n" * (2 * n) + "echo \\\n",
+        lambda n: "echo \\\n" + "#x \\\n" * n + "y\n",
+    ],
+    ids=["names-already-numbered", "blanks-then-a-trailing-backslash", "comments-in-continuations"],
+)
+def test_collection_stays_linear_on_crafted_input(crafted) -> None:
+    def cost(n: int) -> float:
+        text = crafted(n)
+        start = time.perf_counter()
+        try:
+            item_names(parse_batch_text(text, "x.batch"))
+        except BatchFileError:
+            pass
+        return time.perf_counter() - start
+
+    small, large = min(cost(5_000) for _ in range(3)), min(cost(40_000) for _ in range(3))
+    # Eight times the input: linear is about 8x, quadratic 64x; generous for a busy machine.
+    assert large < max(small * 24, 0.3), (small, large)
