@@ -24,7 +24,6 @@ import re
 import shlex
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pytest_batchrunner.values import non_negative_float, non_negative_int, share, timeout_seconds
 

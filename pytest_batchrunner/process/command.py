@@ -317,7 +317,8 @@ def _spawn(
                             exc.errno, f"cannot start the command: {exc.strerror} (nothing else is running)"
                         ) from None
                     # Something else holds descriptors and will let them go: wait for it.
-                    _running_changed.wait_for(lambda: _ends != seen, timeout=1.0)
+                    if _ends == seen:  # else something ended already: retry at once
+                        _running_changed.wait(timeout=1.0)
                 continue
             with _running_changed:
                 _spawning -= 1
