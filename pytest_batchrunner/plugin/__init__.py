@@ -22,6 +22,7 @@ import gc
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -306,10 +307,13 @@ class Interrupts:
 
     _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
+    QUIET_AFTER = 2.0
+
     def __init__(self) -> None:
         self.previous: dict[int, Any] = {}
         self.stopping = False
         self.ignored = 0
+        self.restored_at: float | None = None
 
     def install(self) -> None:
         """Take over the signals whose handler is still Python's default (main thread only)."""
@@ -325,6 +329,17 @@ class Interrupts:
                 self.previous[sig] = signal.signal(sig, self.handle)
 
     def handle(self, signum: int, frame: Any) -> None:
+        if self.restored_at is not None:
+            # The run is over; pytest and the interpreter are still closing down.
+            if time.monotonic() - self.restored_at < self.QUIET_AFTER:
+                return
+            previous = self.previous.get(signum, signal.SIG_DFL)
+            self._put_back()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+            return
         if not self.stopping:
             self.stopping = True
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
@@ -338,7 +353,18 @@ class Interrupts:
             pass
 
     def restore(self) -> None:
-        """Put the previous handlers back."""
+        """Put the previous handlers back (at unconfigure).
+
+        After an interruption, pytest's own unconfigure and the interpreter's exit
+        still run: a signal arriving in the next :attr:`QUIET_AFTER` seconds is
+        ignored, a later one restores the previous handler and goes to it.
+        """
+        if self.stopping:
+            self.restored_at = time.monotonic()
+            return
+        self._put_back()
+
+    def _put_back(self) -> None:
         for sig, handler in self.previous.items():
             if signal.getsignal(sig) == self.handle:
                 signal.signal(sig, handler)
