@@ -125,8 +125,15 @@ def check_paths(config: pytest.Config, patterns: list[str]) -> None:
     junit = junit_path(config)
     if junit is not None:
         reports.append(("--junitxml", Path(junit)))
-    for option, dest in (("--batch-json", "batch_json"), ("--batch-log", "batch_log"), ("--batch-joblog", "batch_joblog")):
-        value = config.getoption(dest)
+    for option, dest in (
+        ("--batch-json", "batch_json"),
+        ("--batch-log", "batch_log"),
+        ("--batch-joblog", "batch_joblog"),
+        ("--batch-trace", "batch_trace"),
+        ("--batch-html", "batch_html"),
+        ("--batch-markdown", "batch_markdown"),
+    ):
+        value = config.getoption(dest, None)
         if value:
             reports.append((option, base / os.path.expanduser(value)))
     try:
