@@ -22,7 +22,6 @@ import gc
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -284,9 +283,6 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    interrupts = config.stash.get(_SIGTERM_KEY, None)
-    if interrupts is not None:
-        interrupts.restore()
     from pytest_batchrunner.process.command import stop_adopting
 
     stop_adopting()
@@ -307,13 +303,10 @@ class Interrupts:
 
     _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
-    QUIET_AFTER = 2.0
-
     def __init__(self) -> None:
         self.previous: dict[int, Any] = {}
         self.stopping = False
         self.ignored = 0
-        self.restored_at: float | None = None
 
     def install(self) -> None:
         """Take over the signals whose handler is still Python's default (main thread only)."""
@@ -329,17 +322,6 @@ class Interrupts:
                 self.previous[sig] = signal.signal(sig, self.handle)
 
     def handle(self, signum: int, frame: Any) -> None:
-        if self.restored_at is not None:
-            # The run is over; pytest and the interpreter are still closing down.
-            if time.monotonic() - self.restored_at < self.QUIET_AFTER:
-                return
-            previous = self.previous.get(signum, signal.SIG_DFL)
-            self._put_back()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-            return
         if not self.stopping:
             self.stopping = True
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
@@ -353,15 +335,8 @@ class Interrupts:
             pass
 
     def restore(self) -> None:
-        """Put the previous handlers back (at unconfigure).
-
-        After an interruption, pytest's own unconfigure and the interpreter's exit
-        still run: a signal arriving in the next :attr:`QUIET_AFTER` seconds is
-        ignored, a later one restores the previous handler and goes to it.
-        """
-        if self.stopping:
-            self.restored_at = time.monotonic()
-            return
+        """Put the previous handlers back (a cleanup of the config: after every unconfigure hook,
+        pytest's own included, so that a late second Ctrl+C cannot land in them)."""
         self._put_back()
 
     def _put_back(self) -> None:
@@ -376,6 +351,7 @@ def _install_sigterm(config: pytest.Config) -> None:
     interrupts = Interrupts()
     interrupts.install()
     config.stash[_SIGTERM_KEY] = interrupts
+    config.add_cleanup(interrupts.restore)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
