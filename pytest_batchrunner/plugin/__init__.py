@@ -288,6 +288,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     stop_adopting()
 
 
+_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+
 class Interrupts:
     """SIGTERM, SIGHUP and SIGQUIT act as Ctrl+C; a second one while the run stops is not an abort.
 
@@ -301,18 +304,21 @@ class Interrupts:
     one interrupts the wind-down itself.
     """
 
-    _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-
-    def __init__(self) -> None:
+    def __init__(self, names: tuple[str, ...] = _NAMES, protect: bool = True) -> None:
+        self.names = names
+        self.protect = protect
+        """Whether a second signal is only acknowledged (off inside the Python API, which holds
+        and replays Ctrl+C itself: a replayed signal must raise)."""
         self.previous: dict[int, Any] = {}
         self.stopping = False
         self.ignored = 0
+        self.closed = False
 
     def install(self) -> None:
         """Take over the signals whose handler is still Python's default (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for name in self._NAMES:
+        for name in self.names:
             sig = getattr(signal, name, None)
             if sig is None:
                 continue
@@ -322,7 +328,15 @@ class Interrupts:
                 self.previous[sig] = signal.signal(sig, self.handle)
 
     def handle(self, signum: int, frame: Any) -> None:
-        if not self.stopping:
+        if self.closed:
+            # The run is over but something put this handler back (a holder of
+            # handlers restoring what it saw): behave as the handler before ours.
+            previous = self.previous.get(signum)
+            if callable(previous):
+                previous(signum, frame)
+                return
+            raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+        if not self.stopping or not self.protect:
             self.stopping = True
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
         self.ignored += 1
@@ -334,23 +348,29 @@ class Interrupts:
         except OSError:
             pass
 
+    def pytest_runtest_logstart(self) -> None:
+        # Another item starts: the last interrupt was caught by a test itself
+        # (pytest.raises(KeyboardInterrupt)), the run is not stopping.
+        self.stopping = False
+        self.ignored = 0
+
     def restore(self) -> None:
         """Put the previous handlers back (a cleanup of the config: after every unconfigure hook,
         pytest's own included, so that a late second Ctrl+C cannot land in them)."""
-        self._put_back()
-
-    def _put_back(self) -> None:
+        self.closed = True
         for sig, handler in self.previous.items():
             if signal.getsignal(sig) == self.handle:
                 signal.signal(sig, handler)
-        self.previous.clear()
 
 
 def _install_sigterm(config: pytest.Config) -> None:
     """Install :class:`Interrupts` for this run."""
-    interrupts = Interrupts()
+    inner = any(type(plugin).__name__ == "InnerRun" for plugin in config.pluginmanager.get_plugins())
+    # The Python API holds and replays Ctrl+C itself; it gets SIGTERM, SIGHUP and SIGQUIT as interrupts.
+    interrupts = Interrupts(_NAMES[1:], protect=False) if inner else Interrupts()
     interrupts.install()
     config.stash[_SIGTERM_KEY] = interrupts
+    config.pluginmanager.register(interrupts, "batchrunner-interrupts")
     config.add_cleanup(interrupts.restore)
 
 
