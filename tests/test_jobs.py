@@ -98,14 +98,70 @@ def test_default_runs_one_command_at_a_time(pytester: pytest.Pytester, run, mode
     run("--batch-jobs", jobs).assert_outcomes(passed=12)
 
 
-def test_exitfirst_starts_nothing_after_a_failure(pytester: pytest.Pytester, run, mode: str) -> None:
-    if mode == "xdist":
-        pytest.skip("under -n another worker may already run the later lines")
-    write(pytester, "true\nfalse\ntouch must-not-run\ntouch must-not-run-either\n")
-    result = run("-x", "-p", "no:randomly")
-    assert result.parseoutcomes()["failed"] == 1
-    assert not (pytester.path / "must-not-run").exists()
-    assert not (pytester.path / "must-not-run-either").exists()
+# Widens every window between a failure and the end of the run: each protocol
+# starts late (a command started ahead has ended by then), and a failure's report
+# is slow, before pytest counts it and after.
+SLOW_HOOKS = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    time.sleep(0.3)
+    return (yield)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    if report.failed:
+        time.sleep(0.4)
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    time.sleep(0.2)
+"""
+
+# One xdist group: under -n 2 every line goes to the same worker, whose own
+# session stops at the failure (another worker may run what xdist already gave it).
+ONE_WORKER = "# batch: group=all\n"
+
+
+@pytest.mark.parametrize(
+    "jobs, lines",
+    [
+        # --batch-jobs 1: `false` is started ahead while `true` is reported; the
+        # old window started the next command when `false`'s own protocol began.
+        ("1", ["true", "false"]),
+        # Several in flight: `false` ends first; a job ending after it must not refill.
+        ("3", ["sleep 0.5", "false", "sleep 0.2"]),
+        # A sequential step runs its own command: a job ending after its failure
+        # but before its report must not refill either.
+        ("2", ["sleep 0.3; false  # batch: sequential group=all", "sleep 0.6", "sleep 0.6"]),
+    ],
+    ids=["jobs1", "jobs3", "own-attempt"],
+)
+def test_exitfirst_starts_nothing_after_a_failure(
+    pytester: pytest.Pytester, run, mode: str, jobs: str, lines: list[str]
+) -> None:
+    pytester.makeconftest(SLOW_HOOKS)
+    never = ["touch must-not-run.1", "touch must-not-run.2", "touch must-not-run.3"]
+    write(pytester, ONE_WORKER + "\n".join(lines + never) + "\n")
+    result = run("-x", "--batch-jobs", jobs, "-p", "no:randomly", *FAST)
+    assert result.parseoutcomes()["failed"] == 1, result.stdout.str()
+    # pytest-xdist ends a run stopped by -x as interrupted.
+    assert result.ret == (pytest.ExitCode.TESTS_FAILED if mode == "inprocess" else pytest.ExitCode.INTERRUPTED)
+    assert sorted(p.name for p in pytester.path.glob("must-not-run*")) == []
+
+
+def test_maxfail_starts_nothing_after_the_last_allowed_failure(pytester: pytest.Pytester, run) -> None:
+    pytester.makeconftest(SLOW_HOOKS)
+    # The first failure does not stop the run (its successors still start); the
+    # second does, while the sleeps started with it are in flight: when they end,
+    # nothing may take their slots.
+    write(pytester, ONE_WORKER + "false\ntouch ran.2\nsleep 0.3\nfalse\nsleep 0.6\nsleep 0.6\ntouch must-not-run\n")
+    result = run("--maxfail", "2", "--batch-jobs", "3", "-p", "no:randomly", *FAST)
+    assert result.parseoutcomes()["failed"] == 2, result.stdout.str()
+    assert (pytester.path / "ran.2").exists()
+    assert sorted(p.name for p in pytester.path.glob("must-not-run*")) == []
 
 
 @pytest.mark.parametrize("args", [(), ("--batch-jobs", "3"), ("-n", "2"), ("-n", "2", "--batch-jobs", "3")])
