@@ -17,6 +17,10 @@ BARRIER = (
     'until [ "$(ls started.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 200 ] || exit 9; done'
 )
 
+# One xdist group: under -n 2 every line goes to the same worker, whose own
+# session stops at the failure (another worker may run what xdist already gave it).
+ONE_WORKER = "# batch: group=all\n"
+
 
 def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
     write(pytester, "\n".join([BARRIER] * 8) + "\n")
@@ -25,15 +29,21 @@ def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
     result.stdout.fnmatch_lines(["Success Rate: 100.0%"])
 
 
-def test_sequential_without_batch_jobs_cannot_pass_the_barrier(pytester: pytest.Pytester) -> None:
-    write(pytester, BARRIER.replace("lt 200", "lt 4") + "\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+@pytest.mark.parametrize("jobs", ["0", "1"])
+def test_one_at_a_time_cannot_pass_the_barrier(pytester: pytest.Pytester, jobs: str) -> None:
+    # Four barrier lines, each giving up after about 0.2 s: only four commands
+    # in flight at once could pass them.
+    line = (
+        'trap \'rm -f "running.$BATCH_LINE"\' EXIT; touch "running.$BATCH_LINE"; n=0; '
+        'until [ "$(ls running.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 4 ] || exit 9; done'
+    )
+    write(pytester, "\n".join([line] * 4) + "\n")
+    result = pytester.runpytest_subprocess("--batch-jobs", jobs, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=4)
 
 
-def test_reports_stay_in_item_order(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
-    if mode == "xdist":
-        pytest.skip("xdist reports in completion order across workers by design")
+def test_reports_stay_in_item_order(pytester: pytest.Pytester) -> None:
+    # In-process only: xdist reports in completion order across workers by design.
     write(pytester, "sleep 0.6; echo first\necho second\nsleep 0.3; echo third\necho fourth\n")
     result = pytester.runpytest_subprocess("--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
@@ -64,16 +74,18 @@ def test_skipped_lines_are_never_started(pytester: pytest.Pytester, run) -> None
     assert not (pytester.path / "must-not-exist").exists()
 
 
-def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run, mode: str) -> None:
-    write(pytester, "sleep 0.3; false\nsleep 311\nsleep 312\nsleep 313\ntouch never-started\n")
+def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run) -> None:
+    # One worker under -n (pytest-xdist lets an item already running on another
+    # worker finish when -x stops the run).
+    write(pytester, ONE_WORKER + "sleep 0.3; false\nsleep 311\nsleep 312\nsleep 313\ntouch never-started\n")
     start = time.monotonic()
-    # pytest-xdist lets a test already running on another worker finish when -x
-    # stops the run; a timeout bounds those. In-process, -x kills them at once.
-    extra = ("--timeout", "3") if mode == "xdist" else ()
-    result = run("--batch-jobs", "4", "-x", *extra, *FAST)
-    assert result.parseoutcomes()["failed"] >= 1
-    assert time.monotonic() - start < 20
-    # no_leftovers (through `run`) checks the sleeps were killed.
+    result = run("--batch-jobs", "4", "-x", "-p", "no:randomly", *FAST)
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*Total Commands: 5 | Successful: 0 | Failed: 1 |*Not run: 4*"])
+    assert not (pytester.path / "never-started").exists()
+    # Killed at once: the kill grace, not the sleeps, bounds the run.
+    assert time.monotonic() - start < 15
+    # The leftover check (tests/conftest.py) checks the sleeps were killed.
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
@@ -85,17 +97,23 @@ def test_interrupt_kills_all_in_flight(pytester: pytest.Pytester, mode: str, no_
     # no_leftovers checks that every command in flight was killed.
 
 
-LOCKED = 'mkdir lock 2>/dev/null || exit 9; sleep 0.05; rmdir lock'
+# A lock per pytest process: under -n two workers run side by side by design,
+# each one command at a time.
+LOCKED = (
+    'mkdir "lock.$BATCH_WORKER" 2>/dev/null || exit 9; echo "$BATCH_WORKER" >> workers.log; '
+    'sleep 0.05; rmdir "lock.$BATCH_WORKER"'
+)
 
 
 @pytest.mark.parametrize("jobs", ["0", "1"])
 def test_default_runs_one_command_at_a_time(pytester: pytest.Pytester, run, mode: str, jobs: str) -> None:
-    if mode == "xdist":
-        pytest.skip("two xdist workers run commands side by side by design")
     # --batch-jobs 1 (the default) starts the next command as soon as the previous one
     # passed, while pytest still reports it: commands never overlap.
     write(pytester, "\n".join([LOCKED] * 12) + "\n")
-    run("--batch-jobs", jobs).assert_outcomes(passed=12)
+    result = run("--batch-jobs", jobs)
+    result.assert_outcomes(passed=12)
+    workers = set((pytester.path / "workers.log").read_text().split())
+    assert workers == ({"gw0", "gw1"} if mode == "xdist" else {"main"}), workers
 
 
 # Widens every window between a failure and the end of the run: each protocol
@@ -119,11 +137,6 @@ def pytest_runtest_logreport(report):
 def pytest_runtest_logfinish(nodeid, location):
     time.sleep(0.2)
 """
-
-# One xdist group: under -n 2 every line goes to the same worker, whose own
-# session stops at the failure (another worker may run what xdist already gave it).
-ONE_WORKER = "# batch: group=all\n"
-
 
 @pytest.mark.parametrize(
     "jobs, lines",

@@ -70,12 +70,31 @@ def test_timeout_with_grandchildren(pytester: pytest.Pytester, run) -> None:
 
 def test_timeout_applies_to_every_rerun(pytester: pytest.Pytester, run) -> None:
     # pytest-rerunfailures#99: with the default timer the rerun runs unbounded and passes.
-    write(pytester, "sleep 3\n")
+    write(pytester, "sleep 30\n")
     start = time.monotonic()
     result = run("--timeout", "0.5", "--reruns", "2", *FAST)
     assert outcomes(result) == {"failed": 1, "rerun": 2}
     result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Reruns: 2*", "Success Rate: 0.0%"])
-    assert time.monotonic() - start < 3 + 10
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.parametrize("jobs", ["0", "3"])
+def test_every_attempt_kills_the_whole_group(pytester: pytest.Pytester, run, jobs: str) -> None:
+    # Children that outlive any wait (hundreds of seconds), on every attempt:
+    # a timeout with a grandchild and a background child, and a failure that
+    # leaves a background child; the leftover check finds any of them alive.
+    write(
+        pytester,
+        'sh -c "sleep 33$BATCH_ATTEMPT" & sleep 34$BATCH_ATTEMPT & wait\n'
+        'test "$BATCH_ATTEMPT" = 3 || { sleep 35$BATCH_ATTEMPT & exit 1; }\n',
+    )
+    result = run("--batch-jobs", jobs, "--timeout", "0.5", "--reruns", "2", "-W", "always", *FAST)
+    assert outcomes(result) == {"failed": 1, "passed": 1, "rerun": 4}, result.stdout.str()
+    text = result.stdout.str()
+    assert "Failed: 1 (of them timed out: 1)" in text
+    # Both failed attempts' background children were found and named (as they
+    # were when found: often still the forked shell about to exec sleep).
+    assert text.count("killed processes left behind by 'test \"$BATCH_ATTEMPT\" = 3") == 2, text
 
 
 def test_timeout_plugin_loaded_by_module_name(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_leftovers: str) -> None:
@@ -118,9 +137,28 @@ def test_background_child_holding_pipe_passes_at_once(pytester: pytest.Pytester,
     assert time.monotonic() - start < 15
 
 
-def test_stdin_reader_gets_eof(pytester: pytest.Pytester, run) -> None:
+@pytest.mark.parametrize("capture", ["-s", "--capture=fd"])
+def test_stdin_reader_gets_eof(pytester: pytest.Pytester, mode: str, capture: str) -> None:
+    # pytest's own stdin is a pipe nobody writes to or closes, as under a CI
+    # runner or a terminal: a command inheriting it would wait for input.
+    # (pytest's fd capture, and xdist's workers, give /dev/null to the tests
+    # themselves; with -s in-process only our own stdin handling stands between.)
     write(pytester, "cat\nread line; test -z \"$line\"\n")
-    run("--timeout", "5").assert_outcomes(passed=2)
+    extra = ["-n", "2"] if mode == "xdist" else []
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--timeout", "5", capture, *extra]
+    proc = subprocess.Popen(argv, cwd=pytester.path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode(errors="replace")  # ends when pytest exits; stdin stays open
+        proc.wait(timeout=60)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "2 passed" in out, out
 
 
 def test_hostile_output_bytes(pytester: pytest.Pytester, run) -> None:
@@ -169,21 +207,20 @@ def test_empty_file_collects_nothing_and_says_so(pytester: pytest.Pytester, run)
     result.stdout.fnmatch_lines(["*BatchFileWarning: cmds.batch: no commands found*"])
 
 
-def test_command_killing_its_worker(pytester: pytest.Pytester, run, mode: str) -> None:
-    if mode != "xdist":
-        pytest.skip("$PPID is the xdist worker only under -n")
+# $PPID is an xdist worker only under -n: these two run there alone.
+
+
+def test_command_killing_its_worker(pytester: pytest.Pytester) -> None:
     write(pytester, "echo one\nkill -9 $PPID; sleep 306\necho three\necho four\n")
-    result = run()
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*kill -9 $PPID*"])
-    # no_leftovers (through `run`) checks that `sleep 306` died with its worker.
+    # The leftover check (tests/conftest.py) checks that `sleep 306` died with its worker.
 
 
-def test_worker_crash_is_rerun(pytester: pytest.Pytester, run, mode: str) -> None:
-    if mode != "xdist":
-        pytest.skip("$PPID is the xdist worker only under -n")
+def test_worker_crash_is_rerun(pytester: pytest.Pytester) -> None:
     write(pytester, "test -f flag || { touch flag; kill -9 $PPID; }\n")
-    result = run("--reruns", "1")
+    result = pytester.runpytest_subprocess("-n", "2", "--reruns", "1", "-p", "no:cacheprovider")
     assert outcomes(result) == {"passed": 1, "rerun": 1}
 
 
