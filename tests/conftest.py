@@ -12,9 +12,10 @@ process alive. It finds the test's processes three ways, so that none hides:
 * a token unique to each test in ``BATCHRUNNER_TEST_TOKEN``, which every
   command inherits.
 
-The check looks at once when the test ends. Whatever it finds gets the
-documented kill sequence's time to go (the kill grace, then the guardian's
-grace), and what is still there then fails the test, named, and is killed.
+The check looks at once when the test ends. Whatever it finds gets the time of
+the only kill sequence that may still be under way then (a guardian's, for a
+runner that died: its grace plus half a second), not a blind wait: what is
+still there then fails the test, named, and is killed.
 A guardian counts like any other process: only this pytest process's own
 guardian (its parent is alive: it is us) may outlive a test. Processes of the
 other xdist workers of the suite are neither in our tree nor carry our token.
@@ -35,16 +36,16 @@ from dataclasses import dataclass
 import pytest
 
 from pytest_batchrunner.process import guardian
-from pytest_batchrunner.process.command import DEFAULT_KILL_GRACE
 
 pytest_plugins = ["pytester"]
 
 GUARDIAN_MARK = b"pytest_batchrunner/process/guardian_process.py"
 TOKEN_VAR = "BATCHRUNNER_TEST_TOKEN"
-# The documented kill sequence: SIGTERM, the kill grace, SIGKILL; or, for a
-# runner that died, its guardian's SIGTERM, grace, SIGKILL. Plus room for a
-# loaded machine to schedule the exits.
-KILL_SEQUENCE_SECONDS = DEFAULT_KILL_GRACE + guardian.GRACE_SECONDS + 0.5
+# A run kills its commands before it returns (SIGTERM, the kill grace, SIGKILL,
+# all inside the run): the one kill sequence that may still be under way when a
+# test ends is a guardian's, for a runner that died (SIGTERM, its grace,
+# SIGKILL), plus room for a loaded machine to let SIGKILLed processes exit.
+KILL_SEQUENCE_SECONDS = guardian.GRACE_SECONDS + 0.5
 HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -41,6 +41,11 @@ def test_stray_dying_within_the_kill_sequence():
     subprocess.run("sleep 0.3 &", shell=True, check=True)
 
 
+def test_stray_dying_on_its_own_later():
+    # Not hidden by a blind wait: it outlives the guardian's kill sequence.
+    subprocess.run("sleep 3 &", shell=True, check=True)
+
+
 def test_own_guardian_is_fine():
     assert guardian.start() is not None
 
@@ -54,7 +59,7 @@ def test_leftover_check_finds_and_names_every_stray(pytester: pytest.Pytester) -
     pytester.makeconftest(CONFTEST.read_text())
     pytester.makepyfile(test_strays=STRAYS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-rE")
-    result.assert_outcomes(passed=5, errors=2)
+    result.assert_outcomes(passed=6, errors=3)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_escaped_session_without_token*",
@@ -62,6 +67,8 @@ def test_leftover_check_finds_and_names_every_stray(pytester: pytest.Pytester) -
             "*  pid * (ppid *, pgid *, session *; in this pytest's process tree): sleep 361",
             "*ERROR at teardown of test_lingering_guardian*",
             "*  guardian pid *guardian_process.py",
+            "*ERROR at teardown of test_stray_dying_on_its_own_later*",
+            "*  pid * (ppid *, pgid *, session *; in this pytest's process tree): sleep 3",
         ]
     )
     # What the check killed is gone (the outer check would fail this test otherwise).
