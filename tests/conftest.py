@@ -70,6 +70,7 @@ def _default_signals() -> None:
 
 
 def _become_subreaper() -> None:
+    """Adopt the orphans of everything this process starts, so that the leftover check finds them in its tree."""
     if not HAVE_PROC:
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -191,11 +192,6 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def processes_with_token(token: str) -> list[str]:
-    """Descriptions of the live processes this test left (see :func:`leftovers`)."""
-    return [proc.describe(how) for proc, how in leftovers(token).values()]
 
 
 @pytest.fixture(autouse=True)
