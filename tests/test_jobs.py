@@ -140,26 +140,29 @@ def pytest_runtest_logfinish(nodeid, location):
 """
 
 @pytest.mark.parametrize(
-    "jobs, lines",
+    "jobs, lines, extra",
     [
         # --batch-jobs 1: `false` is started ahead while `true` is reported; the
         # old window started the next command when `false`'s own protocol began.
-        ("1", ["true", "false"]),
+        ("1", ["true", "false"], []),
         # Several in flight: `false` ends first; a job ending after it must not refill.
-        ("3", ["sleep 0.5", "false", "sleep 0.2"]),
+        ("3", ["sleep 0.5", "false", "sleep 0.2"], []),
         # A sequential step runs its own command: a job ending after its failure
         # but before its report must not refill either.
-        ("2", ["sleep 0.3; false  # batch: sequential group=all", "sleep 0.6", "sleep 0.6"]),
+        ("2", ["sleep 0.3; false  # batch: sequential group=all", "sleep 0.6", "sleep 0.6"], []),
+        # Reruns in the job slots: each failed attempt holds, the slot's rerun
+        # is the item's own, and nothing else starts after the last one.
+        ("3", ["sleep 0.5", "false", "sleep 0.2"], ["--reruns", "1"]),
     ],
-    ids=["jobs1", "jobs3", "own-attempt"],
+    ids=["jobs1", "jobs3", "own-attempt", "slot-reruns"],
 )
 def test_exitfirst_starts_nothing_after_a_failure(
-    pytester: pytest.Pytester, run, mode: str, jobs: str, lines: list[str]
+    pytester: pytest.Pytester, run, mode: str, jobs: str, lines: list[str], extra: list[str]
 ) -> None:
     pytester.makeconftest(SLOW_HOOKS)
     never = ["touch must-not-run.1", "touch must-not-run.2", "touch must-not-run.3"]
     write(pytester, ONE_WORKER + "\n".join(lines + never) + "\n")
-    result = run("-x", "--batch-jobs", jobs, "-p", "no:randomly", *FAST)
+    result = run("-x", "--batch-jobs", jobs, "-p", "no:randomly", *extra, *FAST)
     assert result.parseoutcomes()["failed"] == 1, result.stdout.str()
     # pytest-xdist ends a run stopped by -x as interrupted.
     assert result.ret == (pytest.ExitCode.TESTS_FAILED if mode == "inprocess" else pytest.ExitCode.INTERRUPTED)
