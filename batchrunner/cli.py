@@ -31,6 +31,7 @@ examples:
   batchrunner -f commands.txt
   batchrunner -f commands.txt --parallel --retries 2 -l run.log -o results.json
   batchrunner -c "make lint" "make test" --timeout 300 --junitxml junit.xml
+  batchrunner merge shard-*.json -o results.json --junitxml junit.xml   (see 'batchrunner merge --help')
 
 A commands file holds one command per line; blank lines and '#' comments are
 skipped, a line ending in '\\' continues on the next one, and a trailing
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``batchrunner`` command with *argv* (default: ``sys.argv[1:]``); return its exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        # The original had no positional argument, so "merge" can only be the subcommand.
+        from batchrunner.merge import main as merge
+
+        return merge(argv[1:])
     from batchrunner.api import BatchRunner
 
     parser = build_parser()

@@ -115,6 +115,8 @@ class Workload:
     rounds: int
     """Default number of rounds (expensive workloads get fewer)."""
     ideal: Callable[[dict[str, int]], float] | None = None
+    prime: Callable[[dict[str, int]], list[list[str]]] | None = None
+    """Command lines run once, untimed, in the workload's directory before the first round (W13: the first run)."""
 
 
 def _pytest(*extra: str, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
@@ -298,6 +300,60 @@ W9 = _versus_original("W9", "`batchrunner` vs the original: 50 lines of `python 
 W10 = _versus_original("W10", "`batchrunner` vs the original: 20 lines of `sleep 0.1` (waiting commands)",
                        "sleep 0.1", 20, 5, parallel=False, rounds=3)
 
+# W13: a second run learns from the first (pytest's cache): longest first.
+W13_SHORT, W13_LONG = 0.2, 2.0  # seconds
+
+
+def _w13_lines(s: dict[str, int]) -> str:
+    return _lines(f"sleep {W13_SHORT}", s["short"]) + _lines(f"sleep {W13_LONG:g}", s["long"])
+
+
+def _longest_first_ideal(s: dict[str, int], slots: int = 4) -> float:
+    """The wall time of the longest-first schedule of W13's commands over *slots*, with no overhead."""
+    loads = [0.0] * slots
+    for duration in sorted([W13_SHORT] * s["short"] + [W13_LONG] * s["long"], reverse=True):
+        loads[loads.index(min(loads))] += duration
+    return max(loads)
+
+
+def _pytest_cached(cache: str, *extra: str, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    # pytest's cache on (its own directory per variant): the history is what W13 measures.
+    argv = [a for a in PYTEST if a != "no:cacheprovider"]
+    argv.remove("-p")
+    return lambda s: [*argv, file, "-o", f"cache_dir=.cache-{cache}", *extra]
+
+
+W13_VARIANTS = {
+    "jobs": ("--batch-jobs", "4"),
+    "n4": ("-n", "4"),
+}
+W13 = Workload(
+    key="W13",
+    title="24 x `sleep 0.2` then 2 x `sleep 2`, 4 at a time, second run: longest first (ideal 2.2 s)",
+    sizes={"short": 24, "long": 2},
+    quick_sizes={"short": 8, "long": 1},
+    files=lambda s: {"w.batch": _w13_lines(s)},
+    variants=[
+        Variant("xargs -P4 (file order)", _xargs(4), ref="ideal"),
+        Variant("pytest --batch-jobs 4 --batch-order file", _pytest("--batch-jobs", "4", "--batch-order", "file"),
+                lambda s: rf"\b{s['short'] + s['long']} passed\b", ref="ideal"),
+        Variant("pytest --batch-jobs 4, second run", _pytest_cached("jobs", *W13_VARIANTS["jobs"]),
+                lambda s: rf"\b{s['short'] + s['long']} passed\b", ref="ideal"),
+        Variant("pytest -n 4 --batch-order file", _pytest("-n", "4", "--batch-order", "file"),
+                lambda s: rf"\b{s['short'] + s['long']} passed\b", ref="ideal"),
+        Variant("pytest -n 4, second run", _pytest_cached("n4", *W13_VARIANTS["n4"]),
+                lambda s: rf"\b{s['short'] + s['long']} passed\b", ref="ideal"),
+    ],
+    targets=[
+        Target("pytest --batch-jobs 4, second run", "wall", 1.10, "ideal"),
+        Target("pytest -n 4, second run", "wall", 1.10, "ideal"),
+    ],
+    rounds=3,
+    ideal=_longest_first_ideal,
+    # The first run, which fills each variant's history.
+    prime=lambda s: [_pytest_cached(cache, *extra)(s) for cache, extra in W13_VARIANTS.items()],
+)
+
 
 # W14: parallel retries. Every command fails, so both exit with status 1: the
 # wrapper turns exactly that status into 0 (anything else still counts as an error).
@@ -331,7 +387,7 @@ W14 = Workload(
     rounds=5,
 )
 
-WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W14]
+WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W13, W14]
 VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10", "W14"}
 
 
@@ -793,6 +849,11 @@ def run(argv: list[str] | None = None) -> int:
         if args.rev and not source.startswith(str(root)):
             raise SystemExit(f"--rev: the runs would import pytest_batchrunner from {source}, not from the snapshot")
         dirs = {w.key: prepare(root, w, sizes_of[w.key]) for w in workloads}
+        for w in workloads:
+            for argv in w.prime(sizes_of[w.key]) if w.prime else []:
+                primed = measure(argv, dirs[w.key], env, keep_stdout=False)
+                if primed.status != 0:
+                    raise SystemExit(f"{w.key}: the first run failed: {primed.stderr}")
         if not args.no_warmup:
             print("warming up ...", file=sys.stderr, flush=True)
             warm_up(root, env)

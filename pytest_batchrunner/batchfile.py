@@ -26,6 +26,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_batchrunner.values import share
+
 __all__ = [
     "BatchFileError",
     "CommandSpec",
@@ -58,6 +60,8 @@ class LineSettings:
     """Settings from ``# batch:`` comments; ``None`` means "not set on this line"."""
 
     timeout: float | None = None
+    timeout_share: float | None = None
+    """``timeout=300%``: 3.0, a share of the command's usual duration (see the plugin's relative timeouts)."""
     retries: int | None = None
     retry_delay: float | None = None
     retry_on: tuple[int, ...] | None = None
@@ -73,6 +77,9 @@ class LineSettings:
     def over(self, defaults: LineSettings) -> LineSettings:
         """These settings, falling back to *defaults* key by key (``env`` and ``tags`` merge)."""
         merged = {}
+        if self.timeout is not None or self.timeout_share is not None:
+            # A line's own timeout, absolute or relative, replaces the default's, whichever kind it is.
+            defaults = dataclasses.replace(defaults, timeout=None, timeout_share=None)
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(defaults, f.name)
             if f.name == "env":
@@ -282,6 +289,8 @@ def _parse_settings(text: str, path: str, line: int) -> LineSettings:
             raise BatchFileError(path, line, f"bad value for batch setting '{key}': {exc}") from None
         if key == "env":
             env.append(parsed)  # type: ignore[arg-type]
+        elif key == "timeout" and isinstance(parsed, _Share):
+            values["timeout_share"] = parsed.fraction
         else:
             values[key.replace("-", "_")] = parsed
     if env:
@@ -299,7 +308,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def _timeout(value: str) -> float:
+@dataclass(frozen=True)
+class _Share:
+    """``timeout=300%``: a share of the usual duration, as a fraction (3.0)."""
+
+    fraction: float
+
+
+def _timeout(value: str) -> float | _Share:
+    if value.strip().endswith("%"):
+        return _Share(share(value))
     seconds = _seconds(value)
     if seconds == 0:
         raise ValueError("'0' is not a timeout; leave the key out for no timeout")

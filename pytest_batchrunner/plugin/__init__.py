@@ -6,7 +6,9 @@ owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
 :mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
 (reports turned into results on the controller), :mod:`.live` (output lines and
 the status of running commands, shown as the run goes), :mod:`.environment` (the
-environment commands start from) and :mod:`.engine` (settings and stash keys).
+environment commands start from), :mod:`.engine` (settings and stash keys),
+:mod:`.history` (earlier runs' durations in pytest's cache), :mod:`.ordering`
+(longest first) and :mod:`.shards` (``--batch-shard K/N``).
 
 May import the parser (:mod:`pytest_batchrunner.batchfile`), the process layer
 and the reports; must not import :mod:`batchrunner` (the original's face sits
@@ -29,6 +31,7 @@ from pytest_batchrunner.plugin.engine import (
     ENGINE_KEY,
     JOBS_KEY,
     LIVE_KEY,
+    MIN_RELATIVE_TIMEOUT,
     PATTERNS_KEY,
     RECORDING_KEY,
     EngineSettings,
@@ -36,7 +39,7 @@ from pytest_batchrunner.plugin.engine import (
     has_timeout_plugin,
 )
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
-from pytest_batchrunner.values import cli_float, cli_int, non_negative_float, non_negative_int
+from pytest_batchrunner.values import cli_float, cli_int, cli_share, non_negative_float, non_negative_int, share
 
 DEFAULT_PATTERNS = ["*.batch"]
 
@@ -65,6 +68,11 @@ OUTPUT_LINES_HELP = (
     "Default 15; 0 shows none. Reports keep the whole captured output."
 )
 
+BATCH_TIMEOUT_HELP = (
+    "Relative timeout for each attempt of every command without a timeout= of its own, as a share of "
+    "its usual duration in pytest's cache (median of its successful runs), e.g. 300%; never below "
+    f"{MIN_RELATIVE_TIMEOUT:g} s. Without that history, --timeout applies (or none)."
+)
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
@@ -79,6 +87,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=JOBS_HELP)
     group.addoption("--batch-output-lines", dest="batch_output_lines", type=cli_int, default=None, metavar="N",
                     help=OUTPUT_LINES_HELP)
+    from pytest_batchrunner.plugin.ordering import ORDER_HELP
+    from pytest_batchrunner.plugin.shards import SHARD_HELP, parse_shard
+
+    group.addoption("--batch-order", dest="batch_order", choices=("duration", "file"), default=None,
+                    help=ORDER_HELP)
+    group.addoption("--batch-shard", dest="batch_shard", type=parse_shard, default=None, metavar="K/N",
+                    help=SHARD_HELP)
+    group.addoption("--batch-timeout", dest="batch_timeout", type=cli_share, default=None, metavar="PERCENT",
+                    help=BATCH_TIMEOUT_HELP)
+    parser.addini("batch_order", ORDER_HELP, default=None)
+    parser.addini("batch_timeout", BATCH_TIMEOUT_HELP, default=None)
     parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
     parser.addini("batch_jobs", JOBS_HELP, default=None)
     parser.addini("batch_capture_bytes", CAPTURE_HELP, default=None)
@@ -102,6 +121,12 @@ def _setting(config: pytest.Config, name: str, convert, default):  # type: ignor
         return convert(str(ini).strip())
     except ValueError as exc:
         raise pytest.UsageError(f"ini value {name}: {exc}") from None
+
+
+def _order(value: str) -> str:
+    if value not in ("duration", "file"):
+        raise ValueError(f"'{value}' is not 'duration' or 'file'")
+    return value
 
 
 def patterns(config: pytest.Config) -> list[str]:
@@ -131,6 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
+    # Resolved once (command line > ini); read back with config.getoption where they apply.
+    config.option.batch_order = _setting(config, "batch_order", _order, "duration")
+    config.option.batch_timeout = _setting(config, "batch_timeout", share, None)
     # In an xdist worker the default does not look ahead: xdist blames a worker's
     # crash on the item it is running, which must be the command that crashed it.
     if jobs > 1 or (jobs == 1 and is_controller(config)):
@@ -138,17 +166,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)
         config.pluginmanager.register(runner, "batchrunner-jobs")
+    from pytest_batchrunner.plugin.timeouts import RelativeTimeouts
+
+    config.pluginmanager.register(RelativeTimeouts(), "batchrunner-relative-timeouts")
     if has_timeout_plugin(config):
         from pytest_batchrunner.plugin.timeouts import TimeoutIntegration
 
         config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")
+    # Registered before the recording: their trylast collection hooks run before its own.
+    shard = _configure_planning(config, jobs)
     if is_controller(config) and not config.option.collectonly:
         from pytest_batchrunner.plugin.recording import BatchRecording
 
         recording = BatchRecording(config, patterns(config))
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
+        if shard is not None:
+            recording.recorder.shard = shard  # type: ignore[attr-defined]  # read by the JSON results
         reports.configure(config, recording, default_timeout(config))
+        from pytest_batchrunner.plugin.history import HistoryWriter
+
+        # It writes only if pytest's cache is on (-p no:cacheprovider: never).
+        config.pluginmanager.register(HistoryWriter(config, recording.recorder), "batchrunner-history")
     if not config.option.collectonly:
         from pytest_batchrunner.plugin import live
 
@@ -160,6 +199,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
     configure_distribution(config, patterns(config))
     _install_sigterm(config)
+
+
+def _configure_planning(config: pytest.Config, jobs: int):  # type: ignore[no-untyped-def]
+    """Shards (``--batch-shard``) and, in-process with ``--batch-jobs N > 1``, longest-first order."""
+    shard = None
+    value = config.getoption("batch_shard", None)
+    if value is not None:
+        from pytest_batchrunner.plugin.shards import ShardSelection, shard_from_environment
+
+        index, total = shard_from_environment() if value == "auto" else value
+        shard = ShardSelection(config, index, total)
+        config.pluginmanager.register(shard, "batchrunner-shard")
+    dist = getattr(config.option, "dist", "no")
+    if jobs > 1 and is_controller(config) and dist == "no" and config.getoption("batch_order", None) != "file":
+        from pytest_batchrunner.plugin.ordering import Ordering
+
+        config.pluginmanager.register(Ordering(config), "batchrunner-ordering")
+    return shard
 
 
 # Above this many items, collection's objects are frozen out of the garbage

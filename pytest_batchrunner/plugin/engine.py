@@ -15,9 +15,11 @@ from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KI
 
 __all__ = [
     "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PATTERNS_KEY", "PRESTART_KEY",
-    "RECORDING_KEY",
-    "EngineSettings", "default_timeout", "has_timeout_plugin",
+    "RECORDING_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT", "default_timeout", "has_timeout_plugin",
 ]
+
+MIN_RELATIVE_TIMEOUT = 1.0
+"""Seconds: the least a relative timeout (``timeout=300%``) allows; a command that usually takes 10 ms still gets 1 s."""
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ class CommandItem(pytest.Item):
         # Seconds; set from pytest-timeout's settings by the timeout integration
         # (which sees the line's ``timeout=`` as a ``timeout`` marker).
         self.timeout: float | None = spec.settings.timeout
+        self.relative_timeout: tuple[float, str] | None = None
+        """``(seconds, how)`` from a ``timeout=300%`` and the history (see :mod:`.timeouts`); beats :attr:`timeout`."""
         self.attempt_number = 0
         self.step = 0
         """Position in its sequential group (1 for the first step), else 0."""
@@ -219,7 +221,11 @@ class CommandItem(pytest.Item):
         if jobs is not None:
             # The first attempt may have been started ahead, a rerun in its job slot (see plugin.jobs).
             ahead = jobs.take(self, self.attempt_number)
-        attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, self.timeout)
+        relative = self.relative_timeout
+        timeout = relative[0] if relative is not None else self.timeout
+        attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, timeout)
+        if relative is not None and attempt.timed_out:
+            attempt.timeout_note = relative[1]
         self.last_attempt = attempt
         if attempt.leftovers:
             self.warn(

@@ -68,6 +68,8 @@ class JobRunner:
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
         self.upcoming: list[pytest.Item] = []
+        self.window = jobs * 2
+        """Items looked at ahead of the one pytest runs (more with longest-first order, see :mod:`.ordering`)."""
         self.live: set[int] = set()
         self.index: dict[int, int] = {}
         self.stopping = False
@@ -449,7 +451,7 @@ class JobRunner:
         start = self.index.get(id(item))
         if start is None:
             return [item] + ([nextitem] if nextitem is not None else [])
-        return items[start : start + self.jobs * 2]
+        return items[start : start + self.window]
 
     def _worker_queue(self, items: list[pytest.Item], nextitem: pytest.Item | None) -> list[pytest.Item]:
         ahead = [nextitem] if nextitem is not None else []

@@ -78,7 +78,8 @@ def add_options(group: Any, parser: pytest.Parser) -> None:
 def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
     """Seconds left, from the pace so far; ``None`` before anything is done.
 
-    The one place an estimate comes from: a history of earlier runs can replace it.
+    The estimate when the history does not know the commands; when it does, the
+    board asks its :class:`~.history.HistoryEta` instead.
     """
     if done <= 0 or total <= done:
         return None
@@ -349,6 +350,8 @@ class LiveBoard:
         self.thread: threading.Thread | None = None
         self.channels: list[Any] = []
         self.recording: Any = None
+        self.history_eta: Any = None
+        """A :class:`~.history.HistoryEta` when the history knows the commands: the ETA then comes from it."""
 
     # -- events, from any thread --------------------------------------------------------------
 
@@ -415,11 +418,22 @@ class LiveBoard:
         from pytest_batchrunner.plugin.items import CommandItem
 
         self.total = sum(1 for item in items if isinstance(item, CommandItem))
+        self._history_eta([item.nodeid for item in items if isinstance(item, CommandItem)])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if not self.total and self.recording is not None:
             self.total = sum(1 for nodeid in ids if self.recording.is_batch_nodeid(nodeid))
+            self._history_eta([nodeid for nodeid in ids if self.recording.is_batch_nodeid(nodeid)])
+
+    def _history_eta(self, nodeids: list[str]) -> None:
+        from pytest_batchrunner.plugin.history import HistoryEta, history
+
+        past = history(self.config)
+        estimates = past.estimates(nodeids) if past else None
+        if estimates is not None:
+            slots = getattr(getattr(self.recording, "recorder", None), "workers", 1)
+            self.history_eta = HistoryEta(estimates, slots)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.outcome == "rerun" or (report.when != "call" and not (report.when == "setup" and not report.passed)):
@@ -427,6 +441,8 @@ class LiveBoard:
         if self.recording is None or self.recording.is_batch_nodeid(report.nodeid):
             with self.lock:
                 self.done += 1
+                if self.history_eta is not None:
+                    self.history_eta.finished(report.nodeid)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self) -> None:
@@ -478,9 +494,14 @@ class LiveBoard:
         with self.lock:
             running = sorted(self.running.values(), key=lambda info: info["started"])
             done, total = self.done, self.total
+            if self.history_eta is not None and total > done:
+                eta: float | None = self.history_eta.seconds(
+                    {key[0]: now - info["started"] for key, info in self.running.items()}
+                )
+            else:
+                eta = eta_seconds(done, total, now - self.started)
         if not running:
             return []
-        eta = eta_seconds(done, total, now - self.started)
         head = f"batchrunner: {done}/{total} done, {len(running)} running" if total else \
             f"batchrunner: {done} done, {len(running)} running"
         if eta is not None:

@@ -77,7 +77,8 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
         return
     groups = _groups(config, patterns)
     if not any(sequential for _, sequential in groups.values()):
-        if groups and dist in ("load", "loadgroup"):
+        if dist in ("load", "loadgroup"):
+            # Also without groups: longest first when the history knows the commands (see .ordering).
             config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
         return
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
@@ -94,7 +95,7 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
 
 
 class GroupScheduling:
-    """On the xdist controller: schedule by batch-file group."""
+    """On the xdist controller: schedule by batch-file group, longest-expected unit first with history."""
 
     def __init__(self, groups: dict[str, tuple[str, bool]]) -> None:
         self.groups = groups
@@ -103,10 +104,26 @@ class GroupScheduling:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
         from xdist.scheduler import LoadScopeScheduling
 
+        from pytest_batchrunner.plugin.ordering import scope_estimates
+
         groups = self.groups
+        # ``order(units) -> scopes``, or None: file order. Asked here, once pytest's cache is configured.
+        order = scope_estimates(config)
+        if not groups and order is None:
+            return None  # xdist's own scheduler
 
         class BatchGroupScheduling(LoadScopeScheduling):
             """Load scheduling where each batch-file group is one unit of work, run in file order."""
+
+            ordered = False
+
+            def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
+                # The work queue is complete before the first unit is assigned.
+                if order is not None and not self.ordered:
+                    self.ordered = True
+                    units = self.workqueue
+                    self.workqueue = type(units)((scope, units[scope]) for scope in order(units))
+                super()._assign_work_unit(node)
 
             def _split_scope(self, nodeid: str) -> str:
                 group = groups.get(nodeid)

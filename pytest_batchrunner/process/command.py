@@ -147,6 +147,8 @@ class Attempt:
     expected_exit: int = 0
     pid: int = 0
     """The shell's process id, which is also the command's process group id."""
+    timeout_note: str = ""
+    """Which bound the timeout was, when it was not given as such (``"300% of its usual 1.03 s"``)."""
 
     @property
     def success(self) -> bool:
@@ -156,7 +158,8 @@ class Attempt:
     def describe_status(self) -> str:
         """``"exit code 2"``, ``"killed by SIGSEGV"`` or ``"timed out after 30 s"``."""
         if self.timed_out:
-            return f"timed out after {self.timeout:g} s"
+            note = f" ({self.timeout_note})" if self.timeout_note else ""
+            return f"timed out after {self.timeout:g} s{note}"
         if self.signal is not None:
             return f"killed by {self.signal}"
         if self.exit_code is not None and self.exit_code > 128 and self.exit_code - 128 < 65:

@@ -18,7 +18,10 @@ The document is ``{"summary": {...}, "results": [...]}``:
   ``attempts``, ``timed_out``, ``signal``, ``status``, ``interrupted``,
   ``attempt_log``... When a run is interrupted, ``summary.interrupted`` is true,
   a command that was running is ``"status": "interrupted", "interrupted": true``,
-  and one that never started is ``"status": "not run"``.
+  and one that never started is ``"status": "not run"``;
+* ``shard``, only in a shard's run (``--batch-shard K/N``): ``{"index": K,
+  "total": N, "commands": [{"nodeid", "command", "file", "line"}, ...]}``, the
+  commands of all shards, which ``batchrunner merge`` reads.
 
 The file is always complete, valid UTF-8 JSON: it is replaced atomically, and
 text that cannot be encoded (lone surrogates, which the process layer never
@@ -40,9 +43,14 @@ from pytest_batchrunner.reports.results import CommandResult, Recorder
 __all__ = ["JsonReport", "json_document", "write_json_report"]
 
 
-def json_document(summary: dict[str, Any], results: Iterable[CommandResult]) -> dict[str, Any]:
-    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``."""
-    return {"summary": dict(summary), "results": [r.to_dict() for r in results]}
+def json_document(
+    summary: dict[str, Any], results: Iterable[CommandResult], shard: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``, and ``"shard"`` for a shard's run."""
+    document = {"summary": dict(summary), "results": [r.to_dict() for r in results]}
+    if shard is not None:
+        document["shard"] = shard
+    return document
 
 
 def encode_json(document: Any) -> bytes:
@@ -54,10 +62,13 @@ def encode_json(document: Any) -> bytes:
 
 
 def write_json_report(
-    path: str | os.PathLike[str], summary: dict[str, Any], results: Iterable[CommandResult]
+    path: str | os.PathLike[str],
+    summary: dict[str, Any],
+    results: Iterable[CommandResult],
+    shard: dict[str, Any] | None = None,
 ) -> None:
     """Write the JSON results file atomically (temporary file, fsync, rename)."""
-    write_atomically(path, encode_json(json_document(summary, results)))
+    write_atomically(path, encode_json(json_document(summary, results, shard)))
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -79,4 +90,6 @@ class JsonReport:
         summary["batchrunner_version"] = __version__
         summary["started"] = _iso(recorder.started)
         summary["finished"] = _iso(recorder.finished)
-        write_json_report(self.path, summary, results)
+        # A shard's run (--batch-shard) records the shard and every shard's commands, for the merge.
+        shard = getattr(recorder, "shard", None)
+        write_json_report(self.path, summary, results, shard.info() if shard is not None else None)

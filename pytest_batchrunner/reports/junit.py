@@ -367,7 +367,7 @@ class _Builder:
             earlier, final, tag = [], records[-1:], ""
             kind = {"xfailed": "pytest.xfail", "not run": "batchrunner.notrun"}.get(status, "pytest.skip")
             message = result.message or status
-            if status == "not run":
+            if status == "not run" and not message.startswith("not run"):
                 message = "not run: the run was stopped before this command started"
             ET.SubElement(case, "skipped", type=kind, message=xml_text(message))
         for number, record in enumerate(earlier, 1):

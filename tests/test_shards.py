@@ -1,0 +1,226 @@
+"""``--batch-shard K/N`` and ``batchrunner merge``: N shards run one after another here, then merged.
+
+The merged report must be the report of one run on one machine: every command
+once, in file order, the same outcomes and counts, sequential groups intact.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_batchrunner.plugin.history import history_path
+from test_history import seed
+
+BATCH = (
+    "echo one\n"
+    "false\n"
+    'echo "$BATCH_LINE" >> steps  # batch: sequential group=deploy\n'
+    "echo independent\n"
+    'echo "$BATCH_LINE" >> steps  # batch: sequential group=deploy\n'
+    "sleep 0.1\n"
+    'echo "$BATCH_LINE" >> steps  # batch: sequential group=deploy\n'
+    "echo skipped  # batch: skip\n"
+    "echo two\n"
+    "echo three\n"
+)
+COMPARED = ("command", "success", "exit_code", "stdout", "file", "line", "attempts", "status", "nodeid")
+
+
+def write(pytester: pytest.Pytester, text: str = BATCH, name: str = "cmds.batch") -> Path:
+    path = pytester.path / name
+    path.write_text(text)
+    return path
+
+
+def merge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "batchrunner", "merge", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def collected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest_subprocess("--collect-only", "-q", *args)
+    return [line for line in result.outlines if "::" in line]
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def test_shards_cover_every_command_once_groups_whole(pytester: pytest.Pytester) -> None:
+    write(pytester)
+    everything = collected(pytester, "-p", "no:cacheprovider")
+    shards = [collected(pytester, "--batch-shard", f"{k}/3", "-p", "no:cacheprovider") for k in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == sorted(everything)
+    steps = [n for n in everything if "steps" in n]
+    assert sum(all(s in shard for s in steps) for shard in shards) == 1  # the group is in one shard, whole
+    # Balanced by count: 8 units (the group is 3 commands) over 3 shards.
+    assert sorted(len(s) for s in shards) == [3, 3, 4]
+    # Deterministic: the same again.
+    assert collected(pytester, "--batch-shard", "2/3", "-p", "no:cacheprovider") == shards[1]
+
+
+def test_shards_balanced_by_history(pytester: pytest.Pytester) -> None:
+    write(pytester, "".join(f"echo {i}\n" for i in range(6)))
+    seed(pytester, {"cmds.batch::echo 0": 10.0, **{f"cmds.batch::echo {i}": 1.0 for i in range(1, 6)}})
+    shards = [collected(pytester, "--batch-shard", f"{k}/2") for k in (1, 2)]
+    assert shards == [["cmds.batch::echo 0"], [f"cmds.batch::echo {i}" for i in range(1, 6)]]
+
+
+def test_shard_auto_reads_gitlab_variables(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(pytester, "".join(f"echo {i}\n" for i in range(4)))
+    monkeypatch.setenv("CI_NODE_TOTAL", "2")
+    monkeypatch.setenv("CI_NODE_INDEX", "2")
+    auto = collected(pytester, "--batch-shard", "auto", "-p", "no:cacheprovider")
+    assert auto == collected(pytester, "--batch-shard", "2/2", "-p", "no:cacheprovider") and len(auto) == 2
+    monkeypatch.setenv("CI_NODE_INDEX", "3")
+    result = pytester.runpytest_subprocess("--batch-shard", "auto", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--batch-shard auto: CI_NODE_INDEX/CI_NODE_TOTAL: '3/2': K must be between 1 and N*"])
+    monkeypatch.delenv("CI_NODE_INDEX")
+    monkeypatch.delenv("CI_NODE_TOTAL")
+    assert len(collected(pytester, "--batch-shard", "auto", "-p", "no:cacheprovider")) == 4
+
+
+@pytest.mark.parametrize("value", ["3", "0/2", "3/2", "a/b", "1/0"])
+def test_bad_shard_option(pytester: pytest.Pytester, value: str) -> None:
+    write(pytester, "true\n")
+    result = pytester.runpytest_subprocess("--batch-shard", value, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--batch-shard: '{value}'*"])
+
+
+def test_a_shard_with_nothing_to_run_passes(pytester: pytest.Pytester, mode: str) -> None:
+    write(pytester, "true\n")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    results = [pytester.runpytest_subprocess("--batch-shard", f"{k}/2", "-p", "no:cacheprovider", *extra)
+               for k in (1, 2)]
+    assert [r.ret for r in results] == [0, 0]
+    assert sorted(r.parseoutcomes().get("passed", 0) for r in results) == [0, 1]
+
+
+def run_shards(pytester: pytest.Pytester, mode: str, total: int) -> list[Path]:
+    extra = ["-n", "2"] if mode == "xdist" else []
+    paths = []
+    for k in range(1, total + 1):
+        path = pytester.path / f"shard{k}.json"
+        result = pytester.runpytest_subprocess("--batch-shard", f"{k}/{total}", "--batch-json", str(path), *extra)
+        assert result.ret in (0, 1), result.stdout.str()
+        paths.append(path)
+    return paths
+
+
+def test_merged_shards_report_as_one_run(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    write(pytester)
+    extra = ["-n", "2"] if mode == "xdist" else []
+    whole = pytester.runpytest_subprocess("--batch-json", "whole.json", "-p", "no:cacheprovider", *extra)
+    whole.assert_outcomes(passed=8, failed=1, skipped=1)
+    (pytester.path / "steps").unlink()
+    paths = run_shards(pytester, mode, 3)
+    # Each shard's report counts its own commands only.
+    for path in paths:
+        document = load(path)
+        assert document["summary"]["total_commands"] == len(document["results"]) < 10
+        assert len(document["shard"]["commands"]) == 10
+    assert (pytester.path / "steps").read_text().split() == ["3", "5", "7"]  # in order, once
+    done = merge(*map(str, paths), "-o", "all.json", "--junitxml", "all.xml", cwd=pytester.path)
+    assert done.returncode == 1, done.stderr  # "false" failed, as in the whole run
+    assert "Total Commands: 10 | Successful: 8 | Failed: 1 | Flaky: 0 | Reruns: 0 | Skipped: 1" in done.stdout
+    merged, one = load(pytester.path / "all.json"), load(pytester.path / "whole.json")
+    assert [{k: r[k] for k in COMPARED} for r in merged["results"]] == [
+        {k: r[k] for k in COMPARED} for r in one["results"]
+    ]
+    for key in ("total_commands", "successful", "failed", "success_rate", "skipped", "not_run", "reruns"):
+        assert merged["summary"][key] == one["summary"][key], key
+    assert_valid_junit(pytester.path / "all.xml", tests=10, failures=1, skipped=1)
+
+
+def assert_valid_junit(path: Path, *, tests: int, failures: int, skipped: int) -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests", "-1")) == tests
+    assert int(suite.get("failures", "-1")) == failures
+    assert int(suite.get("skipped", "-1")) == skipped
+    assert float(suite.get("time", "0")) > 0
+    schema = _schema()
+    if schema is not None:
+        schema.validate(str(path))
+
+
+@functools.cache
+def _schema():  # type: ignore[no-untyped-def]
+    try:
+        import xmlschema
+    except ImportError:
+        return None
+    return xmlschema.XMLSchema(str(Path(__file__).parent / "schemas" / "junit-10.xsd"))
+
+
+def test_merge_missing_shard_is_not_run(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "".join(f"echo {i}\n" for i in range(6)))
+    paths = run_shards(pytester, "inprocess", 3)
+    done = merge(str(paths[0]), str(paths[2]), "-o", "all.json", cwd=pytester.path)
+    assert done.returncode == 1
+    assert "[!] missing shards: 2/3 (their commands are reported as not run)" in done.stderr
+    results = load(pytester.path / "all.json")["results"]
+    assert [r["line"] for r in results] == [1, 2, 3, 4, 5, 6]
+    assert sorted(r["status"] for r in results) == ["not run"] * 2 + ["passed"] * 4
+    assert "Not run: 2" in done.stdout
+
+
+def test_merge_refuses_conflicts_and_bad_files(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "echo a\necho b\n")
+    first, second = run_shards(pytester, "inprocess", 2)
+    (pytester.path / "whole.json").write_text(json.dumps(
+        {**load(first), "results": load(first)["results"] + load(second)["results"], "shard": None}
+    ))
+    (pytester.path / "bad.json").write_text("{not json")
+    (pytester.path / "other.json").write_text('{"a": 1}')
+    cases = {
+        (str(first), "whole.json"): "[X] Error: cmds.batch::echo *: in two shards, *shard1.json and whole.json",
+        (str(first), str(first)): "[X] Error: *shard1.json: shard 1/2 is also *shard1.json",
+        (str(first), "bad.json"): "[X] Error: bad.json: not a JSON file: *",
+        (str(first), "other.json"): "[X] Error: other.json: not the JSON results of a run (--batch-json)*",
+        (str(first), "missing.json"): "[X] Error: missing.json: cannot read: No such file or directory",
+    }
+    for args, message in cases.items():
+        done = merge(*args, "-o", "out.json", cwd=pytester.path)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        from fnmatch import fnmatch
+
+        assert fnmatch(done.stderr.strip(), message.replace("[X]", "[[]X]")), (args, done.stderr)
+        assert not (pytester.path / "out.json").exists()
+    done = merge(str(first), str(second), "-o", "out.json", cwd=pytester.path)
+    assert done.returncode == 0, done.stderr
+    assert "Success Rate: 100.0%" in done.stdout
+
+
+def test_merge_records_history_for_the_next_split(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
+    paths = run_shards(pytester, "inprocess", 2)
+    # Shards write no history: each shard must split the batch from the same one.
+    assert not (pytester.path / history_path(".pytest_cache")).exists()
+    done = merge(*map(str, paths), "-o", "all.json", "--cache-dir", ".pytest_cache", cwd=pytester.path)
+    assert done.returncode == 0, done.stderr
+    # Now the split follows durations: the slow command alone in a shard.
+    shards = [collected(pytester, "--batch-shard", f"{k}/2") for k in (1, 2)]
+    assert ["cmds.batch::sleep 0.5"] in shards
+
+
+def test_batchrunner_file_still_runs(tmp_path: Path) -> None:
+    (tmp_path / "merge").write_text("echo from-a-file-named-merge\n")
+    done = subprocess.run([sys.executable, "-m", "batchrunner", "-f", "merge"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Success Rate: 100.0%" in done.stdout
