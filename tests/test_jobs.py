@@ -259,3 +259,35 @@ def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no
     spans = attempt_spans(results)
     reruns = [spans[(line, 2)] for line in (1, 2, 3)]
     assert max(start for start, _ in reruns) < min(end for _, end in reruns), reruns
+
+
+# Each protocol starts late: a command started ahead has ended (failed) before
+# its own item's protocol begins, the moment the next command used to start.
+LATE_PROTOCOL = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    time.sleep(0.3)
+    return (yield)
+"""
+
+
+def test_one_at_a_time_a_rerun_comes_before_the_next_command(pytester: pytest.Pytester) -> None:
+    """--batch-jobs 1 with reruns: the failed command's rerun runs before the next command starts."""
+    pytester.makeconftest(LATE_PROTOCOL)
+    log = "order.log"
+
+    def logged(tag: str, body: str) -> str:
+        return f'echo "start {tag} $BATCH_ATTEMPT" >> {log}; {body}; s=$?; echo "end {tag} $BATCH_ATTEMPT" >> {log}; exit $s'
+
+    failing_once = 'test "$BATCH_ATTEMPT" -ge 2'
+    write(pytester, "\n".join([logged("a", "true"), logged("b", failing_once), logged("c", "sleep 0.2"),
+                               logged("d", "true")]) + "\n")
+    result = pytester.runpytest("--reruns", "1", "-p", "no:randomly", *FAST)
+    assert result.parseoutcomes() == {"passed": 4, "rerun": 1}, result.stdout.str()
+    assert (pytester.path / log).read_text().splitlines() == [
+        "start a 1", "end a 1", "start b 1", "end b 1", "start b 2", "end b 2",
+        "start c 1", "end c 1", "start d 1", "end d 1",
+    ]

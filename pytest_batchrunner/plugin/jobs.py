@@ -178,6 +178,15 @@ class JobRunner:
             future = self.adopted.pop(key, None) if remove else self.adopted.get(key)
         return future
 
+    def _failed_ahead(self, item: pytest.Item) -> bool:
+        """Whether *item*'s first attempt, started ahead and not taken yet, has ended failed. Under the lock."""
+        if not isinstance(item, CommandItem):
+            return False
+        future = self._started_ahead(item, remove=False)
+        if future is None or not future.done():
+            return False
+        return future.cancelled() or future.exception() is not None or not future.result().success
+
     def _adopt(self, prestart: Prestart, session: pytest.Session) -> None:
         """Take over the commands *prestart* started: they count as running until they end."""
         self.handed_off = True
@@ -258,6 +267,11 @@ class JobRunner:
                 if not isinstance(item, CommandItem):
                     # A Python test is a barrier: commands after it may depend
                     # on what it does, so none starts before it has finished.
+                    break
+                if self.jobs == 1 and self._failed_ahead(item):
+                    # One at a time: only a success starts the next command, also
+                    # when the failure ended before its item's protocol began
+                    # (its rerun, in that protocol, comes first).
                     break
                 if item in self.claimed or not self._may_start(item):
                     continue
