@@ -21,6 +21,7 @@ import fnmatch
 import gc
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,22 @@ def patterns(config: pytest.Config) -> list[str]:
     return found
 
 
+def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
+    """Whether a nodeid names a command of a batch file, by its file's name (cached per file)."""
+    names = patterns(config)
+    known: dict[str, bool] = {}
+
+    def is_batch(nodeid: str) -> bool:
+        path = nodeid.split("::", 1)[0]
+        answer = known.get(path)
+        if answer is None:
+            base = path.rsplit("/", 1)[-1]
+            answer = known[path] = any(fnmatch.fnmatch(base, p) for p in names)
+        return answer and "::" in nodeid
+
+    return is_batch
+
+
 def is_controller(config: pytest.Config) -> bool:
     """True in the process that reports: the xdist controller, or a run without xdist."""
     return not hasattr(config, "workerinput")
@@ -155,6 +172,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.environment import EnvironmentSnapshot
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
+    from pytest_batchrunner.plugin.items import ReportCopies
+
+    config.pluginmanager.register(ReportCopies(config, _batch_nodeid_test(config)), "batchrunner-report-copies")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
     # Resolved once (command line > ini); read back with config.getoption where they apply.
     config.option.batch_order = _setting(config, "batch_order", _order, "duration")

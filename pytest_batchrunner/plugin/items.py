@@ -248,10 +248,15 @@ class CommandItem(pytest.Item):
         return self.path, self.spec.line - 1, f"{self.path.name}:{self.spec.line}: {self.spec.display}"
 
     def attempt_record(self) -> dict[str, Any] | None:
-        """The last attempt as plain data: travels on the report, through xdist, to the reports."""
+        """The last attempt as plain data: travels on the report, through xdist, to the reports.
+
+        The item lets go of the attempt (and its output) here: the item lives
+        until the session ends, the record only until it is spooled.
+        """
         a = self.last_attempt
         if a is None:
             return None
+        self.last_attempt = None
         return {
             "nodeid": self.nodeid,
             "command": self.spec.command,
@@ -326,6 +331,88 @@ class RerunPolicy:
             return cls()
         factor = getattr(rr, "get_reruns_delay_backoff_factor", None)
         return cls(int(reruns), float(rr.get_reruns_delay(item)), float(factor(item)) if factor else 1.0)
+
+
+# pytest-rerunfailures' state for the run of one item, reset at each setup.
+_RERUN_STATE = (
+    "_test_failed_statuses", "_terminal_errors", "_test_xfailed",
+    "_rerun_condition_excinfos", "_rerun_condition_results", "_finalizers_suspended",
+)
+
+
+class ReportCopies:
+    """Keeps pytest's own copies of batch items' reports small, in every process.
+
+    pytest keeps every report to the end of the session (the terminal
+    reporter's statistics, on xdist workers too): a few hundred bytes each,
+    which add up over 100,000 commands. Once every ``pytest_runtest_logreport``
+    implementation has seen a batch item's report (xdist's worker has sent it,
+    the controller's recorder has spooled it):
+
+    * ``report.batch`` (the attempt record, with the command's kept output) is
+      dropped: the recorder has it, nothing reads it later;
+    * a passed setup or teardown report is dropped from the terminal reporter's
+      statistics, where it sits under the empty category that nothing reads (the
+      counts, ``-r`` summaries and the exit status use the other categories);
+    * a passed call report is only counted at the end ("100000 passed"),
+      unless something asked for passed reports (``-rp``, ``-rP``, ``-rA``,
+      ``--durations``): then it is kept whole; else the statistics keep, in its
+      place, the first passed batch report again: the count is the same, and
+      the list holds one report however many commands passed.
+
+    Failed, skipped and rerun reports are kept whole (their longrepr is a short,
+    bounded tail of the output).
+    """
+
+    def __init__(self, config: pytest.Config, is_batch: Callable[[str], bool]) -> None:
+        self.config = config
+        self.is_batch = is_batch
+        chars = str(getattr(config.option, "reportchars", "") or "")
+        durations = getattr(config.option, "durations", None)
+        self.keep_passes = any(c in chars for c in "pPA") or durations is not None
+        self.first_pass: pytest.TestReport | None = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport):  # type: ignore[no-untyped-def]
+        try:
+            return (yield)
+        finally:
+            if report.__dict__.pop("batch", None) is not None or self.is_batch(report.nodeid):
+                if report.passed:
+                    self._forget(report)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):  # type: ignore[no-untyped-def]
+        try:
+            return (yield)
+        finally:
+            if isinstance(item, CommandItem):
+                # pytest-rerunfailures keeps its per-run bookkeeping on the item
+                # (a few dicts, about 1 kB); the item outlives its run, that
+                # state does not: every attempt, reruns included, is over here.
+                for name in _RERUN_STATE:
+                    item.__dict__.pop(name, None)
+                # The attributes added during the run unshared the item's dict
+                # (832 bytes, which a dict never gives back); a compact copy of
+                # what is left takes about half.
+                item.__dict__ = dict(item.__dict__)
+
+    def _forget(self, report: pytest.TestReport) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        stats = getattr(terminal, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        if report.when != "call":
+            unread = stats.get("")
+            if unread and unread[-1] is report:
+                unread.pop()
+        elif not self.keep_passes:
+            passed = stats.get("passed")
+            if passed and passed[-1] is report:
+                if self.first_pass is None:
+                    self.first_pass = report
+                else:
+                    passed[-1] = self.first_pass
 
 
 class CommandSetupError(Exception):

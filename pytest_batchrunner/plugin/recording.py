@@ -53,9 +53,9 @@ class BatchRecording:
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
         at = nodeid.rfind("@")
-        if at > nodeid.rfind("]") and at > nodeid.find("::") >= 0 and nodeid not in self.recorder.entries:
+        if at > nodeid.rfind("]") and at > nodeid.find("::") >= 0 and nodeid not in self.recorder:
             base = nodeid[:at]
-            if base in self.recorder.entries:
+            if base in self.recorder:
                 return base
         return nodeid
 
@@ -82,7 +82,7 @@ class BatchRecording:
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs.
-        if self.recorder.entries:
+        if len(self.recorder):
             return
         by_file: dict[str, list[str]] = defaultdict(list)
         for nodeid in ids:
@@ -138,17 +138,19 @@ class BatchRecording:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.recorder.finished = time.time()
         self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
-        if not self.recorder.entries:
+        if not len(self.recorder):
             return
         for writer in self.writers:
             writer.finish(self.recorder)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
         # Printed only when batch items ran (not for a run that selected none of them).
-        if not any(e.outcome or e.records or e.running for e in self.recorder.entries.values()):
+        if not self.recorder.active:
             return
-        results = self.recorder.results()
-        write_terminal_summary(terminalreporter, self.recorder.summary(results), results)
+        write_terminal_summary(terminalreporter, self.recorder.summary(), self.recorder.results())
+
+    def pytest_unconfigure(self) -> None:
+        self.recorder.close()
 
 
 def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
@@ -170,7 +172,7 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
     import datetime
     import time
 
-    entry = recorder.entries.get(nodeid)
+    entry = recorder.info(nodeid)
     text = str(report.longrepr or "worker crashed").strip()
     now = time.time()
     return {
@@ -178,7 +180,7 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
         "command": entry.command if entry else report.nodeid,
         "file": entry.file if entry else None,
         "line": entry.line if entry else None,
-        "attempt": (len(entry.records) if entry else 0) + 1,
+        "attempt": (entry.attempts if entry else 0) + 1,
         "success": False,
         "exit_code": None,
         "signal": None,

@@ -20,14 +20,18 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["LineFile", "attempt_status", "one_line", "write_atomically"]
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+def write_atomically(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
     """Write *data* to *path* through a temporary file in the same directory and a rename.
+
+    *data* is bytes, or chunks of bytes written as they come (a report streamed
+    from the results spool).
 
     The directory is created if needed. The data is flushed to disk before the
     rename, so a crash (or the machine losing power) leaves either the previous
@@ -41,7 +45,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                stream.write(chunk)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
