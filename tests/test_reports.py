@@ -569,8 +569,7 @@ def synthetic_junit(count: int, output: str, failing_output: str) -> bytes:
         text = output if success else failing_output
         recorder.attempt(synthetic_record(nodeid, line, success, text, 2 - success), "passed" if success else "failed")
         recorder.outcome(nodeid, "passed" if success else "failed", "" if success else "exit code 1")
-    records = {nodeid: entry.records for nodeid, entry in recorder.entries.items()}
-    return rewrite_junit(None, recorder.results(), records)
+    return rewrite_junit(None, recorder.results_with_records)
 
 
 GITLAB_LIMIT = 30_000_000
