@@ -157,14 +157,16 @@ class Recorder:
     # -- the spool ------------------------------------------------------------------------
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
-        if self._writes == 0:
+        # Asked of SQLite, not counted: a Ctrl+C between two statements must not
+        # leave a transaction that the next write would try to begin again.
+        if not self._db.in_transaction:
             self._db.execute("BEGIN")
+            self._writes = 0
+        self._summary = None
         cursor = self._db.execute(sql, args)
         self._writes += 1
         if self._writes >= _COMMIT_EVERY:
             self._db.execute("COMMIT")
-            self._writes = 0
-        self._summary = None
         return cursor
 
     def _id(self, nodeid: str) -> int:
