@@ -49,6 +49,23 @@ KILL_SEQUENCE_SECONDS = guardian.GRACE_SECONDS + 0.5
 HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
 PR_SET_CHILD_SUBREAPER = 36
 
+# Plugins of the ``ecosystem`` extra (see tests/test_ecosystem.py): installed with
+# the test extra, but off in this suite's own run (pyproject addopts) and in the
+# runs its tests start (PYTEST_ADDOPTS below), unless a test turns one on.
+ECOSYSTEM_PLUGINS = (
+    "randomly", "random_order", "sugar", "rich", "html", "html_fixtures", "metadata",
+    "pytest_jsonreport", "allure_pytest", "pytest-split", "pytest-shard",
+)
+ECOSYSTEM_OFF = " ".join(f"-p no:{name}" for name in ECOSYSTEM_PLUGINS)
+
+
+@pytest.fixture(autouse=True)
+def _ecosystem_plugins_off(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner pytest runs (pytester, subprocesses, commands running pytest) start without the ecosystem plugins."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+    monkeypatch.setenv("PYTEST_ADDOPTS", (ECOSYSTEM_OFF + " " + os.environ.get("PYTEST_ADDOPTS", "")).strip())
+
 
 def pytest_configure(config: pytest.Config) -> None:
     _default_signals()
@@ -257,13 +274,26 @@ def xdist_workers() -> str:
 
 @pytest.fixture
 def run(pytester: pytest.Pytester, mode: str, no_leftovers: str, xdist_workers: str):
-    """``run(*args)``: pytest in a subprocess, with ``-n 2`` in the xdist mode; checks leftovers."""
+    """``run(*args)``: pytest in a subprocess, with ``-n 2`` in the xdist mode; checks leftovers.
+
+    Batch files run only when named: unless *args* name a file, the test
+    directory's ``*.batch`` and ``test_*.py`` files are named, as a user would.
+    """
 
     def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
         extra = ["-n", xdist_workers] if mode == "xdist" else []
-        return pytester.runpytest_subprocess(*args, *extra, "-p", "no:cacheprovider", timeout=timeout)
+        return pytester.runpytest_subprocess(
+            *args, *extra, "-p", "no:cacheprovider", *named_batch_files(pytester, args), timeout=timeout
+        )
 
     return _run
+
+
+def named_batch_files(pytester: pytest.Pytester, args: tuple[str, ...] = ()) -> list[str]:
+    """The test directory's ``*.batch`` and ``test_*.py`` files, to name on the command line (none if *args* name files)."""
+    if any(a.endswith((".batch", ".py")) or ".batch::" in a for a in args):
+        return []
+    return sorted(p.name for pattern in ("*.batch", "test_*.py") for p in pytester.path.glob(pattern))
 
 
 @pytest.fixture

@@ -38,14 +38,14 @@ def test_one_at_a_time_cannot_pass_the_barrier(pytester: pytest.Pytester, jobs: 
         'until [ "$(ls running.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 4 ] || exit 9; done'
     )
     write(pytester, "\n".join([line] * 4) + "\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", jobs, "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", jobs, "-p", "no:cacheprovider")
     result.assert_outcomes(failed=4)
 
 
 def test_reports_stay_in_item_order(pytester: pytest.Pytester) -> None:
     # In-process only: xdist reports in completion order across workers by design.
     write(pytester, "sleep 0.6; echo first\necho second\nsleep 0.3; echo third\necho fourth\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
     order = [line.split("::", 1)[1].split(" PASSED")[0] for line in result.outlines if " PASSED" in line]
     assert order == ["sleep 0.6; echo first", "echo second", "sleep 0.3; echo third", "echo fourth"]
@@ -185,7 +185,7 @@ def test_maxfail_starts_nothing_after_the_last_allowed_failure(pytester: pytest.
 def test_every_command_runs_exactly_once(pytester: pytest.Pytester, no_leftovers: str, args) -> None:
     lines = [f"echo {i} >> ran.log; sleep 0.0{i % 3}" for i in range(40)]
     write(pytester, "\n".join(lines) + "\n")
-    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=40)
     assert sorted(int(x) for x in (pytester.path / "ran.log").read_text().split()) == list(range(40))
 

@@ -105,7 +105,7 @@ def test_timeout_plugin_loaded_by_module_name(pytester: pytest.Pytester, monkeyp
     start = time.monotonic()
     result = pytester.runpytest_subprocess(
         "-p", "pytest_timeout", "-p", "pytest_rerunfailures", "-p", "pytest_batchrunner.plugin",
-        "--timeout", "0.5", "--reruns", "1", *FAST, timeout=60,
+        "cmds.batch", "--timeout", "0.5", "--reruns", "1", *FAST, timeout=60,
     )
     assert outcomes(result) == {"failed": 1, "rerun": 1}
     result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Failed: 1 (of them timed out: 1)*"])
@@ -257,9 +257,10 @@ def test_ini_patterns_collect_other_files(pytester: pytest.Pytester, run) -> Non
 
 def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
     write(pytester, "echo hi\n")
-    assert pytester.runpytest_subprocess().ret == pytest.ExitCode.OK
-    result = pytester.runpytest_subprocess("-p", "no:batchrunner")
-    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert pytester.runpytest_subprocess("cmds.batch").ret == pytest.ExitCode.OK
+    result = pytester.runpytest_subprocess("cmds.batch", "-p", "no:batchrunner")
+    # Without the plugin nothing collects a batch file: pytest finds no item in it.
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "not found" in result.stderr.str()
 
 
 # -- ids -------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ TRICKY = [
 
 
 def _ids(pytester: pytest.Pytester) -> list[str]:
-    result = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "--collect-only", "-q", "-p", "no:cacheprovider")
     return [line for line in result.outlines if line.startswith("cmds.batch::")]
 
 
@@ -297,24 +298,24 @@ def test_ids_round_trip_through_deselect(pytester: pytest.Pytester) -> None:
     ids = _ids(pytester)
     keep = "cmds.batch::echo same (2)"
     args = [a for nodeid in ids if nodeid != keep for a in ("--deselect", nodeid)]
-    result = pytester.runpytest_subprocess(*args, "-rA", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *args, "-rA", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=0, deselected=len(TRICKY))  # "echo same" is a prefix of the kept id
     args = [a for nodeid in ids[:-2] for a in ("--deselect", nodeid)]
-    result = pytester.runpytest_subprocess(*args, "-rA", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *args, "-rA", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, deselected=len(TRICKY) - 2)
     result.stdout.fnmatch_lines(["PASSED cmds.batch::echo same", f"PASSED {keep}"])
 
 
 def test_ids_identical_on_every_worker(pytester: pytest.Pytester) -> None:
     write(pytester, "\n".join(TRICKY * 3) + "\n")
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=len(TRICKY) * 3)
     assert "Different tests were collected" not in result.stdout.str()
 
 
 def test_last_failed_after_inserting_lines(pytester: pytest.Pytester) -> None:
     write(pytester, "echo a\nfalse\necho c\n")
-    pytester.runpytest_subprocess().assert_outcomes(passed=2, failed=1)
+    pytester.runpytest_subprocess("cmds.batch").assert_outcomes(passed=2, failed=1)
     write(pytester, "echo new1\necho new2\necho a\nfalse\necho c\n")
     result = pytester.runpytest_subprocess("--lf", "-rA")
     assert outcomes(result) == {"failed": 1}
@@ -324,7 +325,7 @@ def test_last_failed_after_inserting_lines(pytester: pytest.Pytester) -> None:
 
 def test_keyword_selection_and_reportinfo(pytester: pytest.Pytester) -> None:
     write(pytester, "echo build\necho test\nfalse build\n")
-    result = pytester.runpytest_subprocess("-k", "build", "-v", "-rf", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-k", "build", "-v", "-rf", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1, deselected=1)
     result.stdout.fnmatch_lines(["*cmds.batch:3: false build*"])
 
@@ -435,7 +436,7 @@ MIXED = "echo ok\nfalse\ntest -f flag || { touch flag; exit 1; }\nsleep 5\nkill 
 
 @pytest.mark.parametrize("dist", ["load", "loadfile", "loadgroup", "worksteal"])
 def test_every_dist_mode_gives_the_in_process_outcomes(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
-    common = ("--reruns", "1", "--timeout", "0.5", *FAST, "-p", "no:cacheprovider")
+    common = ("cmds.batch", "--reruns", "1", "--timeout", "0.5", *FAST, "-p", "no:cacheprovider")
     write(pytester, MIXED)
     expected = outcomes(pytester.runpytest_subprocess(*common))
     (pytester.path / "flag").unlink()

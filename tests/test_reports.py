@@ -262,7 +262,7 @@ def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_le
     assert alone.ret == pytest.ExitCode.TESTS_FAILED
     write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nfalse\n"
                     "true # batch: skip='not today'\nfalse # batch: xfail=known\n")
-    both = pytester.runpytest_subprocess("--junitxml", "both.xml", *common)
+    both = pytester.runpytest_subprocess("test_py.py", "cmds.batch", "--junitxml", "both.xml", *common)
     assert both.ret == pytest.ExitCode.TESTS_FAILED
     junit_schema().validate(str(pytester.path / "both.xml"))
     (before,) = ET.parse(pytester.path / "alone.xml").getroot().iter("testsuite")
@@ -287,7 +287,7 @@ def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_le
 def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "echo hi\n\necho oops; false\n")
     result = pytester.runpytest_subprocess(
-        "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
+        "cmds.batch", "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
         "-o", "junit_suite_name=batches", "-p", "no:cacheprovider",
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -309,7 +309,7 @@ def test_junit_when_the_command_succeeds_but_its_test_fails(pytester: pytest.Pyt
         "    yield\n    if 'teardown' in item.name:\n        raise RuntimeError('teardown broke')\n"
     )
     write(pytester, "echo teardown\ntrue # batch: xfail=known\necho fine\n")
-    result = pytester.runpytest_subprocess(*REPORTS, "-o", "xfail_strict=true", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *REPORTS, "-o", "xfail_strict=true", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     reports = read_reports(pytester.path)
     assert_reports_agree(terminal_summary(result.stdout.str()), reports)
@@ -460,7 +460,7 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
                     "touch started; sleep 300 # batch: timeout=120\nsleep 301\necho after\n")
     extra = ["-n", "2"] if mode == "xdist" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
         cwd=pytester.path,
         env=os.environ.copy(),  # holds the token that finds leftover processes
         stdout=subprocess.PIPE,
@@ -523,7 +523,7 @@ def test_unusable_report_paths(pytester: pytest.Pytester, no_leftovers: str) -> 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "'adir' is a directory" in result.stderr.str()
     # A report that cannot be written at the end: the others are written, the run says so and fails.
-    result = pytester.runpytest_subprocess("--batch-json", "afile/results.json", "--batch-joblog", "jobs.tsv")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-json", "afile/results.json", "--batch-joblog", "jobs.tsv")
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["*BatchRunner report errors*", "--batch-json */afile/results.json: not written: *"])
     assert (pytester.path / "jobs.tsv").read_text().splitlines()[1].endswith("\techo hi")

@@ -17,7 +17,6 @@ on top of this folder, not under it).
 
 from __future__ import annotations
 
-import fnmatch
 import gc
 import signal
 import threading
@@ -33,20 +32,19 @@ from pytest_batchrunner.plugin.engine import (
     JOBS_KEY,
     LIVE_KEY,
     MIN_RELATIVE_TIMEOUT,
-    PATTERNS_KEY,
     RECORDING_KEY,
     EngineSettings,
     default_timeout,
     has_timeout_plugin,
 )
+from pytest_batchrunner.plugin.discovery import BatchDiscovery
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
 from pytest_batchrunner.values import cli_float, cli_int, cli_share, non_negative_float, non_negative_int, share
 
-DEFAULT_PATTERNS = ["*.batch"]
-
 PATTERNS_HELP = (
-    "Glob patterns of file names collected as batch files, in addition to *.batch "
-    "(e.g. '*.cmds commands.txt')."
+    "Glob patterns of batch files to collect when found in a directory (opt-in discovery; "
+    "e.g. 'ci/*.batch *.cmds'): a pattern with a '/' matches the path relative to the rootdir, "
+    "one without the file name. Without it, only batch files named on the command line run."
 )
 CAPTURE_HELP = (
     "Bytes of each command's stdout and stderr to keep (the tail, plus a small head); "
@@ -76,6 +74,7 @@ BATCH_TIMEOUT_HELP = (
 )
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
+DISCOVERY_KEY = pytest.StashKey[BatchDiscovery]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -130,13 +129,12 @@ def _order(value: str) -> str:
     return value
 
 
-def patterns(config: pytest.Config) -> list[str]:
-    """The file-name patterns collected as batch files (resolved once, at configure)."""
-    found = config.stash.get(PATTERNS_KEY, None)
+def discovery(config: pytest.Config) -> BatchDiscovery:
+    """Which files are batch files, and which of them this run executes (created once, at configure)."""
+    found = config.stash.get(DISCOVERY_KEY, None)
     if found is None:
-        found = config.stash[PATTERNS_KEY] = DEFAULT_PATTERNS + [
-            p for p in config.getini("batch_patterns") if p not in DEFAULT_PATTERNS
-        ]
+        found = config.stash[DISCOVERY_KEY] = BatchDiscovery(config)
+        config.pluginmanager.register(found, "batchrunner-discovery")
     return found
 
 
@@ -198,7 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if is_controller(config) and not config.option.collectonly:
         from pytest_batchrunner.plugin.recording import BatchRecording
 
-        recording = BatchRecording(config, patterns(config))
+        recording = BatchRecording(config, discovery(config))
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
         if shard is not None:
@@ -217,7 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
-    configure_distribution(config, patterns(config))
+    configure_distribution(config, discovery(config))
     _install_sigterm(config)
 
 
@@ -295,7 +293,7 @@ def _install_sigterm(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
-    if any(fnmatch.fnmatch(file_path.name, p) for p in patterns(parent.config)):
+    if discovery(parent.config).wanted(file_path):
         from pytest_batchrunner.plugin.items import BatchFile
 
         return BatchFile.from_parent(parent, path=file_path)
@@ -308,6 +306,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if call.when == "call":
         record_of = getattr(item, "attempt_record", None)
         if record_of is not None:
+            item.report_command_time(report)  # type: ignore[attr-defined]
             record = record_of()
             if record is not None:
                 # A plain dict: pytest-xdist serialises it with the report.

@@ -85,6 +85,8 @@ class BatchFile(pytest.File):
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
         steps: dict[str, int] = {}
+        self.group_lines: dict[str, list[int]] = {}
+        """The lines of each sequential group's steps in this file (step N at index N - 1)."""
         for spec, name in zip(specs, item_names(specs), strict=True):
             for tag in spec.settings.tags:
                 self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
@@ -92,6 +94,7 @@ class BatchFile(pytest.File):
             if spec.settings.sequential:
                 key = group_key(spec)
                 steps[key] = item.step = steps.get(key, 0) + 1  # type: ignore[index]
+                self.group_lines.setdefault(key, []).append(spec.line)  # type: ignore[arg-type]
             yield item
 
     def display_path(self) -> str:
@@ -246,6 +249,21 @@ class CommandItem(pytest.Item):
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
         return self.path, self.spec.line - 1, f"{self.path.name}:{self.spec.line}: {self.spec.display}"
+
+    def report_command_time(self, report: pytest.TestReport) -> None:
+        """Make the call report's duration the command's own run time.
+
+        pytest times ``runtest``; a command started ahead of its turn
+        (``--batch-jobs``, or by the Python API) has often finished by then, so
+        that time is near 0. ``--durations``, JUnit's ``time``, pytest-split's
+        ``--store-durations`` and other reporters read ``report.duration``.
+        """
+        a = self.last_attempt
+        if a is None:
+            return
+        report.duration = a.duration
+        if hasattr(report, "start") and hasattr(report, "stop"):
+            report.start, report.stop = a.started, a.started + a.duration
 
     def attempt_record(self) -> dict[str, Any] | None:
         """The last attempt as plain data: travels on the report, through xdist, to the reports.

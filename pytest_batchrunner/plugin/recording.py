@@ -8,7 +8,6 @@ rerun arrives as its own report, so reruns are counted wherever they ran.
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,9 +24,9 @@ from pytest_batchrunner.reports.summary import write_terminal_summary
 class BatchRecording:
     """pytest hooks that feed the recorder and print the BatchRunner summary."""
 
-    def __init__(self, config: pytest.Config, patterns: list[str]) -> None:
+    def __init__(self, config: pytest.Config, discovery: Any) -> None:
         self.config = config
-        self.patterns = patterns
+        self.discovery = discovery
         numprocesses = getattr(config.option, "numprocesses", None)
         dist = getattr(config.option, "dist", "no")
         workers = numprocesses if isinstance(numprocesses, int) and numprocesses > 0 and dist != "no" else 1
@@ -60,23 +59,32 @@ class BatchRecording:
         return nodeid
 
     def is_batch_nodeid(self, nodeid: str) -> bool:
-        """Whether *nodeid* names a command of a batch file (decided by its file's name)."""
+        """Whether *nodeid* names a command of a batch file (decided by its file's name or path)."""
         path = nodeid.split("::", 1)[0]
         known = self._is_batch.get(path)
         if known is None:
-            name = path.rsplit("/", 1)[-1]
-            known = self._is_batch[path] = any(fnmatch.fnmatch(name, p) for p in self.patterns)
+            known = self._is_batch[path] = self.discovery.is_batch_file(path)
         return known
 
     # -- what is going to run -------------------------------------------------------------
+    #
+    # The commands the reports speak of are the session's *final* items: what
+    # is deselected or filtered out, by any means (-k, -m, --deselect, --lf,
+    # pytest-split, pytest-shard, any plugin that edits ``items``), is left out
+    # of the summary and every report, never counted as "not run". In-process
+    # that is ``session.items`` once collection has finished (after every
+    # ``pytest_collection_modifyitems``); under xdist, the ids a worker reports
+    # it collected (the same hooks ran there).
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items) -> None:  # type: ignore[no-untyped-def]
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
         from pytest_batchrunner.plugin.items import CommandItem
 
+        self.expect_selected(item for item in session.items if isinstance(item, CommandItem))
+
+    def expect_selected(self, items) -> None:  # type: ignore[no-untyped-def]
+        """Announce the command items selected to run: the only ones the reports count."""
         for item in items:
-            if isinstance(item, CommandItem):
-                self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
+            self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
