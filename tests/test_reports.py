@@ -199,7 +199,8 @@ def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, ru
     assert [child.tag for child in hello] == ["system-out"]
     assert hello.find("system-out").text == "hello\n"
 
-    failing = cases["printf 'oops\\000\\033[1m\\377]]>&<\\n' >&2; exit 3"]
+    # Testcases are named by the item's id, where "[" and "]" show as "(" and ")".
+    failing = cases["printf 'oops\\000\\033(1m\\377))>&<\\n' >&2; exit 3"]
     failure = failing.find("failure")
     assert (failure.get("type"), failure.get("message")) == ("exit code", "exit code 3")
     assert "attempt 2 of 2" in failure.text
@@ -222,12 +223,12 @@ def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, ru
     assert (timeout.get("type"), timeout.get("message")) == ("timeout", "timed out after 1 s")
     assert [r.get("message") for r in slow.findall("rerunFailure")] == ["timed out after 1 s (attempt 1)"]
 
-    hostile = cases["printf 'nul:\\000 esc:\\033[31m ff:\\377 cdata:]]> amp:&\\n'"]
+    hostile = cases["printf 'nul:\\000 esc:\\033(31m ff:\\377 cdata:))> amp:&\\n'"]
     assert hostile.find("system-out").text == "nul:#x00 esc:#x1B[31m ff:\ufffd cdata:]]> amp:&\n"
     assert b"\x00" not in reports.junit_path.read_bytes()
 
     # pytest names this one differently (it escapes the emoji): still a single testcase.
-    assert "echo '[x]' ': : y' \U0001F600" in cases
+    assert "echo '(x)' ': : y' \U0001F600" in cases
 
     # Python tests: as pytest wrote them (with --reruns, test_bad twice), counted as pytest counts.
     python = [c for c in reports.junit.iter("testcase") if c.get("classname") == "test_py"]
