@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -33,17 +34,22 @@ class LeftoverProcessWarning(pytest.PytestWarning):
     """A command left processes behind after its shell exited; they were killed."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(AssertionError):
     """A command did not succeed. ``str()`` starts with its status, e.g. ``"exit code 2: make test"``,
-    so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry."""
+    so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry.
+
+    An ``AssertionError``: the check that the command exited as expected
+    failed, so reporters that tell failures from errors (allure's "failed" vs
+    "broken") report a failed command as failed.
+    """
 
     def __init__(self, attempt: Attempt, spec: CommandSpec) -> None:
         super().__init__(f"{attempt.describe_status()}: {spec.display}")
         self.attempt = attempt
         self.spec = spec
 
-    def describe(self, output_lines: int = FAILURE_TAIL_LINES) -> str:
-        """The short, human failure message shown by pytest, with the last *output_lines* of each stream."""
+    def describe(self, output_lines: int = FAILURE_TAIL_LINES, tails: tuple[str, ...] = ("stderr", "stdout")) -> str:
+        """The short, human failure message shown by pytest, with the last *output_lines* of the streams in *tails*."""
         a, spec = self.attempt, self.spec
         status = a.describe_status()
         if a.expected_exit != 0 and not a.timed_out and a.signal is None:
@@ -55,12 +61,40 @@ class CommandFailed(Exception):
         if a.leftovers:
             lines.append("  killed leftover processes: " + ", ".join(a.leftovers))
         for label, text, size in (("stderr", a.stderr, a.stderr_bytes), ("stdout", a.stdout, a.stdout_bytes)):
+            if label not in tails:
+                continue
             tail = text.rstrip("\n").splitlines()[-output_lines:] if output_lines else []
             if not tail:
                 continue
             lines.append(f"  --- {label}, last {len(tail)} lines of {size} bytes ---")
             lines.extend("  " + _printable(line) for line in tail)
         return "\n".join(lines)
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f]")
+# Output of a passed command in its report section (shown with -rP): its last
+# lines, within these bounds; a failed command's section holds its last
+# --batch-output-lines lines. --batch-json and the JUnit XML keep more.
+SECTION_LINES = 200
+SECTION_CHARS = 20_000
+
+
+def report_section(text: str, size: int, max_lines: int = SECTION_LINES) -> str:
+    """A stream's text as pytest shows it: the last *max_lines* lines, bounded, control characters escaped."""
+    lines = text.splitlines(keepends=True)
+    kept = lines[-max_lines:]
+    clipped = "".join(kept)
+    if len(clipped) > SECTION_CHARS:
+        clipped = clipped[-SECTION_CHARS:]
+    if len(clipped) < len(text):
+        shown = clipped.count("\n") + (not clipped.endswith("\n"))
+        clipped = f"--- last {shown} lines of {size} bytes ---\n" + clipped
+    return _escape_controls(clipped)
+
+
+def _escape_controls(text: str) -> str:
+    """*text* with C0 control characters but tab and newline escaped (``\\x1b``)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _printable(line: str) -> str:
@@ -230,6 +264,14 @@ class CommandItem(pytest.Item):
         if relative is not None and attempt.timed_out:
             attempt.timeout_note = relative[1]
         self.last_attempt = attempt
+        # pytest's channel for captured output: -rP / -rA, pytest-html,
+        # pytest-json-report and allure show it, for passed commands too; the
+        # terminal shows a failure's sections below it (--batch-output-lines of them).
+        max_lines = SECTION_LINES if attempt.success else self.engine.output_lines
+        if attempt.stdout and max_lines:
+            self.add_report_section("call", "stdout", report_section(attempt.stdout, attempt.stdout_bytes, max_lines))
+        if attempt.stderr and max_lines:
+            self.add_report_section("call", "stderr", report_section(attempt.stderr, attempt.stderr_bytes, max_lines))
         if attempt.leftovers:
             self.warn(
                 LeftoverProcessWarning(
@@ -242,13 +284,23 @@ class CommandItem(pytest.Item):
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, CommandFailed):
-            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines))
+            # pytest shows the captured streams below the failure ("Captured
+            # stdout call", see runtest); the message holds the last lines of the others only.
+            shown = {"all": ("stdout", "stderr"), "stdout": ("stdout",), "stderr": ("stderr",)}
+            showcapture = getattr(self.config.option, "showcapture", "no")
+            hidden = tuple(s for s in ("stderr", "stdout") if s not in shown.get(showcapture, ()))
+            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines, hidden))
         if isinstance(excinfo.value, CommandSetupError):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
-        return self.path, self.spec.line - 1, f"{self.path.name}:{self.spec.line}: {self.spec.display}"
+        # pytest's convention: the location is (file, line), the domain names
+        # the test alone (the failure's heading, "$ make test"); reporters that
+        # print both (pytest-sugar: "cmds.batch:3 $ make test") name it once.
+        # The "$ " also keeps pytest's -v line, which rewrites a domain that
+        # ends the node id (for Python, "Class.test" -> "Class::test"), as it is.
+        return self.path, self.spec.line - 1, f"$ {self.spec.display}"
 
     def report_command_time(self, report: pytest.TestReport) -> None:
         """Make the call report's duration the command's own run time.
