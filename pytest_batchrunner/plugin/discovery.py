@@ -46,6 +46,7 @@ class BatchDiscovery:
         self.configured: list[str] = [p for p in config.getini("batch_patterns") if p]
         self.patterns = DEFAULT_PATTERNS + [p for p in self.configured if p not in DEFAULT_PATTERNS]
         self.named = _named_paths(config)
+        self.searched = _searched_directories(config)
         self.failed_last = _last_failed_files(config)
         self.skipped: set[str] = set()
         """Batch files found but not asked for (relative paths), in this process."""
@@ -69,7 +70,9 @@ class BatchDiscovery:
             return False
         if matches(rel, self.configured) or _key(path) in self.named or _key(path) in self.failed_last:
             return True
-        if count:
+        # pytest also offers the files beside a named file; only a file found by
+        # searching a directory argument (or testpaths, or ".") counts as left out.
+        if count and any(d == path.parent or d in path.parents for d in self.searched):
             self.skipped.add(rel)
         return False
 
@@ -90,6 +93,7 @@ class BatchDiscovery:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        self.noted = True
         if hasattr(self.config, "workerinput"):
             return
         count = self.count_skipped()
@@ -100,6 +104,15 @@ class BatchDiscovery:
                 "name them (pytest path/to/cmds.batch) or set batch_patterns in the ini file",
                 yellow=True,
             )
+
+    noted = False
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # Without pytest's terminal reporter (pytest-rich's --rich), no summary hook runs.
+        if not self.noted and config.pluginmanager.hasplugin("rich-terminal-reporter"):
+            from pytest_batchrunner.plugin.recording import PlainTerminal
+
+            self.pytest_terminal_summary(PlainTerminal())
 
 
 def _key(path: Path | str) -> str:
@@ -119,6 +132,16 @@ def _named_paths(config: pytest.Config) -> set[str]:
         except OSError:
             pass
     return named
+
+
+def _searched_directories(config: pytest.Config) -> list[Path]:
+    """The directories pytest searches: its directory arguments (or ``testpaths``, or the current directory)."""
+    found = []
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0])
+        if path.is_dir():
+            found.append(Path(os.path.abspath(path)))
+    return found
 
 
 def _last_failed_files(config: pytest.Config) -> set[str]:

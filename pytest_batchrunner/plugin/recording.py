@@ -8,6 +8,7 @@ rerun arrives as its own report, so reruns are counted wherever they ran.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -152,6 +153,7 @@ class BatchRecording:
             writer.finish(self.recorder)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        self.summary_printed = True
         # Printed only when batch items ran (not for a run that selected none of them).
         if not self.recorder.active:
             return
@@ -159,6 +161,26 @@ class BatchRecording:
 
     def pytest_unconfigure(self) -> None:
         self.recorder.close()
+
+    summary_printed = False
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # A plugin that replaces pytest's terminal reporter (pytest-rich's
+        # --rich) also drops the pytest_terminal_summary hook: print it here.
+        if not self.summary_printed and config.pluginmanager.getplugin("terminalreporter") is None \
+                and config.pluginmanager.hasplugin("rich-terminal-reporter"):
+            self.pytest_terminal_summary(PlainTerminal())
+
+
+class PlainTerminal:
+    """The two methods of pytest's terminal reporter the summary uses, writing plain text to stdout."""
+
+    def write_sep(self, sep: str, title: str, **markup: bool) -> None:
+        width = shutil.get_terminal_size().columns
+        print(f" {title} ".center(width, sep), flush=True)
+
+    def write_line(self, line: str, **markup: bool) -> None:
+        print(line, flush=True)
 
 
 def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
