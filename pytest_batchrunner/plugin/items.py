@@ -79,7 +79,7 @@ SECTION_LINES = 200
 SECTION_CHARS = 20_000
 
 
-def report_section(text: str, size: int, max_lines: int = SECTION_LINES) -> str:
+def report_section(label: str, text: str, size: int, max_lines: int = SECTION_LINES) -> str:
     """A stream's text as pytest shows it: the last *max_lines* lines, bounded, control characters escaped."""
     lines = text.splitlines(keepends=True)
     kept = lines[-max_lines:]
@@ -88,7 +88,7 @@ def report_section(text: str, size: int, max_lines: int = SECTION_LINES) -> str:
         clipped = clipped[-SECTION_CHARS:]
     if len(clipped) < len(text):
         shown = clipped.count("\n") + (not clipped.endswith("\n"))
-        clipped = f"--- last {shown} lines of {size} bytes ---\n" + clipped
+        clipped = f"--- {label}, last {shown} lines of {size} bytes ---\n" + clipped
     return _escape_controls(clipped)
 
 
@@ -269,9 +269,9 @@ class CommandItem(pytest.Item):
         # terminal shows a failure's sections below it (--batch-output-lines of them).
         max_lines = SECTION_LINES if attempt.success else self.engine.output_lines
         if attempt.stdout and max_lines:
-            self.add_report_section("call", "stdout", report_section(attempt.stdout, attempt.stdout_bytes, max_lines))
+            self.add_report_section("call", "stdout", report_section("stdout", attempt.stdout, attempt.stdout_bytes, max_lines))
         if attempt.stderr and max_lines:
-            self.add_report_section("call", "stderr", report_section(attempt.stderr, attempt.stderr_bytes, max_lines))
+            self.add_report_section("call", "stderr", report_section("stderr", attempt.stderr, attempt.stderr_bytes, max_lines))
         if attempt.leftovers:
             self.warn(
                 LeftoverProcessWarning(
