@@ -1,7 +1,8 @@
 """The pytest plugin (the ``pytest11`` entry point ``pytest_batchrunner.plugin``): options, ini values and hooks.
 
 This module is wiring; every module of this folder speaks pytest's hooks and
-owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
+owns one part: :mod:`.discovery` (which files are batch files, and which of
+them a run was asked to execute), :mod:`.items` (the collector and the item), :mod:`.jobs`
 (commands started ahead), :mod:`.timeouts` (pytest-timeout),
 :mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
 (reports turned into results on the controller), :mod:`.live` (output lines and
