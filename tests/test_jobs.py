@@ -226,7 +226,7 @@ def test_only_rerun_and_retry_on_still_decide_in_the_slots(pytester: pytest.Pyte
 
     write(pytester, "exit 75 # batch: retries=1 retry-on=75\nexit 3 # batch: retries=1 retry-on=75\n"
                     "echo x >> ran.$BATCH_LINE; exit 4\necho x >> ran.$BATCH_LINE; exit 5\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "4", "--reruns", "2", "--only-rerun", "exit code (75|4)",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "4", "--reruns", "2", "--only-rerun", "exit code (75|4)",
                                            "--batch-json", "out.json", "-p", "no:cacheprovider")
     assert result.parseoutcomes() == {"failed": 4, "rerun": 3}
     attempts = [r["attempts"] for r in json.loads((pytester.path / "out.json").read_text())["results"]]
@@ -237,7 +237,7 @@ def test_only_rerun_and_retry_on_still_decide_in_the_slots(pytester: pytest.Pyte
 
 def test_nothing_starts_after_x_stops_the_run(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "exit 1\ntouch ran.$BATCH_ATTEMPT; sleep 0.5; exit 1\necho never > never\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "2", "--reruns", "1", "--reruns-delay", "0.3", "-x",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "2", "--reruns", "1", "--reruns-delay", "0.3", "-x",
                                            "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"failed": 1, "rerun": 1}
@@ -251,7 +251,7 @@ def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no
     import json
 
     write(pytester, "sleep 5\n" * 3)
-    result = pytester.runpytest_subprocess("--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
                                            "--batch-kill-grace", "0.1", "--batch-json", "out.json", "-p", "no:cacheprovider")
     assert result.parseoutcomes() == {"failed": 3, "rerun": 3}
     results = json.loads((pytester.path / "out.json").read_text())["results"]
