@@ -285,7 +285,7 @@ def test_one_at_a_time_a_rerun_comes_before_the_next_command(pytester: pytest.Py
     failing_once = 'test "$BATCH_ATTEMPT" -ge 2'
     write(pytester, "\n".join([logged("a", "true"), logged("b", failing_once), logged("c", "sleep 0.2"),
                                logged("d", "true")]) + "\n")
-    result = pytester.runpytest("--reruns", "1", "-p", "no:randomly", *FAST)
+    result = pytester.runpytest("cmds.batch", "--reruns", "1", "-p", "no:randomly", *FAST)
     assert result.parseoutcomes() == {"passed": 4, "rerun": 1}, result.stdout.str()
     assert (pytester.path / log).read_text().splitlines() == [
         "start a 1", "end a 1", "start b 1", "end b 1", "start b 2", "end b 2",

@@ -145,7 +145,7 @@ def test_stdin_reader_gets_eof(pytester: pytest.Pytester, mode: str, capture: st
     # themselves; with -s in-process only our own stdin handling stands between.)
     write(pytester, "cat\nread line; test -z \"$line\"\n")
     extra = ["-n", "2"] if mode == "xdist" else []
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--timeout", "5", capture, *extra]
+    argv = [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", "--timeout", "5", capture, *extra]
     proc = subprocess.Popen(argv, cwd=pytester.path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert proc.stdout is not None
@@ -212,7 +212,7 @@ def test_empty_file_collects_nothing_and_says_so(pytester: pytest.Pytester, run)
 
 def test_command_killing_its_worker(pytester: pytest.Pytester) -> None:
     write(pytester, "echo one\nkill -9 $PPID; sleep 306\necho three\necho four\n")
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*kill -9 $PPID*"])
     # The leftover check (tests/conftest.py) checks that `sleep 306` died with its worker.
@@ -220,7 +220,7 @@ def test_command_killing_its_worker(pytester: pytest.Pytester) -> None:
 
 def test_worker_crash_is_rerun(pytester: pytest.Pytester) -> None:
     write(pytester, "test -f flag || { touch flag; kill -9 $PPID; }\n")
-    result = pytester.runpytest_subprocess("-n", "2", "--reruns", "1", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--reruns", "1", "-p", "no:cacheprovider")
     assert outcomes(result) == {"passed": 1, "rerun": 1}
 
 
