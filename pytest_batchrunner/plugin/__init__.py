@@ -140,16 +140,15 @@ def discovery(config: pytest.Config) -> BatchDiscovery:
 
 
 def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
-    """Whether a nodeid names a command of a batch file, by its file's name (cached per file)."""
-    names = patterns(config)
+    """Whether a nodeid names a command of a batch file, by its file's name or path (cached per file)."""
+    batch_file = discovery(config).is_batch_file
     known: dict[str, bool] = {}
 
     def is_batch(nodeid: str) -> bool:
         path = nodeid.split("::", 1)[0]
         answer = known.get(path)
         if answer is None:
-            base = path.rsplit("/", 1)[-1]
-            answer = known[path] = any(fnmatch.fnmatch(base, p) for p in names)
+            answer = known[path] = batch_file(path)
         return answer and "::" in nodeid
 
     return is_batch

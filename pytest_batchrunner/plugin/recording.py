@@ -159,17 +159,17 @@ class BatchRecording:
             return
         write_terminal_summary(terminalreporter, self.recorder.summary(), self.recorder.results())
 
-    def pytest_unconfigure(self) -> None:
-        self.recorder.close()
-
     summary_printed = False
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        # A plugin that replaces pytest's terminal reporter (pytest-rich's
-        # --rich) also drops the pytest_terminal_summary hook: print it here.
-        if not self.summary_printed and config.pluginmanager.getplugin("terminalreporter") is None \
-                and config.pluginmanager.hasplugin("rich-terminal-reporter"):
-            self.pytest_terminal_summary(PlainTerminal())
+        try:
+            # A plugin that replaces pytest's terminal reporter (pytest-rich's
+            # --rich) also drops the pytest_terminal_summary hook: print it here.
+            if not self.summary_printed and config.pluginmanager.getplugin("terminalreporter") is None \
+                    and config.pluginmanager.hasplugin("rich-terminal-reporter"):
+                self.pytest_terminal_summary(PlainTerminal())
+        finally:
+            self.recorder.close()
 
 
 class PlainTerminal:
