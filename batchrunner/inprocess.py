@@ -241,8 +241,9 @@ class InnerRun:
         recording = session.config.stash.get(RECORDING_KEY, None)
         if recording is None:
             return
-        results = recording.recorder.results()
-        summary = recording.recorder.summary(results)
+        # The API hands back a list: the caller asked for every result.
+        results = list(recording.recorder.results())
+        summary = recording.recorder.summary()
         self.outcome = results, summary
 
 

@@ -184,14 +184,14 @@ def write_reports(output: str, junitxml: str | None, summary: dict[str, Any], re
 
     write_json_report(output, summary, results)
     if junitxml is not None:
-        from pytest_batchrunner.reports.junit import rewrite_junit
+        from pytest_batchrunner.reports.junit import junit_chunks
 
-        records = {r.nodeid or "": _records(r) for r in results}
         # An empty suite timed as the whole run, which the commands' testcases fill.
         seconds = summary["total_duration_ms"] / 1000
         suite = (f'<testsuites name="pytest tests"><testsuite name="pytest" errors="0" failures="0" '
                  f'skipped="0" tests="0" time="{seconds:.3f}" /></testsuites>').encode()
-        write_atomically(junitxml, rewrite_junit(suite, results, records))
+        # The testcases are built from a stream of (result, attempt records), read twice.
+        write_atomically(junitxml, junit_chunks(suite, lambda: ((r, _records(r)) for r in results)))
 
 
 def main(argv: Sequence[str]) -> int:

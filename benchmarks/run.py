@@ -50,7 +50,7 @@ THREADPOOL = HERE / "threadpool_runner.py"
 PY = sys.executable
 SLEEP = 0.25  # seconds, W2
 QUIET_WAIT = 20.0  # seconds to wait for a quiet machine before repeating a noisy run
-RUN_TIMEOUT = 600.0  # seconds; a variant taking longer is killed and reported as an error
+RUN_TIMEOUT = 1200.0  # seconds; a variant taking longer is killed and reported as an error (W11 takes minutes)
 MARK_START = "<!-- benchmark-results:start -->"
 MARK_END = "<!-- benchmark-results:end -->"
 
@@ -91,6 +91,8 @@ class Variant:
     """A regex its stdout must match to count as having done the work (stdout is discarded if None)."""
     ref: str | None = None
     """The variant (or ``"ideal"``) its wall time is compared with in the ratio column."""
+    verify: Callable[[Path, dict[str, int]], str | None] | None = None
+    """After a run: why the files it wrote are wrong (read from its directory), or None."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class Target:
     variant: str
     metric: str  # "wall" (seconds) or "rss" (MB)
     limit: float
-    ref: str | None = None  # a variant label, "ideal", or None for an absolute limit
+    ref: str | None = None
+    """A variant label, "ideal", or None for an absolute limit. For "wall", a ratio
+    of the two; for "rss", MB above the reference's peak."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,117 @@ W5 = Workload(
     rounds=3,
 )
 
+# W11-W12: memory over many commands, with the reports written. Each command's
+# record (and its kept output) is spooled to a temporary file as it is reported,
+# and the reports are streamed from it at the end: peak memory should grow with
+# collection alone. The reports are checked after each run.
+REPORT_ARGS = ("--junitxml", "out/junit.xml", "--batch-json", "out/results.json")
+
+
+def _reports_complete(commands: str, output_bytes: int = 0) -> Callable[[Path, dict[str, int]], str | None]:
+    """A check that both reports hold one result per command (with its output)."""
+
+    def verify(cwd: Path, sizes: dict[str, int]) -> str | None:
+        import xml.etree.ElementTree as ET
+
+        expected = sizes[commands]
+        cases = 0
+        try:
+            for _event, element in ET.iterparse(cwd / "out" / "junit.xml"):
+                if element.tag == "testcase":
+                    cases += 1
+                    element.clear()
+            with open(cwd / "out" / "results.json", "rb") as f:
+                data = json.load(f)
+        except (OSError, ET.ParseError, ValueError) as exc:
+            return f"reports unreadable: {exc}"
+        results = data["results"]
+        if cases != expected or len(results) != expected or data["summary"]["successful"] != expected:
+            return f"reports incomplete: {cases} testcases, {len(results)} results, expected {expected}"
+        if output_bytes and any(len(r["stdout"]) != output_bytes for r in results):
+            return "JSON results lack some command's output"
+        (cwd / "out" / "results.json").unlink()
+        return None
+
+    return verify
+
+
+def _with_reports(*extra: str, file: str = "w.batch") -> Callable[[dict[str, int]], list[str]]:
+    return _pytest(*REPORT_ARGS, *extra, file=file)
+
+
+W11 = Workload(
+    key="W11",
+    title="100,000 lines of `true` with `--junitxml` and `--batch-json`: memory and time at scale "
+          "(and 10,000 lines, to see how peak memory grows)",
+    sizes={"lines": 100_000, "small": 10_000},
+    quick_sizes={"lines": 2_000, "small": 200},
+    files=lambda s: {"w.batch": _lines("true", s["lines"]), "small.batch": _lines("true", s["small"])},
+    variants=[
+        Variant("xargs -P1", _xargs(1)),
+        Variant("xargs -P2", _xargs(2)),
+        Variant("pytest --collect-only", _pytest("--collect-only"), lambda s: rf"\b{s['lines']} tests collected\b"),
+        Variant("pytest in-process", _with_reports(), _passed("lines"), ref="xargs -P1",
+                verify=_reports_complete("lines")),
+        Variant("pytest -n 2", _with_reports("-n", "2"), _passed("lines"), ref="xargs -P2",
+                verify=_reports_complete("lines")),
+        Variant("pytest --collect-only, small", _pytest("--collect-only", file="small.batch"),
+                lambda s: rf"\b{s['small']} tests collected\b"),
+        Variant("pytest in-process, small", _with_reports(file="small.batch"), _passed("small"),
+                verify=_reports_complete("small")),
+        Variant("pytest -n 2, small", _with_reports("-n", "2", file="small.batch"), _passed("small"),
+                verify=_reports_complete("small")),
+    ],
+    targets=[
+        Target("pytest in-process", "rss", 400.0),
+        Target("pytest -n 2", "rss", 400.0),
+        Target("pytest in-process", "wall", 1.5, "xargs -P1"),
+        Target("pytest -n 2", "wall", 2.0, "xargs -P2"),
+    ],
+    rounds=1,
+)
+
+W12_SMALL, W12_LARGE = 50 * 1024, 1024 * 1024  # bytes each command prints (under --batch-capture-bytes)
+
+
+def _printing(size: int) -> str:
+    return f"head -c {size} /dev/zero | tr '\\0' x"
+
+
+W12 = Workload(
+    key="W12",
+    title="2,000 commands printing 50 KB each, 300 printing 1 MB, with both reports: peak memory above "
+          "the same number of `true`",
+    sizes={"small": 2000, "large": 300},
+    quick_sizes={"small": 200, "large": 30},
+    files=lambda s: {
+        "small.batch": _lines(_printing(W12_SMALL), s["small"]),
+        "small-true.batch": _lines("true", s["small"]),
+        "large.batch": _lines(_printing(W12_LARGE), s["large"]),
+        "large-true.batch": _lines("true", s["large"]),
+    },
+    variants=[
+        Variant("pytest, true x small", _with_reports(file="small-true.batch"), _passed("small"),
+                verify=_reports_complete("small")),
+        Variant("pytest, 50 KB x small", _with_reports(file="small.batch"), _passed("small"),
+                verify=_reports_complete("small", W12_SMALL)),
+        Variant("pytest, true x large", _with_reports(file="large-true.batch"), _passed("large"),
+                verify=_reports_complete("large")),
+        Variant("pytest, 1 MB x large", _with_reports(file="large.batch"), _passed("large"),
+                verify=_reports_complete("large", W12_LARGE)),
+        Variant("pytest -n 2, true x small", _with_reports("-n", "2", file="small-true.batch"), _passed("small"),
+                verify=_reports_complete("small")),
+        Variant("pytest -n 2, 50 KB x small", _with_reports("-n", "2", file="small.batch"), _passed("small"),
+                verify=_reports_complete("small", W12_SMALL)),
+    ],
+    targets=[
+        Target("pytest, 50 KB x small", "rss", 60.0, "pytest, true x small"),
+        Target("pytest, 1 MB x large", "rss", 60.0, "pytest, true x large"),
+        Target("pytest -n 2, 50 KB x small", "rss", 60.0, "pytest -n 2, true x small"),
+    ],
+    rounds=2,
+)
+
 # W6-W10: the `batchrunner` command against the original BatchRunner's, given
 # with --original PATH (its batchrunner.py, from github.com/DonkRonk17/BatchRunner;
 # not part of this repository). Both run with their defaults (verbose).
@@ -387,7 +502,7 @@ W14 = Workload(
     rounds=5,
 )
 
-WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W13, W14]
+WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W14]
 VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10", "W14"}
 
 
@@ -650,6 +765,11 @@ def evaluate_targets(rows: dict[tuple[str, str], Row], workloads: list[Workload]
                 measured = _fmt(mine, 1 if unit == "MB" else 2) + f" {unit}"
                 target = f"<= {t.limit:g} {unit}"
                 value = mine
+            elif t.metric == "rss":
+                base = rows[(w.key, t.ref)].median("rss_mb")
+                value = mine - base if (mine is not None and base is not None) else None
+                measured = "error" if value is None else f"{mine:.1f} MB, {value:+.1f} MB"
+                target = f"<= {t.ref} + {t.limit:g} MB"
             else:
                 base = reference_value(rows, w, sizes, t.ref, "wall")
                 value = mine / base if (mine is not None and base) else None
@@ -875,6 +995,8 @@ def run(argv: list[str] | None = None) -> int:
                         if repeat:
                             budget -= m.wall
                         error = check(v, sizes, m.status, m.stdout, m.stderr)
+                        if error is None and v.verify is not None:
+                            error = v.verify(dirs[w.key], sizes)
                         again = (is_noisy(m.others, m.wall, args.max_noise) and not error
                                  and repeat < args.noise_retries and budget > 0)
                         others = "?" if m.others is None else f"{m.others:.2f}"

@@ -248,19 +248,25 @@ def printable(text: str) -> str:
     return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+_ID_BRACKETS = str.maketrans("[]", "()")
+
+
 def item_names(specs: list[CommandSpec]) -> list[str]:
     """Unique, deterministic item names for *specs*, in order.
 
     The name is the command as displayed, control characters escaped
-    (:func:`printable`). pytest splits a command-line argument
-    at ``::`` (before its first ``[``), so ``::`` becomes ``: :`` to keep every id
-    usable as ``pytest "file.batch::<name>"``. A repeated command gets `` (2)``,
-    `` (3)``... in the order of the file, so inserting other lines never renames it.
+    (:func:`printable`), with two changes so that every id round-trips through
+    pytest's parsing of ids (``pytest "file.batch::<name>"``, ``--deselect``,
+    the ``--lf`` cache) on every pytest: ``::`` (where pytest splits an id)
+    becomes ``: :``, and ``[`` / ``]`` (pytest 9.2 reads ``[...]`` as
+    parameters, and shows an id with a ``[`` but no final ``]`` with a stray
+    one) become ``(`` / ``)``. A repeated name gets `` (2)``, `` (3)``... in the
+    order of the file, so inserting other lines never renames it.
     """
     seen: dict[str, int] = {}
     names = []
     for spec in specs:
-        base = re.sub(r":(?=:)", ": ", printable(spec.display))
+        base = re.sub(r":(?=:)", ": ", printable(spec.display)).translate(_ID_BRACKETS)
         count = seen.get(base, 0) + 1
         seen[base] = count
         name = base if count == 1 else f"{base} ({count})"

@@ -1,75 +1,263 @@
-"""Shared fixtures: run modes (in-process and under ``-n 2``) and the leftover-process check.
+"""Shared fixtures: run modes (in-process and under ``-n 2``), and the leftover-process check every test gets.
 
-Every test gets a unique token in ``BATCHRUNNER_TEST_TOKEN``; commands inherit
-it, so any process still carrying it after a run is one the run left behind.
+The leftover check (:func:`leftover_check`, autouse) fails a test that leaves a
+process alive. It finds the test's processes three ways, so that none hides:
+
+* the process tree of this pytest process, which is made a child subreaper
+  (Linux ``PR_SET_CHILD_SUBREAPER``): orphans of everything a test starts,
+  whatever session or process group they moved to, are re-parented to it
+  rather than to PID 1, so they stay in its tree;
+* the sessions of those processes (every command runs in a session of its own):
+  a process of such a session is the command's, wherever it went;
+* a token unique to each test in ``BATCHRUNNER_TEST_TOKEN``, which every
+  command inherits.
+
+The check looks at once when the test ends. Whatever it finds gets the time of
+the only kill sequence that may still be under way then (a guardian's, for a
+runner that died: its grace plus half a second), not a blind wait: what is
+still there then fails the test, named, and is killed.
+A guardian counts like any other process: only this pytest process's own
+guardian (its parent is alive: it is us) may outlive a test. Processes of the
+other xdist workers of the suite are neither in our tree nor carry our token.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 import pytest
+
+from pytest_batchrunner.process import guardian
 
 pytest_plugins = ["pytester"]
 
 GUARDIAN_MARK = b"pytest_batchrunner/process/guardian_process.py"
+TOKEN_VAR = "BATCHRUNNER_TEST_TOKEN"
+# A run kills its commands before it returns (SIGTERM, the kill grace, SIGKILL,
+# all inside the run): the one kill sequence that may still be under way when a
+# test ends is a guardian's, for a runner that died (SIGTERM, its grace,
+# SIGKILL), plus room for a loaded machine to let SIGKILLed processes exit.
+KILL_SEQUENCE_SECONDS = guardian.GRACE_SECONDS + 0.5
+HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+PR_SET_CHILD_SUBREAPER = 36
+
+# Plugins of the ``ecosystem`` extra (see tests/test_ecosystem.py): installed with
+# the test extra, but off in this suite's own run (pyproject addopts) and in the
+# runs its tests start (PYTEST_ADDOPTS below), unless a test turns one on.
+ECOSYSTEM_PLUGINS = (
+    "randomly", "random_order", "sugar", "rich", "html", "html_fixtures", "metadata",
+    "pytest_jsonreport", "allure_pytest", "pytest-split", "pytest-shard",
+)
+ECOSYSTEM_OFF = " ".join(f"-p no:{name}" for name in ECOSYSTEM_PLUGINS)
 
 
-def processes_with_token(token: str) -> list[str]:
-    """Processes (other than this one and guardians) whose environment holds *token*."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("process scan needs /proc")
-    found = []
-    needle = f"BATCHRUNNER_TEST_TOKEN={token}".encode()
+@pytest.fixture(autouse=True)
+def _ecosystem_plugins_off(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner pytest runs (pytester, subprocesses, commands running pytest) start without the ecosystem plugins."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+    monkeypatch.setenv("PYTEST_ADDOPTS", (ECOSYSTEM_OFF + " " + os.environ.get("PYTEST_ADDOPTS", "")).strip())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _default_signals()
+    _become_subreaper()
+
+
+def _default_signals() -> None:
+    """Give the processes tests start default SIGINT / SIGTERM handling, whatever this run inherited.
+
+    An ignored signal stays ignored across ``exec`` (a script's background
+    ``&`` starts the suite with SIGINT ignored), and so does a blocked one:
+    the runs the tests interrupt would never see it.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _become_subreaper() -> None:
+    """Adopt the orphans of everything this process starts, so that the leftover check finds them in its tree."""
+    if not HAVE_PROC:
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+@dataclass
+class Proc:
+    """One process as ``/proc`` shows it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+    cmdline: str
+    token: str | None
+
+    @property
+    def guardian(self) -> bool:
+        return GUARDIAN_MARK.decode() in self.cmdline
+
+    def describe(self, how: str) -> str:
+        kind = "guardian " if self.guardian else ""
+        return (
+            f"  {kind}pid {self.pid} (ppid {self.ppid}, pgid {self.pgid}, session {self.sid}; {how}): "
+            f"{self.cmdline[:200]}"
+        )
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def scan_processes(read_token: bool = True) -> dict[int, Proc]:
+    """Every process of the machine, from ``/proc`` (zombies included, marked by their state)."""
+    found = {}
+    needle = f"{TOKEN_VAR}=".encode()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read():
-                    continue
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().split(b") ", 1)[1][:1] in (b"Z", b"X"):
-                    continue
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if GUARDIAN_MARK in cmdline:
-            continue
-        text = cmdline.replace(b"\0", b" ").decode(errors="replace")
-        found.append(f"{entry}: {text}")
+            stat = _read(f"/proc/{entry}/stat")
+            # The command name may hold spaces and parentheses: split after the last ')'.
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            name = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
+            cmdline = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ").strip() or b"[" + name + b"]"
+            token = None
+            if read_token:
+                environ = _read(f"/proc/{entry}/environ")
+                at = environ.find(needle)
+                if at >= 0:
+                    token = environ[at + len(needle) :].split(b"\0", 1)[0].decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        found[int(entry)] = Proc(
+            pid=int(entry),
+            ppid=int(fields[1]),
+            pgid=int(fields[2]),
+            sid=int(fields[3]),
+            state=fields[0].decode(),
+            cmdline=cmdline.decode(errors="replace"),
+            token=token,
+        )
     return found
 
 
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> str:
+def leftovers(token: str | None) -> dict[int, tuple[Proc, str]]:
+    """Live processes this test left: ``{pid: (process, how it was found)}``.
+
+    Reaps the zombies re-parented to us (we are their subreaper) on the way.
+    """
+    me = os.getpid()
+    own_guardian = _own_guardian()
+    procs = scan_processes()
+    children: dict[int, list[int]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found: dict[int, tuple[Proc, str]] = {}
+    stack = list(children.get(me, ()))
+    while stack:
+        pid = stack.pop()
+        proc = procs[pid]
+        stack.extend(children.get(pid, ()))
+        if proc.state in ("Z", "X"):
+            if proc.ppid == me and proc.sid != os.getsid(0):
+                _reap(pid)  # an orphan that died as our adopted child
+            continue
+        if pid == own_guardian:
+            continue  # this process's own guardian: its runner (us) is alive
+        found[pid] = (proc, "in this pytest's process tree")
+    own_session = os.getsid(0)
+    sessions = {proc.sid for proc, _ in found.values()} - {own_session}
+    for proc in procs.values():
+        if proc.pid == me or proc.pid in found or proc.state in ("Z", "X"):
+            continue
+        if proc.pid == own_guardian:
+            continue
+        if proc.sid in sessions:
+            found[proc.pid] = (proc, f"in session {proc.sid} of a process this test started")
+        elif token is not None and proc.token == token:
+            found[proc.pid] = (proc, f"carries this test's {TOKEN_VAR}")
+    return found
+
+
+def _own_guardian() -> int | None:
+    """The pid of this process's own guardian, if it started one (another one, re-parented to us, is a stray)."""
+    state = guardian._state
+    proc = state.get("proc")
+    if proc is None or state.get("pid") != os.getpid():
+        return None
+    return proc.pid  # type: ignore[attr-defined]
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def leftover_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Fail the test if a process it started is alive after it (see the module's docstring).
+
+    Autouse: set up before, and torn down after, every fixture the test uses.
+    """
     value = uuid.uuid4().hex
-    monkeypatch.setenv("BATCHRUNNER_TEST_TOKEN", value)
-    return value
-
-
-@pytest.fixture
-def no_leftovers(token: str):
-    """Fail the test if a process started during it is still alive shortly after it."""
-    yield token
-    deadline = time.monotonic() + 3.0
-    left = processes_with_token(token)
+    monkeypatch.setenv(TOKEN_VAR, value)
+    # The runs a test starts are top-level runs, whether or not the suite runs under -n.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+    yield value
+    if not HAVE_PROC:
+        return
+    at_once = leftovers(value)
+    if not at_once:
+        return
+    deadline = time.monotonic() + KILL_SEQUENCE_SECONDS
+    left = at_once
     while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = processes_with_token(token)
-    for line in left:
-        pid = int(line.split(":", 1)[0])
+        time.sleep(0.02)
+        left = leftovers(value)
+    if not left:
+        return
+    for proc, _ in left.values():
         try:
-            os.kill(pid, 9)
+            os.kill(proc.pid, signal.SIGKILL)
         except OSError:
             pass
-    assert not left, "processes left behind:\n" + "\n".join(left)
+    lines = [proc.describe(how) for proc, how in left.values()]
+    pytest.fail(
+        f"{request.node.nodeid}: {len(lines)} process(es) still alive {KILL_SEQUENCE_SECONDS:.1f} s after the "
+        "test ended (a command's process, or a guardian whose runner had exited), now killed:\n" + "\n".join(lines),
+        pytrace=False,
+    )
+
+
+@pytest.fixture
+def token(leftover_check: str) -> str:
+    """This test's ``BATCHRUNNER_TEST_TOKEN`` (every process the test starts inherits it)."""
+    return leftover_check
+
+
+@pytest.fixture
+def no_leftovers(leftover_check: str) -> str:
+    """Kept for tests that name it: the check itself runs for every test (:func:`leftover_check`)."""
+    return leftover_check
 
 
 @pytest.fixture(params=["inprocess", "xdist"])
@@ -86,13 +274,26 @@ def xdist_workers() -> str:
 
 @pytest.fixture
 def run(pytester: pytest.Pytester, mode: str, no_leftovers: str, xdist_workers: str):
-    """``run(*args)``: pytest in a subprocess, with ``-n 2`` in the xdist mode; checks leftovers."""
+    """``run(*args)``: pytest in a subprocess, with ``-n 2`` in the xdist mode; checks leftovers.
+
+    Batch files run only when named: unless *args* name a file, the test
+    directory's ``*.batch`` and ``test_*.py`` files are named, as a user would.
+    """
 
     def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
         extra = ["-n", xdist_workers] if mode == "xdist" else []
-        return pytester.runpytest_subprocess(*args, *extra, "-p", "no:cacheprovider", timeout=timeout)
+        return pytester.runpytest_subprocess(
+            *args, *extra, "-p", "no:cacheprovider", *named_batch_files(pytester, args), timeout=timeout
+        )
 
     return _run
+
+
+def named_batch_files(pytester: pytest.Pytester, args: tuple[str, ...] = ()) -> list[str]:
+    """The test directory's ``*.batch`` and ``test_*.py`` files, to name on the command line (none if *args* name files)."""
+    if any(a.endswith((".batch", ".py")) or ".batch::" in a for a in args):
+        return []
+    return sorted(p.name for pattern in ("*.batch", "test_*.py") for p in pytester.path.glob(pattern))
 
 
 @pytest.fixture

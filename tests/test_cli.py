@@ -257,3 +257,26 @@ def test_ctrl_c_kills_retries_in_flight(tmp_path: Path, no_leftovers: str, inter
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["summary"]["interrupted"] is True and data["results"][0]["attempts"] >= 1
     # no_leftovers: the retry's `sleep 60` and the other command are gone.
+
+
+def test_a_command_reading_stdin_gets_end_of_file_while_ours_stays_open(tmp_path: Path) -> None:
+    # From a terminal or a CI step, the command's own stdin is open and never
+    # written to: `cat` must get end-of-file at once, not wait for input.
+    proc = subprocess.Popen(
+        [*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "5"],
+        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    start = time.monotonic()
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # ends when the command line exits; stdin stays open
+        proc.wait(timeout=30)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "] [SUCCESS] [OK] Command completed (" in out
+    assert time.monotonic() - start < 4

@@ -7,6 +7,7 @@ the order and the bounds they check do not depend on this machine's timing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,13 @@ from pathlib import Path
 import pytest
 
 from pytest_batchrunner.plugin.history import FORGET_AFTER, KEEP_RUNS, History, history_path
+
+
+@pytest.fixture(autouse=True)
+def _discover_batch_files(_ecosystem_plugins_off: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These projects opt in to discovering their batch files, as an ini's ``batch_patterns = *.batch`` does."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", os.environ.get("PYTEST_ADDOPTS", "") + " -o batch_patterns=*.batch")
+
 
 FAST = ("--batch-kill-grace", "0.2")
 HISTORY_FILE = history_path(".pytest_cache")

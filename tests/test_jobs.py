@@ -17,6 +17,10 @@ BARRIER = (
     'until [ "$(ls started.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 200 ] || exit 9; done'
 )
 
+# One xdist group: under -n 2 every line goes to the same worker, whose own
+# session stops at the failure (another worker may run what xdist already gave it).
+ONE_WORKER = "# batch: group=all\n"
+
 
 def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
     write(pytester, "\n".join([BARRIER] * 8) + "\n")
@@ -25,29 +29,36 @@ def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
     result.stdout.fnmatch_lines(["Success Rate: 100.0%"])
 
 
-def test_sequential_without_batch_jobs_cannot_pass_the_barrier(pytester: pytest.Pytester) -> None:
-    write(pytester, BARRIER.replace("lt 200", "lt 4") + "\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+@pytest.mark.parametrize("jobs", ["0", "1"])
+def test_one_at_a_time_cannot_pass_the_barrier(pytester: pytest.Pytester, jobs: str) -> None:
+    # Four barrier lines, each giving up after about 0.2 s: only four commands
+    # in flight at once could pass them.
+    line = (
+        'trap \'rm -f "running.$BATCH_LINE"\' EXIT; touch "running.$BATCH_LINE"; n=0; '
+        'until [ "$(ls running.* | wc -l)" -ge 4 ]; do sleep 0.05; n=$((n+1)); [ $n -lt 4 ] || exit 9; done'
+    )
+    write(pytester, "\n".join([line] * 4) + "\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", jobs, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=4)
 
 
-def test_reports_stay_in_item_order(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
-    if mode == "xdist":
-        pytest.skip("xdist reports in completion order across workers by design")
+def test_reports_stay_in_item_order(pytester: pytest.Pytester) -> None:
+    # In-process only: xdist reports in completion order across workers by design.
     write(pytester, "sleep 0.6; echo first\necho second\nsleep 0.3; echo third\necho fourth\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "4", "-v", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
     order = [line.split("::", 1)[1].split(" PASSED")[0] for line in result.outlines if " PASSED" in line]
     assert order == ["sleep 0.6; echo first", "echo second", "sleep 0.3; echo third", "echo fourth"]
 
 
 def test_timeouts_and_reruns_per_attempt(pytester: pytest.Pytester, run) -> None:
-    write(pytester, "sleep 3\ntest \"$BATCH_ATTEMPT\" = 2\necho ok\n")
+    # `sleep 30` outlives any wait: if an attempt left it, the leftover check finds it.
+    write(pytester, "sleep 30\ntest \"$BATCH_ATTEMPT\" = 2\necho ok\n")
     start = time.monotonic()
     result = run("--batch-jobs", "3", "--timeout", "0.5", "--reruns", "1", *FAST)
     assert outcomes(result) == {"passed": 2, "failed": 1, "rerun": 2}
     result.stdout.fnmatch_lines(["*timed out after 0.5 s*", "*Flaky: 1 | Reruns: 2*"])
-    assert time.monotonic() - start < 3 + 10
+    assert time.monotonic() - start < 15
 
 
 def test_line_timeout_applies_to_a_command_started_ahead(pytester: pytest.Pytester, run) -> None:
@@ -64,16 +75,18 @@ def test_skipped_lines_are_never_started(pytester: pytest.Pytester, run) -> None
     assert not (pytester.path / "must-not-exist").exists()
 
 
-def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run, mode: str) -> None:
-    write(pytester, "sleep 0.3; false\nsleep 311\nsleep 312\nsleep 313\ntouch never-started\n")
+def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run) -> None:
+    # One worker under -n (pytest-xdist lets an item already running on another
+    # worker finish when -x stops the run).
+    write(pytester, ONE_WORKER + "sleep 0.3; false\nsleep 311\nsleep 312\nsleep 313\ntouch never-started\n")
     start = time.monotonic()
-    # pytest-xdist lets a test already running on another worker finish when -x
-    # stops the run; a timeout bounds those. In-process, -x kills them at once.
-    extra = ("--timeout", "3") if mode == "xdist" else ()
-    result = run("--batch-jobs", "4", "-x", *extra, *FAST)
-    assert result.parseoutcomes()["failed"] >= 1
-    assert time.monotonic() - start < 20
-    # no_leftovers (through `run`) checks the sleeps were killed.
+    result = run("--batch-jobs", "4", "-x", "-p", "no:randomly", *FAST)
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    result.stdout.fnmatch_lines(["*Total Commands: 5 | Successful: 0 | Failed: 1 |*Not run: 4*"])
+    assert not (pytester.path / "never-started").exists()
+    # Killed at once: the kill grace, not the sleeps, bounds the run.
+    assert time.monotonic() - start < 15
+    # The leftover check (tests/conftest.py) checks the sleeps were killed.
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
@@ -85,34 +98,94 @@ def test_interrupt_kills_all_in_flight(pytester: pytest.Pytester, mode: str, no_
     # no_leftovers checks that every command in flight was killed.
 
 
-LOCKED = 'mkdir lock 2>/dev/null || exit 9; sleep 0.05; rmdir lock'
+# A lock per pytest process: under -n two workers run side by side by design,
+# each one command at a time.
+LOCKED = (
+    'mkdir "lock.$BATCH_WORKER" 2>/dev/null || exit 9; echo "$BATCH_WORKER" >> workers.log; '
+    'sleep 0.05; rmdir "lock.$BATCH_WORKER"'
+)
 
 
 @pytest.mark.parametrize("jobs", ["0", "1"])
 def test_default_runs_one_command_at_a_time(pytester: pytest.Pytester, run, mode: str, jobs: str) -> None:
-    if mode == "xdist":
-        pytest.skip("two xdist workers run commands side by side by design")
     # --batch-jobs 1 (the default) starts the next command as soon as the previous one
     # passed, while pytest still reports it: commands never overlap.
     write(pytester, "\n".join([LOCKED] * 12) + "\n")
-    run("--batch-jobs", jobs).assert_outcomes(passed=12)
+    result = run("--batch-jobs", jobs)
+    result.assert_outcomes(passed=12)
+    workers = set((pytester.path / "workers.log").read_text().split())
+    assert workers == ({"gw0", "gw1"} if mode == "xdist" else {"main"}), workers
 
 
-def test_exitfirst_starts_nothing_after_a_failure(pytester: pytest.Pytester, run, mode: str) -> None:
-    if mode == "xdist":
-        pytest.skip("under -n another worker may already run the later lines")
-    write(pytester, "true\nfalse\ntouch must-not-run\ntouch must-not-run-either\n")
-    result = run("-x", "-p", "no:randomly")
-    assert result.parseoutcomes()["failed"] == 1
-    assert not (pytester.path / "must-not-run").exists()
-    assert not (pytester.path / "must-not-run-either").exists()
+# Widens every window between a failure and the end of the run: each protocol
+# starts late (a command started ahead has ended by then), and a failure's report
+# is slow, before pytest counts it and after.
+SLOW_HOOKS = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    time.sleep(0.3)
+    return (yield)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    if report.failed:
+        time.sleep(0.4)
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    time.sleep(0.2)
+"""
+
+@pytest.mark.parametrize(
+    "jobs, lines, extra",
+    [
+        # --batch-jobs 1: `false` is started ahead while `true` is reported; the
+        # old window started the next command when `false`'s own protocol began.
+        ("1", ["true", "false"], []),
+        # Several in flight: `false` ends first; a job ending after it must not refill.
+        ("3", ["sleep 0.5", "false", "sleep 0.2"], []),
+        # A sequential step runs its own command: a job ending after its failure
+        # but before its report must not refill either.
+        ("2", ["sleep 0.3; false  # batch: sequential group=all", "sleep 0.6", "sleep 0.6"], []),
+        # Reruns in the job slots: each failed attempt holds, the slot's rerun
+        # is the item's own, and nothing else starts after the last one.
+        ("3", ["sleep 0.5", "false", "sleep 0.2"], ["--reruns", "1"]),
+    ],
+    ids=["jobs1", "jobs3", "own-attempt", "slot-reruns"],
+)
+def test_exitfirst_starts_nothing_after_a_failure(
+    pytester: pytest.Pytester, run, mode: str, jobs: str, lines: list[str], extra: list[str]
+) -> None:
+    pytester.makeconftest(SLOW_HOOKS)
+    never = ["touch must-not-run.1", "touch must-not-run.2", "touch must-not-run.3"]
+    write(pytester, ONE_WORKER + "\n".join(lines + never) + "\n")
+    result = run("-x", "--batch-jobs", jobs, "-p", "no:randomly", *extra, *FAST)
+    assert result.parseoutcomes()["failed"] == 1, result.stdout.str()
+    # pytest-xdist ends a run stopped by -x as interrupted.
+    assert result.ret == (pytest.ExitCode.TESTS_FAILED if mode == "inprocess" else pytest.ExitCode.INTERRUPTED)
+    assert sorted(p.name for p in pytester.path.glob("must-not-run*")) == []
+
+
+def test_maxfail_starts_nothing_after_the_last_allowed_failure(pytester: pytest.Pytester, run) -> None:
+    pytester.makeconftest(SLOW_HOOKS)
+    # The first failure does not stop the run (its successors still start); the
+    # second does, while the sleeps started with it are in flight: when they end,
+    # nothing may take their slots.
+    write(pytester, ONE_WORKER + "false\ntouch ran.2\nsleep 0.3\nfalse\nsleep 0.6\nsleep 0.6\ntouch must-not-run\n")
+    result = run("--maxfail", "2", "--batch-jobs", "3", "-p", "no:randomly", *FAST)
+    assert result.parseoutcomes()["failed"] == 2, result.stdout.str()
+    assert (pytester.path / "ran.2").exists()
+    assert sorted(p.name for p in pytester.path.glob("must-not-run*")) == []
 
 
 @pytest.mark.parametrize("args", [(), ("--batch-jobs", "3"), ("-n", "2"), ("-n", "2", "--batch-jobs", "3")])
 def test_every_command_runs_exactly_once(pytester: pytest.Pytester, no_leftovers: str, args) -> None:
     lines = [f"echo {i} >> ran.log; sleep 0.0{i % 3}" for i in range(40)]
     write(pytester, "\n".join(lines) + "\n")
-    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=40)
     assert sorted(int(x) for x in (pytester.path / "ran.log").read_text().split()) == list(range(40))
 
@@ -153,7 +226,7 @@ def test_only_rerun_and_retry_on_still_decide_in_the_slots(pytester: pytest.Pyte
 
     write(pytester, "exit 75 # batch: retries=1 retry-on=75\nexit 3 # batch: retries=1 retry-on=75\n"
                     "echo x >> ran.$BATCH_LINE; exit 4\necho x >> ran.$BATCH_LINE; exit 5\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "4", "--reruns", "2", "--only-rerun", "exit code (75|4)",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "4", "--reruns", "2", "--only-rerun", "exit code (75|4)",
                                            "--batch-json", "out.json", "-p", "no:cacheprovider")
     assert result.parseoutcomes() == {"failed": 4, "rerun": 3}
     attempts = [r["attempts"] for r in json.loads((pytester.path / "out.json").read_text())["results"]]
@@ -164,7 +237,7 @@ def test_only_rerun_and_retry_on_still_decide_in_the_slots(pytester: pytest.Pyte
 
 def test_nothing_starts_after_x_stops_the_run(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "exit 1\ntouch ran.$BATCH_ATTEMPT; sleep 0.5; exit 1\necho never > never\n")
-    result = pytester.runpytest_subprocess("--batch-jobs", "2", "--reruns", "1", "--reruns-delay", "0.3", "-x",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "2", "--reruns", "1", "--reruns-delay", "0.3", "-x",
                                            "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.parseoutcomes() == {"failed": 1, "rerun": 1}
@@ -178,7 +251,7 @@ def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no
     import json
 
     write(pytester, "sleep 5\n" * 3)
-    result = pytester.runpytest_subprocess("--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-jobs", "3", "--reruns", "1", "--timeout", "0.3",
                                            "--batch-kill-grace", "0.1", "--batch-json", "out.json", "-p", "no:cacheprovider")
     assert result.parseoutcomes() == {"failed": 3, "rerun": 3}
     results = json.loads((pytester.path / "out.json").read_text())["results"]
@@ -186,3 +259,35 @@ def test_every_rerun_in_a_slot_has_its_own_timeout(pytester: pytest.Pytester, no
     spans = attempt_spans(results)
     reruns = [spans[(line, 2)] for line in (1, 2, 3)]
     assert max(start for start, _ in reruns) < min(end for _, end in reruns), reruns
+
+
+# Each protocol starts late: a command started ahead has ended (failed) before
+# its own item's protocol begins, the moment the next command used to start.
+LATE_PROTOCOL = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    time.sleep(0.3)
+    return (yield)
+"""
+
+
+def test_one_at_a_time_a_rerun_comes_before_the_next_command(pytester: pytest.Pytester) -> None:
+    """--batch-jobs 1 with reruns: the failed command's rerun runs before the next command starts."""
+    pytester.makeconftest(LATE_PROTOCOL)
+    log = "order.log"
+
+    def logged(tag: str, body: str) -> str:
+        return f'echo "start {tag} $BATCH_ATTEMPT" >> {log}; {body}; s=$?; echo "end {tag} $BATCH_ATTEMPT" >> {log}; exit $s'
+
+    failing_once = 'test "$BATCH_ATTEMPT" -ge 2'
+    write(pytester, "\n".join([logged("a", "true"), logged("b", failing_once), logged("c", "sleep 0.2"),
+                               logged("d", "true")]) + "\n")
+    result = pytester.runpytest("cmds.batch", "--reruns", "1", "-p", "no:randomly", *FAST)
+    assert result.parseoutcomes() == {"passed": 4, "rerun": 1}, result.stdout.str()
+    assert (pytester.path / log).read_text().splitlines() == [
+        "start a 1", "end a 1", "start b 1", "end b 1", "start b 2", "end b 2",
+        "start c 1", "end c 1", "start d 1", "end d 1",
+    ]

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from conftest import ECOSYSTEM_OFF
 from pytest_batchrunner.plugin.live import eta_seconds, format_elapsed
 
 SLOW_PRINT = "echo first; sleep 1.3; echo second\n"
@@ -105,7 +106,7 @@ def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, in
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "COLUMNS": str(columns), "LINES": str(rows), "TERM": "xterm"}
     env.pop("CI", None)
-    env.pop("PYTEST_ADDOPTS", None)
+    env["PYTEST_ADDOPTS"] = ECOSYSTEM_OFF  # nothing of the caller's, and no plugin of the ecosystem extra
     proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     out = b""

@@ -56,11 +56,31 @@ def test_background_child_holding_the_pipe_does_not_hang() -> None:
     assert len(a.leftovers) == 1 and "(pid " in a.leftovers[0]
 
 
-def test_stdin_is_at_end_of_file() -> None:
-    start = time.monotonic()
-    a = run_command("cat; read x || echo eof")
-    assert a.success and a.stdout == "eof\n"
-    assert time.monotonic() - start < 1.0
+def test_stdin_is_at_end_of_file_even_when_ours_is_an_open_pipe() -> None:
+    # The runner's own stdin is a pipe held open (as under a CI runner or a
+    # terminal; pytest gives its tests /dev/null, so the runner is a child here).
+    # A command inheriting it would wait in `cat` until the timeout.
+    code = (
+        "import time\n"
+        "from pytest_batchrunner.process.command import run_command\n"
+        "start = time.monotonic()\n"
+        "a = run_command('cat; read x || echo eof', timeout=5)\n"
+        "print(repr(a.stdout), a.success, round(time.monotonic() - start, 3))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # stdin stays open until the runner has exited
+        proc.wait(timeout=30)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout, success, seconds = out.rsplit(" ", 2)
+    assert (stdout, success) == ("'eof\\n'", "True"), out
+    assert float(seconds) < 2.0
 
 
 def test_signal_name_of_a_segfault() -> None:
@@ -79,7 +99,9 @@ def test_hostile_bytes_decode_and_serialise() -> None:
     a = run_command(r"printf 'a\000b\033c\377d\n'; printf '\377' >&2")
     assert a.stdout == "a\x00b\x1bc\ufffdd\n"
     assert a.stderr == "\ufffd"
-    json.dumps(a.stdout).encode("utf-8")
+    # What the JSON report and the JUnit file need: text that encodes as UTF-8
+    # (surrogateescape decoding would leave lone surrogates, which do not).
+    json.dumps([a.stdout, a.stderr], ensure_ascii=False).encode("utf-8")
 
 
 def test_large_output_keeps_tail_and_counts_dropped_bytes() -> None:

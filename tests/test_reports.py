@@ -199,7 +199,8 @@ def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, ru
     assert [child.tag for child in hello] == ["system-out"]
     assert hello.find("system-out").text == "hello\n"
 
-    failing = cases["printf 'oops\\000\\033[1m\\377]]>&<\\n' >&2; exit 3"]
+    # Testcases are named by the item's id, where "[" and "]" show as "(" and ")".
+    failing = cases["printf 'oops\\000\\033(1m\\377))>&<\\n' >&2; exit 3"]
     failure = failing.find("failure")
     assert (failure.get("type"), failure.get("message")) == ("exit code", "exit code 3")
     assert "attempt 2 of 2" in failure.text
@@ -222,12 +223,12 @@ def test_reports_of_a_mixed_run_validate_and_agree(pytester: pytest.Pytester, ru
     assert (timeout.get("type"), timeout.get("message")) == ("timeout", "timed out after 1 s")
     assert [r.get("message") for r in slow.findall("rerunFailure")] == ["timed out after 1 s (attempt 1)"]
 
-    hostile = cases["printf 'nul:\\000 esc:\\033[31m ff:\\377 cdata:]]> amp:&\\n'"]
+    hostile = cases["printf 'nul:\\000 esc:\\033(31m ff:\\377 cdata:))> amp:&\\n'"]
     assert hostile.find("system-out").text == "nul:#x00 esc:#x1B[31m ff:\ufffd cdata:]]> amp:&\n"
     assert b"\x00" not in reports.junit_path.read_bytes()
 
     # pytest names this one differently (it escapes the emoji): still a single testcase.
-    assert "echo '[x]' ': : y' \U0001F600" in cases
+    assert "echo '(x)' ': : y' \U0001F600" in cases
 
     # Python tests: as pytest wrote them (with --reruns, test_bad twice), counted as pytest counts.
     python = [c for c in reports.junit.iter("testcase") if c.get("classname") == "test_py"]
@@ -262,7 +263,7 @@ def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_le
     assert alone.ret == pytest.ExitCode.TESTS_FAILED
     write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nfalse\n"
                     "true # batch: skip='not today'\nfalse # batch: xfail=known\n")
-    both = pytester.runpytest_subprocess("--junitxml", "both.xml", *common)
+    both = pytester.runpytest_subprocess("test_py.py", "cmds.batch", "--junitxml", "both.xml", *common)
     assert both.ret == pytest.ExitCode.TESTS_FAILED
     junit_schema().validate(str(pytester.path / "both.xml"))
     (before,) = ET.parse(pytester.path / "alone.xml").getroot().iter("testsuite")
@@ -287,7 +288,7 @@ def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_le
 def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "echo hi\n\necho oops; false\n")
     result = pytester.runpytest_subprocess(
-        "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
+        "cmds.batch", "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
         "-o", "junit_suite_name=batches", "-p", "no:cacheprovider",
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -309,7 +310,7 @@ def test_junit_when_the_command_succeeds_but_its_test_fails(pytester: pytest.Pyt
         "    yield\n    if 'teardown' in item.name:\n        raise RuntimeError('teardown broke')\n"
     )
     write(pytester, "echo teardown\ntrue # batch: xfail=known\necho fine\n")
-    result = pytester.runpytest_subprocess(*REPORTS, "-o", "xfail_strict=true", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", *REPORTS, "-o", "xfail_strict=true", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     reports = read_reports(pytester.path)
     assert_reports_agree(terminal_summary(result.stdout.str()), reports)
@@ -460,7 +461,7 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
                     "touch started; sleep 300 # batch: timeout=120\nsleep 301\necho after\n")
     extra = ["-n", "2"] if mode == "xdist" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *extra, *REPORTS, "--reruns", "1", *FAST],
         cwd=pytester.path,
         env=os.environ.copy(),  # holds the token that finds leftover processes
         stdout=subprocess.PIPE,
@@ -523,7 +524,7 @@ def test_unusable_report_paths(pytester: pytest.Pytester, no_leftovers: str) -> 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "'adir' is a directory" in result.stderr.str()
     # A report that cannot be written at the end: the others are written, the run says so and fails.
-    result = pytester.runpytest_subprocess("--batch-json", "afile/results.json", "--batch-joblog", "jobs.tsv")
+    result = pytester.runpytest_subprocess("cmds.batch", "--batch-json", "afile/results.json", "--batch-joblog", "jobs.tsv")
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["*BatchRunner report errors*", "--batch-json */afile/results.json: not written: *"])
     assert (pytester.path / "jobs.tsv").read_text().splitlines()[1].endswith("\techo hi")
@@ -569,8 +570,7 @@ def synthetic_junit(count: int, output: str, failing_output: str) -> bytes:
         text = output if success else failing_output
         recorder.attempt(synthetic_record(nodeid, line, success, text, 2 - success), "passed" if success else "failed")
         recorder.outcome(nodeid, "passed" if success else "failed", "" if success else "exit code 1")
-    records = {nodeid: entry.records for nodeid, entry in recorder.entries.items()}
-    return rewrite_junit(None, recorder.results(), records)
+    return rewrite_junit(None, recorder.results_with_records)
 
 
 GITLAB_LIMIT = 30_000_000

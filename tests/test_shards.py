@@ -7,6 +7,7 @@ once, in file order, the same outcomes and counts, sequential groups intact.
 from __future__ import annotations
 
 import functools
+import os
 import json
 import subprocess
 import sys
@@ -17,6 +18,13 @@ import pytest
 
 from pytest_batchrunner.plugin.history import history_path
 from test_history import seed
+
+
+@pytest.fixture(autouse=True)
+def _discover_batch_files(_ecosystem_plugins_off: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These projects opt in to discovering their batch files, as an ini's ``batch_patterns = *.batch`` does."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", os.environ.get("PYTEST_ADDOPTS", "") + " -o batch_patterns=*.batch")
+
 
 BATCH = (
     "echo one\n"

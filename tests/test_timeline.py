@@ -166,6 +166,6 @@ def test_step_summary_that_cannot_be_written_is_named(pytester: pytest.Pytester,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     (pytester.path / "cmds.batch").write_text("true\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "missing-dir" / "x" / "..") )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["*$GITHUB_STEP_SUMMARY *: not written: *"])

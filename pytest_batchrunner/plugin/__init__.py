@@ -1,7 +1,8 @@
 """The pytest plugin (the ``pytest11`` entry point ``pytest_batchrunner.plugin``): options, ini values and hooks.
 
 This module is wiring; every module of this folder speaks pytest's hooks and
-owns one part: :mod:`.items` (the collector and the item), :mod:`.jobs`
+owns one part: :mod:`.discovery` (which files are batch files, and which of
+them a run was asked to execute), :mod:`.items` (the collector and the item), :mod:`.jobs`
 (commands started ahead), :mod:`.timeouts` (pytest-timeout),
 :mod:`.pipelines` (sequential groups and xdist scheduling), :mod:`.recording`
 (reports turned into results on the controller), :mod:`.live` (output lines and
@@ -17,11 +18,11 @@ on top of this folder, not under it).
 
 from __future__ import annotations
 
-import fnmatch
 import gc
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,12 @@ from pytest_batchrunner.plugin.engine import (
     JOBS_KEY,
     LIVE_KEY,
     MIN_RELATIVE_TIMEOUT,
-    PATTERNS_KEY,
     RECORDING_KEY,
     EngineSettings,
     default_timeout,
     has_timeout_plugin,
 )
+from pytest_batchrunner.plugin.discovery import BatchDiscovery
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
 from pytest_batchrunner.values import (
     MAX_SECONDS,
@@ -52,11 +53,10 @@ from pytest_batchrunner.values import (
     share,
 )
 
-DEFAULT_PATTERNS = ["*.batch"]
-
 PATTERNS_HELP = (
-    "Glob patterns of file names collected as batch files, in addition to *.batch "
-    "(e.g. '*.cmds commands.txt')."
+    "Glob patterns of batch files to collect when found in a directory (opt-in discovery; "
+    "e.g. 'ci/*.batch *.cmds'): a pattern with a '/' matches the path relative to the rootdir, "
+    "one without the file name. Without it, only batch files named on the command line run."
 )
 CAPTURE_HELP = (
     "Bytes of each command's stdout and stderr to keep (the tail, plus a small head); "
@@ -86,6 +86,7 @@ BATCH_TIMEOUT_HELP = (
 )
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
+DISCOVERY_KEY = pytest.StashKey[BatchDiscovery]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -140,14 +141,28 @@ def _order(value: str) -> str:
     return value
 
 
-def patterns(config: pytest.Config) -> list[str]:
-    """The file-name patterns collected as batch files (resolved once, at configure)."""
-    found = config.stash.get(PATTERNS_KEY, None)
+def discovery(config: pytest.Config) -> BatchDiscovery:
+    """Which files are batch files, and which of them this run executes (created once, at configure)."""
+    found = config.stash.get(DISCOVERY_KEY, None)
     if found is None:
-        found = config.stash[PATTERNS_KEY] = DEFAULT_PATTERNS + [
-            p for p in config.getini("batch_patterns") if p not in DEFAULT_PATTERNS
-        ]
+        found = config.stash[DISCOVERY_KEY] = BatchDiscovery(config)
+        config.pluginmanager.register(found, "batchrunner-discovery")
     return found
+
+
+def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
+    """Whether a nodeid names a command of a batch file, by its file's name or path (cached per file)."""
+    batch_file = discovery(config).is_batch_file
+    known: dict[str, bool] = {}
+
+    def is_batch(nodeid: str) -> bool:
+        path = nodeid.split("::", 1)[0]
+        answer = known.get(path)
+        if answer is None:
+            answer = known[path] = batch_file(path)
+        return answer and "::" in nodeid
+
+    return is_batch
 
 
 def is_controller(config: pytest.Config) -> bool:
@@ -168,6 +183,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.environment import EnvironmentSnapshot
 
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
+    from pytest_batchrunner.plugin.items import ReportCopies
+
+    config.pluginmanager.register(ReportCopies(config, _batch_nodeid_test(config)), "batchrunner-report-copies")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
     # Resolved once (command line > ini); read back with config.getoption where they apply.
     config.option.batch_order = _setting(config, "batch_order", _order, "duration")
@@ -191,7 +209,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if is_controller(config) and not config.option.collectonly:
         from pytest_batchrunner.plugin.recording import BatchRecording
 
-        recording = BatchRecording(config, patterns(config))
+        recording = BatchRecording(config, discovery(config))
         config.stash[RECORDING_KEY] = recording
         config.pluginmanager.register(recording, "batchrunner-recording")
         if shard is not None:
@@ -210,7 +228,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
-    configure_distribution(config, patterns(config))
+    configure_distribution(config, discovery(config))
     _install_sigterm(config)
 
 
@@ -375,7 +393,7 @@ def _install_sigterm(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
-    if any(fnmatch.fnmatch(file_path.name, p) for p in patterns(parent.config)):
+    if discovery(parent.config).wanted(file_path):
         if not _regular_batch_file(file_path, parent.config):
             return None
         from pytest_batchrunner.plugin.items import BatchFile
@@ -393,7 +411,7 @@ def _check_named_batch_files(config: pytest.Config) -> None:
 
     for arg in config.args:
         path = Path(config.invocation_params.dir, arg.split("::", 1)[0])
-        if any(fnmatch.fnmatch(path.name, p) for p in patterns(config)):
+        if discovery(config).is_batch_file(path.name):
             kind = not_a_regular_file(path)
             if kind is not None and kind != "a directory":
                 raise pytest.UsageError(f"{arg}: not a regular file ({kind}); batch files must be regular files")
@@ -426,6 +444,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if call.when == "call":
         record_of = getattr(item, "attempt_record", None)
         if record_of is not None:
+            item.report_command_time(report)  # type: ignore[attr-defined]
             record = record_of()
             if record is not None:
                 # A plain dict: pytest-xdist serialises it with the report.

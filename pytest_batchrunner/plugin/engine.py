@@ -14,7 +14,7 @@ import pytest
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
 
 __all__ = [
-    "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PATTERNS_KEY", "PRESTART_KEY",
+    "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
     "RECORDING_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT", "default_timeout", "has_timeout_plugin",
 ]
 
@@ -38,7 +38,6 @@ RECORDING_KEY = pytest.StashKey[Any]()
 """The controller's :class:`~pytest_batchrunner.plugin.recording.BatchRecording`."""
 JOBS_KEY = pytest.StashKey[Any]()
 """The process's :class:`~pytest_batchrunner.plugin.jobs.JobRunner`, when commands may start ahead."""
-PATTERNS_KEY = pytest.StashKey[list[str]]()
 ENVIRONMENT_KEY = pytest.StashKey[dict[str, str]]()
 """The environment commands start from (see :mod:`~pytest_batchrunner.plugin.environment`)."""
 LIVE_KEY = pytest.StashKey[Any]()

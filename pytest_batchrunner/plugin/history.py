@@ -191,14 +191,14 @@ class HistoryWriter:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         cache = getattr(self.config, "cache", None)
-        if cache is None or not self.recorder.entries:
+        if cache is None or not len(self.recorder):
             return
         shard = getattr(self.recorder, "shard", None)
         if shard is not None and shard.total > 1:
             # Every shard must split the batch from the same history: a shard writes none
             # (the shards after it, on this machine, would split differently); the merge does.
             return
-        ran = run_of(self.recorder.results())
+        ran = run_of(self.recorder.results(output=False))  # streamed from the spool; no output needed
         if not ran:
             return
         # Read again: another run in the same directory may have written since.

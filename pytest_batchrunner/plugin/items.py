@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -41,17 +42,22 @@ class LeftoverProcessWarning(pytest.PytestWarning):
     """A command left processes behind after its shell exited; they were killed."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(AssertionError):
     """A command did not succeed. ``str()`` starts with its status, e.g. ``"exit code 2: make test"``,
-    so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry."""
+    so ``--only-rerun "exit code 75"`` or ``--only-rerun "timed out"`` select what to retry.
+
+    An ``AssertionError``: the check that the command exited as expected
+    failed, so reporters that tell failures from errors (allure's "failed" vs
+    "broken") report a failed command as failed.
+    """
 
     def __init__(self, attempt: Attempt, spec: CommandSpec) -> None:
         super().__init__(f"{attempt.describe_status()}: {printable(spec.display)}")
         self.attempt = attempt
         self.spec = spec
 
-    def describe(self, output_lines: int = FAILURE_TAIL_LINES) -> str:
-        """The short, human failure message shown by pytest, with the last *output_lines* of each stream."""
+    def describe(self, output_lines: int = FAILURE_TAIL_LINES, tails: tuple[str, ...] = ("stderr", "stdout")) -> str:
+        """The short, human failure message shown by pytest, with the last *output_lines* of the streams in *tails*."""
         a, spec = self.attempt, self.spec
         status = a.describe_status()
         if a.expected_exit != 0 and not a.timed_out and a.signal is None:
@@ -63,12 +69,40 @@ class CommandFailed(Exception):
         if a.leftovers:
             lines.append("  killed leftover processes: " + printable(", ".join(a.leftovers)))
         for label, text, size in (("stderr", a.stderr, a.stderr_bytes), ("stdout", a.stdout, a.stdout_bytes)):
+            if label not in tails:
+                continue
             tail = text.rstrip("\n").splitlines()[-output_lines:] if output_lines else []
             if not tail:
                 continue
             lines.append(f"  --- {label}, last {len(tail)} lines of {size} bytes ---")
             lines.extend("  " + _printable(line) for line in tail)
         return "\n".join(lines)
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f]")
+# Output of a passed command in its report section (shown with -rP): its last
+# lines, within these bounds; a failed command's section holds its last
+# --batch-output-lines lines. --batch-json and the JUnit XML keep more.
+SECTION_LINES = 200
+SECTION_CHARS = 20_000
+
+
+def report_section(label: str, text: str, size: int, max_lines: int = SECTION_LINES) -> str:
+    """A stream's text as pytest shows it: the last *max_lines* lines, bounded, control characters escaped."""
+    lines = text.splitlines(keepends=True)
+    kept = lines[-max_lines:]
+    clipped = "".join(kept)
+    if len(clipped) > SECTION_CHARS:
+        clipped = clipped[-SECTION_CHARS:]
+    if len(clipped) < len(text):
+        shown = clipped.count("\n") + (not clipped.endswith("\n"))
+        clipped = f"--- {label}, last {shown} lines of {size} bytes ---\n" + clipped
+    return _escape_controls(clipped)
+
+
+def _escape_controls(text: str) -> str:
+    """*text* with C0 control characters but tab and newline escaped (``\\x1b``)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _printable(line: str) -> str:
@@ -106,6 +140,8 @@ class BatchFile(pytest.File):
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
         steps: dict[str, int] = {}
+        self.group_lines: dict[str, list[int]] = {}
+        """The lines of each sequential group's steps in this file (step N at index N - 1)."""
         for spec, name in zip(specs, item_names(specs), strict=True):
             for tag in spec.settings.tags:
                 self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
@@ -113,6 +149,7 @@ class BatchFile(pytest.File):
             if spec.settings.sequential:
                 key = group_key(spec)
                 steps[key] = item.step = steps.get(key, 0) + 1  # type: ignore[index]
+                self.group_lines.setdefault(key, []).append(spec.line)  # type: ignore[arg-type]
             yield item
 
     def display_path(self) -> str:
@@ -248,6 +285,14 @@ class CommandItem(pytest.Item):
         if relative is not None and attempt.timed_out:
             attempt.timeout_note = relative[1]
         self.last_attempt = attempt
+        # pytest's channel for captured output: -rP / -rA, pytest-html,
+        # pytest-json-report and allure show it, for passed commands too; the
+        # terminal shows a failure's sections below it (--batch-output-lines of them).
+        max_lines = SECTION_LINES if attempt.success else self.engine.output_lines
+        if attempt.stdout and max_lines:
+            self.add_report_section("call", "stdout", report_section("stdout", attempt.stdout, attempt.stdout_bytes, max_lines))
+        if attempt.stderr and max_lines:
+            self.add_report_section("call", "stderr", report_section("stderr", attempt.stderr, attempt.stderr_bytes, max_lines))
         if attempt.leftovers:
             self.warn(
                 LeftoverProcessWarning(
@@ -260,19 +305,49 @@ class CommandItem(pytest.Item):
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
         if isinstance(excinfo.value, CommandFailed):
-            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines))
+            # pytest shows the captured streams below the failure ("Captured
+            # stdout call", see runtest); the message holds the last lines of the others only.
+            shown = {"all": ("stdout", "stderr"), "stdout": ("stdout",), "stderr": ("stderr",)}
+            showcapture = getattr(self.config.option, "showcapture", "no")
+            hidden = tuple(s for s in ("stderr", "stdout") if s not in shown.get(showcapture, ()))
+            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines, hidden))
         if isinstance(excinfo.value, (CommandSetupError, SpawnError)):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):  # type: ignore[no-untyped-def]
-        return self.path, self.spec.line - 1, printable(f"{self.path.name}:{self.spec.line}: {self.spec.display}")
+        # pytest's convention: the location is (file, line), the domain names
+        # the test alone (the failure's heading, "$ make test"); reporters that
+        # print both (pytest-sugar: "cmds.batch:3 $ make test") name it once.
+        # The "$ " also keeps pytest's -v line, which rewrites a domain that
+        # ends the node id (for Python, "Class.test" -> "Class::test"), as it is.
+        return self.path, self.spec.line - 1, printable(f"$ {self.spec.display}")
+
+    def report_command_time(self, report: pytest.TestReport) -> None:
+        """Make the call report's duration the command's own run time.
+
+        pytest times ``runtest``; a command started ahead of its turn
+        (``--batch-jobs``, or by the Python API) has often finished by then, so
+        that time is near 0. ``--durations``, JUnit's ``time``, pytest-split's
+        ``--store-durations`` and other reporters read ``report.duration``.
+        """
+        a = self.last_attempt
+        if a is None:
+            return
+        report.duration = a.duration
+        if hasattr(report, "start") and hasattr(report, "stop"):
+            report.start, report.stop = a.started, a.started + a.duration
 
     def attempt_record(self) -> dict[str, Any] | None:
-        """The last attempt as plain data: travels on the report, through xdist, to the reports."""
+        """The last attempt as plain data: travels on the report, through xdist, to the reports.
+
+        The item lets go of the attempt (and its output) here: the item lives
+        until the session ends, the record only until it is spooled.
+        """
         a = self.last_attempt
         if a is None:
             return None
+        self.last_attempt = None
         return {
             "nodeid": self.nodeid,
             "command": self.spec.command,
@@ -347,6 +422,88 @@ class RerunPolicy:
             return cls()
         factor = getattr(rr, "get_reruns_delay_backoff_factor", None)
         return cls(int(reruns), float(rr.get_reruns_delay(item)), float(factor(item)) if factor else 1.0)
+
+
+# pytest-rerunfailures' state for the run of one item, reset at each setup.
+_RERUN_STATE = (
+    "_test_failed_statuses", "_terminal_errors", "_test_xfailed",
+    "_rerun_condition_excinfos", "_rerun_condition_results", "_finalizers_suspended",
+)
+
+
+class ReportCopies:
+    """Keeps pytest's own copies of batch items' reports small, in every process.
+
+    pytest keeps every report to the end of the session (the terminal
+    reporter's statistics, on xdist workers too): a few hundred bytes each,
+    which add up over 100,000 commands. Once every ``pytest_runtest_logreport``
+    implementation has seen a batch item's report (xdist's worker has sent it,
+    the controller's recorder has spooled it):
+
+    * ``report.batch`` (the attempt record, with the command's kept output) is
+      dropped: the recorder has it, nothing reads it later;
+    * a passed setup or teardown report is dropped from the terminal reporter's
+      statistics, where it sits under the empty category that nothing reads (the
+      counts, ``-r`` summaries and the exit status use the other categories);
+    * a passed call report is only counted at the end ("100000 passed"),
+      unless something asked for passed reports (``-rp``, ``-rP``, ``-rA``,
+      ``--durations``): then it is kept whole; else the statistics keep, in its
+      place, the first passed batch report again: the count is the same, and
+      the list holds one report however many commands passed.
+
+    Failed, skipped and rerun reports are kept whole (their longrepr is a short,
+    bounded tail of the output).
+    """
+
+    def __init__(self, config: pytest.Config, is_batch: Callable[[str], bool]) -> None:
+        self.config = config
+        self.is_batch = is_batch
+        chars = str(getattr(config.option, "reportchars", "") or "")
+        durations = getattr(config.option, "durations", None)
+        self.keep_passes = any(c in chars for c in "pPA") or durations is not None
+        self.first_pass: pytest.TestReport | None = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport):  # type: ignore[no-untyped-def]
+        try:
+            return (yield)
+        finally:
+            if report.__dict__.pop("batch", None) is not None or self.is_batch(report.nodeid):
+                if report.passed:
+                    self._forget(report)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):  # type: ignore[no-untyped-def]
+        try:
+            return (yield)
+        finally:
+            if isinstance(item, CommandItem):
+                # pytest-rerunfailures keeps its per-run bookkeeping on the item
+                # (a few dicts, about 1 kB); the item outlives its run, that
+                # state does not: every attempt, reruns included, is over here.
+                for name in _RERUN_STATE:
+                    item.__dict__.pop(name, None)
+                # The attributes added during the run unshared the item's dict
+                # (832 bytes, which a dict never gives back); a compact copy of
+                # what is left takes about half.
+                item.__dict__ = dict(item.__dict__)
+
+    def _forget(self, report: pytest.TestReport) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        stats = getattr(terminal, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        if report.when != "call":
+            unread = stats.get("")
+            if unread and unread[-1] is report:
+                unread.pop()
+        elif not self.keep_passes:
+            passed = stats.get("passed")
+            if passed and passed[-1] is report:
+                if self.first_pass is None:
+                    self.first_pass = report
+                else:
+                    passed[-1] = self.first_pass
 
 
 class CommandSetupError(Exception):

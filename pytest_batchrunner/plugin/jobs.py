@@ -14,9 +14,15 @@ Not started ahead: items with a ``skip``/``skipif``/``xfail(run=False)``
 marker, steps of a ``sequential`` group (they must wait for the step before),
 anything after a Python test that has not finished (it may prepare what the
 command needs), and anything once the session is stopping (``-x``,
-``--maxfail``). With the default ``--batch-jobs 1``, the next command starts
-when the previous one has passed, while pytest still reports it: commands
-never overlap, pytest's bookkeeping does. When the run
+``--maxfail``). With ``--maxfail`` (``-x``), a failed attempt holds every
+start until its item has been reported: pytest decides then whether the run
+stops (a rerun may still pass, an ``xfail`` does not count), and if it stops,
+nothing has started in between, whatever the timing. An item running its own
+command (a rerun outside a slot, a sequential step) holds starts while it
+runs, so that a failure there cannot race a start from a finishing job
+either. With the default ``--batch-jobs 1``, the next command starts when the
+previous one has passed, while pytest still reports it: commands never
+overlap, pytest's bookkeeping does. When the run
 loop ends for any reason (end, ``-x``, Ctrl+C), commands still in flight are
 terminated: SIGTERM to their groups, the kill grace, then SIGKILL.
 
@@ -73,6 +79,10 @@ class JobRunner:
         self.handed_off = False
         self.adopted: dict[PrestartKey, Future[Attempt]] = {}
         """Started by the Python API before pytest was ready (see :mod:`~pytest_batchrunner.process.prestart`), not yet taken."""
+        self.maxfail = int(getattr(config.option, "maxfail", 0) or 0)
+        self.holds: set[object] = set()
+        """With --maxfail: items (or prestart keys) whose attempt failed or that run their own command, not
+        yet reported; while any is held, nothing starts (see the module's docstring)."""
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -83,17 +93,57 @@ class JobRunner:
         finally:
             self.shutdown()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
         session = item.session
-        if session.shouldstop or session.shouldfail:
-            return
-        if self.prestart is not None and not self.handed_off:
-            self._adopt(self.prestart, session)
-        upcoming = self._upcoming(item, nextitem)
+        if not (session.shouldstop or session.shouldfail):
+            if self.prestart is not None and not self.handed_off:
+                self._adopt(self.prestart, session)
+            upcoming = self._upcoming(item, nextitem)
+            with self.lock:
+                self.upcoming = upcoming
+            self._fill()
+        try:
+            return (yield)
+        finally:
+            self._reported(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):  # type: ignore[no-untyped-def]
+        # An item about to run its own command (not started ahead, or a rerun
+        # no slot runs): hold starts until it has passed, or until it is reported.
+        own = self.maxfail > 0 and isinstance(item, CommandItem) and self._runs_itself(item)
+        if own:
+            with self.lock:
+                self.holds.add(item)
+        outcome = yield
+        if own and isinstance(item, CommandItem) and item.last_attempt is not None and item.last_attempt.success:
+            with self.lock:
+                self.holds.discard(item)
+            self._fill()
+        return outcome
+
+    def _runs_itself(self, item: CommandItem) -> bool:
+        """Whether *item*'s next attempt will run in its own protocol (nothing started it ahead)."""
+        number = item.attempt_number + 1
         with self.lock:
-            self.upcoming = upcoming
-        self._fill()
+            if number == 1:
+                return self._started_ahead(item, remove=False) is None
+            future = self.retries.get((item, number))
+        return future is None or (future.done() and isinstance(future.exception(), _NotStarted))
+
+    def _reported(self, item: pytest.Item) -> None:
+        """*item*'s protocol is over (all its reports sent): release its hold, or stop for good."""
+        session = item.session
+        with self.lock:
+            if session.shouldstop or session.shouldfail:
+                self.stopping = True
+            if not self.holds:
+                return
+            self.holds.discard(item)
+            if self.holds and isinstance(item, CommandItem):
+                # Its command may have been started by the Python API (held by its key).
+                self.holds.discard(prestart_key(str(item.path), item.spec))
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -127,6 +177,15 @@ class JobRunner:
             key = prestart_key(str(item.path), item.spec)
             future = self.adopted.pop(key, None) if remove else self.adopted.get(key)
         return future
+
+    def _failed_ahead(self, item: pytest.Item) -> bool:
+        """Whether *item*'s first attempt, started ahead and not taken yet, has ended failed. Under the lock."""
+        if not isinstance(item, CommandItem):
+            return False
+        future = self._started_ahead(item, remove=False)
+        if future is None or not future.done():
+            return False
+        return future.cancelled() or future.exception() is not None or not future.result().success
 
     def _adopt(self, prestart: Prestart, session: pytest.Session) -> None:
         """Take over the commands *prestart* started: they count as running until they end."""
@@ -163,15 +222,15 @@ class JobRunner:
                 future.add_done_callback(lambda done, item=item, proxy=proxy: self._adopted_chain(item, done, proxy))
             else:
                 # Called at once for a command that has already ended.
-                future.add_done_callback(self._adopted_done)
-        for future in left.values():  # not collected (cannot happen: the specs are the items')
-            future.add_done_callback(self._adopted_done)
+                future.add_done_callback(lambda done, key=key: self._adopted_done(done, key))
+        for key, future in left.items():  # not collected (cannot happen: the specs are the items')
+            future.add_done_callback(lambda done, key=key: self._adopted_done(done, key))
 
     def _adopted_chain(self, item: CommandItem, done: Future[Attempt], proxy: Future[Attempt]) -> None:
         """An adopted first attempt of an item whose reruns run in its slot has ended: go on in the slot."""
         if done.cancelled() or done.exception() is not None:
             proxy.set_exception(done.exception() if not done.cancelled() else _NotStarted("cancelled"))
-            self._adopted_done(done)
+            self._adopted_done(done, prestart_key(str(item.path), item.spec))
             return
         try:
             self.pool.submit(self._chain, item, proxy, 1, done.result())
@@ -180,10 +239,13 @@ class JobRunner:
             with self.lock:
                 self.running -= 1
 
-    def _adopted_done(self, future: Future[Attempt]) -> None:
+    def _adopted_done(self, future: Future[Attempt], key: PrestartKey | None = None) -> None:
+        success = not future.cancelled() and future.exception() is None and future.result().success
         with self.lock:
             self.running -= 1
-        if not future.cancelled() and future.exception() is None and future.result().success:
+            if not success and self.maxfail > 0 and key is not None:
+                self.holds.add(key)
+        if success:
             self._fill()
 
     def _fill(self, spawn_here: bool = False) -> None:
@@ -197,7 +259,7 @@ class JobRunner:
         """
         chosen: list[tuple[CommandItem, Future[Attempt]]] = []
         with self.lock:
-            if self.stopping:
+            if self.stopping or self.holds:
                 return
             for item in self.upcoming:
                 if self.running >= self.jobs:
@@ -205,6 +267,11 @@ class JobRunner:
                 if not isinstance(item, CommandItem):
                     # A Python test is a barrier: commands after it may depend
                     # on what it does, so none starts before it has finished.
+                    break
+                if self.jobs == 1 and self._failed_ahead(item):
+                    # One at a time: only a success starts the next command, also
+                    # when the failure ended before its item's protocol began
+                    # (its rerun, in that protocol, comes first).
                     break
                 if item in self.claimed or not self._may_start(item):
                     continue
@@ -230,7 +297,7 @@ class JobRunner:
                     self.running -= 1
                 continue
             try:
-                self.pool.submit(self._wait, running, future)
+                self.pool.submit(self._wait, item, running, future)
             except RuntimeError as exc:  # the pool is shutting down: the run is over
                 running.abandon()
                 future.set_exception(exc)
@@ -245,20 +312,19 @@ class JobRunner:
             with self.lock:
                 self.running -= 1
             raise
-        return self._wait(running)
+        return self._wait(item, running)
 
-    def _wait(self, running: RunningCommand, future: Future[Attempt] | None = None) -> Attempt:
+    def _wait(self, item: CommandItem, running: RunningCommand, future: Future[Attempt] | None = None) -> Attempt:
         """Wait for a started attempt; publish it (in *future*, or as the return value) after refilling."""
         try:
             attempt = running.wait()
         except BaseException as exc:
+            self._ended(item, failed=True)
             if future is None:
                 raise
             future.set_exception(exc)
             return None  # type: ignore[return-value]
-        finally:
-            with self.lock:
-                self.running -= 1
+        self._ended(item, failed=not attempt.success)
         self.finished(attempt.pid)
         try:
             # Refill as soon as a command ends, while pytest still reports the
@@ -312,10 +378,13 @@ class JobRunner:
                         running = item.start_attempt(number, resolve_timeout(item), started=self._started)
                         attempt = running.wait()
                     except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
+                        self._hold_failed(item)
                         future.set_exception(exc)
                         return
                     self.finished(attempt.pid)
                 success = attempt.success
+                if not success:
+                    self._hold_failed(item)
                 rerun: Future[Attempt] | None = None
                 try:
                     again = not success and number <= policy.reruns and _would_rerun(item, attempt)
@@ -341,6 +410,21 @@ class JobRunner:
                 self.running -= 1
             if success:
                 self._fill()
+
+    def _ended(self, item: CommandItem, failed: bool) -> None:
+        # One step under the lock: no other job can see the free slot before
+        # the failure holds every start.
+        with self.lock:
+            self.running -= 1
+            if failed and self.maxfail > 0:
+                self.holds.add(item)
+
+    def _hold_failed(self, item: CommandItem) -> None:
+        # In a slot (see _chain) the slot stays taken until the chain ends, so
+        # holding now is before any other job could refill.
+        if self.maxfail > 0:
+            with self.lock:
+                self.holds.add(item)
 
     def _started(self, pgid: int) -> None:
         with self.lock:

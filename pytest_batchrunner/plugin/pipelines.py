@@ -22,32 +22,79 @@ from pathlib import Path
 import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text, printable, read_batch_file
-
-
+from pytest_batchrunner.plugin.discovery import BatchDiscovery
 
 
 class SequentialGroups:
-    """Skips the rest of a sequential group after a step has failed (in every process that runs items)."""
+    """Keeps each sequential group in file order and fail-fast (in every process that collects or runs items).
+
+    * **Order.** After every other plugin has reordered or filtered the items
+      (pytest-randomly, pytest-random-order, ``--ff``, any
+      ``pytest_collection_modifyitems``), the steps of each group are put back
+      in file order, in the places the group's steps hold: other items keep
+      the order those plugins gave them. The rule is a pure function of the
+      item list, so every xdist worker (which collects the same list) gets the
+      same result.
+    * **Never out of order.** A step runs only once every earlier step of its
+      group has run in this process; otherwise it is reported as not run,
+      naming the missing step ("was not selected" when ``-k``, ``--lf``, a
+      shard... left it out; "did not run before it" when something still
+      changed the order or sent it to another worker).
+    * **Fail fast.** After a step has finally failed, the later steps are not run.
+    """
 
     def __init__(self) -> None:
         self.failed: dict[str, str] = {}
         self.running: dict[str, pytest.Item] = {}
+        self.finished: set[tuple[str, str, int]] = set()
+        """Steps ``(file, group, step)`` whose protocol ended in this process."""
+        self.selected: set[tuple[str, str, int]] = set()
+        """Steps in the session's final list of items."""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items):  # type: ignore[no-untyped-def]
+        # The outermost wrapper (registered after every installed plugin): its
+        # code after the yield runs once every other implementation has run.
+        result = yield
+        keep_group_order(items)
+        return result
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Again, for what edits the list later (cheap; changes nothing if in order).
+        keep_group_order(session.items)
+        self.selected = {step_id(item) for item in session.items if _is_step(item)}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from pytest_batchrunner.plugin.items import CommandItem
-
-        if not isinstance(item, CommandItem) or not item.spec.settings.sequential:
+        if not _is_step(item):
             return
-        key = group_key(item.spec)
+        key = group_key(item.spec)  # type: ignore[attr-defined]
         assert key is not None
-        failure = self.failed.get(key)
-        if failure is not None:
+        reason = self.failed.get(key)
+        if reason is not None:
+            reason = f"{reason} failed"
+        else:
+            reason = self._missing_step(item)
+        if reason is not None:
             # A skip marker (not pytest.skip()) so the skip is reported at the
             # batch line, as for a "skip" setting: pytest's skipping plugin
             # evaluates markers in its own (later) setup hook.
-            item.add_marker(pytest.mark.skip(reason=f"not run: {failure} failed"))
+            item.add_marker(pytest.mark.skip(reason=f"not run: {reason}"))
         self.running[item.nodeid] = item
+
+    def _missing_step(self, item: pytest.Item) -> str | None:
+        """The first earlier step of *item*'s group that has not run here, described; None if all have."""
+        file, key, step = step_id(item)
+        for earlier in range(1, step):
+            if (file, key, earlier) in self.finished:
+                continue
+            lines = getattr(item.parent, "group_lines", {}).get(key, [])
+            where = f"step {earlier} (line {lines[earlier - 1]})" if earlier <= len(lines) else f"step {earlier}"
+            if (file, key, earlier) not in self.selected:
+                return f"{where} was not selected"
+            return f"{where} did not run before it"
+        return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         item = self.running.get(report.nodeid)
@@ -59,9 +106,43 @@ class SequentialGroups:
             self.failed.setdefault(key, f"step {item.step} (line {item.spec.line})")  # type: ignore[attr-defined]
         if report.when == "teardown":
             self.running.pop(report.nodeid, None)
+            self.finished.add(step_id(item))
 
 
-def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
+def _is_step(item: pytest.Item) -> bool:
+    from pytest_batchrunner.plugin.items import CommandItem
+
+    return isinstance(item, CommandItem) and item.spec.settings.sequential and item.step > 0
+
+
+def step_id(item: pytest.Item) -> tuple[str, str, int]:
+    """``(file, group, step)`` of a sequential step: steps are numbered per file and group."""
+    return str(item.path), group_key(item.spec) or "", item.step  # type: ignore[attr-defined]
+
+
+def keep_group_order(items: list[pytest.Item]) -> None:
+    """Put the steps of each sequential group back in file order, in the places they hold in *items* (in place).
+
+    Items outside groups keep their places. Steps of one group from several
+    files (``group=NAME`` in each) keep the order of their files in *items*.
+    """
+    places: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        if _is_step(item):
+            places.setdefault(group_key(item.spec), []).append(index)  # type: ignore[attr-defined,arg-type]
+    for indices in places.values():
+        if len(indices) < 2:
+            continue
+        steps = [items[i] for i in indices]
+        first_seen: dict[str, int] = {}
+        for position, step in enumerate(steps):
+            first_seen.setdefault(str(step.path), position)
+        steps.sort(key=lambda it: (first_seen[str(it.path)], it.step))  # type: ignore[attr-defined]
+        for i, step in zip(indices, steps, strict=True):
+            items[i] = step
+
+
+def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> None:
     """Keep groups on one xdist worker: a scheduler of our own when the batch files have groups.
 
     pytest-xdist's ``--dist loadgroup`` finds groups through an ``@group`` suffix
@@ -75,7 +156,7 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
     dist = getattr(config.option, "dist", "no")
     if dist in ("no", "each", "loadfile"):
         return
-    groups = _groups(config, patterns)
+    groups = _groups(config, discovery)
     if not any(sequential for _, sequential in groups.values()):
         if dist in ("load", "loadgroup"):
             # Also without groups: longest first when the history knows the commands (see .ordering).
@@ -86,7 +167,8 @@ def configure_distribution(config: pytest.Config, patterns: list[str]) -> None:
         config.issue_config_time_warning(
             pytest.PytestWarning(
                 f"pytest-batchrunner: the batch files hold sequential groups, whose order --dist {dist} "
-                "does not keep; use --dist loadgroup (or loadfile)"
+                "does not keep (a step that did not run before its successor on the same worker makes it "
+                "'not run'); use --dist loadgroup (or loadfile)"
             ),
             stacklevel=2,
         )
@@ -135,10 +217,10 @@ class GroupScheduling:
         return BatchGroupScheduling(config, log)
 
 
-def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, bool]]:
+def _groups(config: pytest.Config, discovery: BatchDiscovery) -> dict[str, tuple[str, bool]]:
     """``nodeid -> (group, sequential)`` for every grouped line of the batch files pytest will collect."""
     groups: dict[str, tuple[str, bool]] = {}
-    for path in _batch_files(config, patterns):
+    for path in _batch_files(config, discovery):
         try:
             data = read_batch_file(path)  # a FIFO or a device is refused, not read
             if b"group=" not in data and b"sequential" not in data:
@@ -157,17 +239,17 @@ def _groups(config: pytest.Config, patterns: list[str]) -> dict[str, tuple[str, 
     return groups
 
 
-def _batch_files(config: pytest.Config, patterns: list[str]):  # type: ignore[no-untyped-def]
+def _batch_files(config: pytest.Config, discovery: BatchDiscovery):  # type: ignore[no-untyped-def]
     """The batch files pytest is going to collect from its arguments (without running collection)."""
     norecurse = config.getini("norecursedirs")
     for arg in config.args:
         path = Path(config.invocation_params.dir, arg.split("::", 1)[0])
         if path.is_file():
-            if any(fnmatch.fnmatch(path.name, p) for p in patterns):
+            if discovery.wanted(path, count=False):
                 yield path
         elif path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in norecurse)]
                 for name in files:
-                    if any(fnmatch.fnmatch(name, p) for p in patterns):
+                    if discovery.wanted(Path(root, name), count=False):
                         yield Path(root, name)

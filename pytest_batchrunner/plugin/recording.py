@@ -8,7 +8,7 @@ rerun arrives as its own report, so reruns are counted wherever they ran.
 
 from __future__ import annotations
 
-import fnmatch
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,9 +25,9 @@ from pytest_batchrunner.reports.summary import write_terminal_summary
 class BatchRecording:
     """pytest hooks that feed the recorder and print the BatchRunner summary."""
 
-    def __init__(self, config: pytest.Config, patterns: list[str]) -> None:
+    def __init__(self, config: pytest.Config, discovery: Any) -> None:
         self.config = config
-        self.patterns = patterns
+        self.discovery = discovery
         numprocesses = getattr(config.option, "numprocesses", None)
         dist = getattr(config.option, "dist", "no")
         workers = numprocesses if isinstance(numprocesses, int) and numprocesses > 0 and dist != "no" else 1
@@ -53,38 +53,47 @@ class BatchRecording:
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
         at = nodeid.rfind("@")
-        if at > nodeid.rfind("]") and at > nodeid.find("::") >= 0 and nodeid not in self.recorder.entries:
+        if at > nodeid.rfind("]") and at > nodeid.find("::") >= 0 and nodeid not in self.recorder:
             base = nodeid[:at]
-            if base in self.recorder.entries:
+            if base in self.recorder:
                 return base
         return nodeid
 
     def is_batch_nodeid(self, nodeid: str) -> bool:
-        """Whether *nodeid* names a command of a batch file (decided by its file's name)."""
+        """Whether *nodeid* names a command of a batch file (decided by its file's name or path)."""
         # A command's name never holds "::" (item names turn it into ": :"), so the
         # last "::" ends the file's path, which may hold one ("a::b.batch").
         path = nodeid.rpartition("::")[0]
         known = self._is_batch.get(path)
         if known is None:
-            name = path.rsplit("/", 1)[-1]
-            known = self._is_batch[path] = any(fnmatch.fnmatch(name, p) for p in self.patterns)
+            known = self._is_batch[path] = self.discovery.is_batch_file(path)
         return known
 
     # -- what is going to run -------------------------------------------------------------
+    #
+    # The commands the reports speak of are the session's *final* items: what
+    # is deselected or filtered out, by any means (-k, -m, --deselect, --lf,
+    # pytest-split, pytest-shard, any plugin that edits ``items``), is left out
+    # of the summary and every report, never counted as "not run". In-process
+    # that is ``session.items`` once collection has finished (after every
+    # ``pytest_collection_modifyitems``); under xdist, the ids a worker reports
+    # it collected (the same hooks ran there).
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items) -> None:  # type: ignore[no-untyped-def]
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
         from pytest_batchrunner.plugin.items import CommandItem
 
+        self.expect_selected(item for item in session.items if isinstance(item, CommandItem))
+
+    def expect_selected(self, items) -> None:  # type: ignore[no-untyped-def]
+        """Announce the command items selected to run: the only ones the reports count."""
         for item in items:
-            if isinstance(item, CommandItem):
-                self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
+            self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs.
-        if self.recorder.entries:
+        if len(self.recorder):
             return
         by_file: dict[str, list[str]] = defaultdict(list)
         for nodeid in ids:
@@ -140,17 +149,40 @@ class BatchRecording:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.recorder.finished = time.time()
         self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
-        if not self.recorder.entries:
+        if not len(self.recorder):
             return
         for writer in self.writers:
             writer.finish(self.recorder)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
+        self.summary_printed = True
         # Printed only when batch items ran (not for a run that selected none of them).
-        if not any(e.outcome or e.records or e.running for e in self.recorder.entries.values()):
+        if not self.recorder.active:
             return
-        results = self.recorder.results()
-        write_terminal_summary(terminalreporter, self.recorder.summary(results), results)
+        write_terminal_summary(terminalreporter, self.recorder.summary(), self.recorder.results())
+
+    summary_printed = False
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        try:
+            # A plugin that replaces pytest's terminal reporter (pytest-rich's
+            # --rich) also drops the pytest_terminal_summary hook: print it here.
+            if not self.summary_printed and config.pluginmanager.getplugin("terminalreporter") is None \
+                    and config.pluginmanager.hasplugin("rich-terminal-reporter"):
+                self.pytest_terminal_summary(PlainTerminal())
+        finally:
+            self.recorder.close()
+
+
+class PlainTerminal:
+    """The two methods of pytest's terminal reporter the summary uses, writing plain text to stdout."""
+
+    def write_sep(self, sep: str, title: str, **markup: bool) -> None:
+        width = shutil.get_terminal_size().columns
+        print(f" {title} ".center(width, sep), flush=True)
+
+    def write_line(self, line: str, **markup: bool) -> None:
+        print(line, flush=True)
 
 
 def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
@@ -172,7 +204,7 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
     import datetime
     import time
 
-    entry = recorder.entries.get(nodeid)
+    entry = recorder.info(nodeid)
     text = str(report.longrepr or "worker crashed").strip()
     now = time.time()
     return {
@@ -180,7 +212,7 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
         "command": entry.command if entry else report.nodeid,
         "file": entry.file if entry else None,
         "line": entry.line if entry else None,
-        "attempt": (len(entry.records) if entry else 0) + 1,
+        "attempt": (entry.attempts if entry else 0) + 1,
         "success": False,
         "exit_code": None,
         "signal": None,

@@ -133,7 +133,7 @@ class AuditLog:
         self._header_written = True
         r = self.recorder
         self.log(INFO, RULE, when)
-        self.log(INFO, f"BatchRunner v{__version__} - Starting {len(r.entries)} commands", when)
+        self.log(INFO, f"BatchRunner v{__version__} - Starting {len(r)} commands", when)
         self.log(INFO, f"Mode: {r.mode}", when)
         self.log(INFO, f"Retries: {r.max_retries}", when)
         if self.timeout:
@@ -141,7 +141,7 @@ class AuditLog:
         self.log(INFO, RULE, when)
 
     def _command(self, nodeid: str) -> str:
-        entry = self.recorder.entries.get(nodeid)
+        entry = self.recorder.info(nodeid)
         return entry.command if entry is not None and entry.command else nodeid
 
     def _executing(self, nodeid: str, number: int, max_attempts: int, when: float) -> None:
@@ -151,7 +151,7 @@ class AuditLog:
         if number == 1:
             self._started_commands += 1
             if not self.parallel:
-                self.log(INFO, f"\n[{self._started_commands}/{len(self.recorder.entries)}] Starting command...", when)
+                self.log(INFO, f"\n[{self._started_commands}/{len(self.recorder)}] Starting command...", when)
         command = one_line(self._command(nodeid))
         self.log(INFO, f"Executing: {command} (attempt {number}/{max(max_attempts, number)})", when)
 
@@ -215,7 +215,7 @@ class AuditLog:
             self.log(INFO, f"Retrying in {seconds_text(delay)}s...", ended)
         elif self.parallel:
             self._completed += 1
-            self.log(INFO, f"Progress: {self._completed}/{len(self.recorder.entries)} completed")
+            self.log(INFO, f"Progress: {self._completed}/{len(self.recorder)} completed")
 
     # -- writer ---------------------------------------------------------------------------
 
@@ -227,17 +227,20 @@ class AuditLog:
 
     def _finish(self, recorder: Recorder) -> None:
         self._header()
-        results = recorder.results()
-        s = recorder.summary(results)
+        # Results are streamed from the recorder's spool, a pass per part of the
+        # log, rather than held: a run may have 100,000 of them.
+        s = recorder.summary()
         if recorder.interrupted:
-            stopped = [r for r in results if r.status == "interrupted"]
-            self.log(ERROR, f"[!] Interrupted: the run was stopped; commands interrupted: {len(stopped)}, "
+            stopped = sum(1 for r in recorder.results(output=False) if r.status == "interrupted")
+            self.log(ERROR, f"[!] Interrupted: the run was stopped; commands interrupted: {stopped}, "
                             f"not run: {s['not_run']}")
-            for r in stopped:
-                self.log(ERROR, f"[X] Command interrupted: {one_line(r.command)}")
-        for r in results:
-            if r.status == "not run":
-                self.log(WARNING, f"[!] Not run: {one_line(r.command)}")
+            for r in recorder.results(output=False):
+                if r.status == "interrupted":
+                    self.log(ERROR, f"[X] Command interrupted: {one_line(r.command)}")
+        if s["not_run"]:
+            for r in recorder.results(output=False):
+                if r.status == "not run":
+                    self.log(WARNING, f"[!] Not run: {one_line(r.command)}")
         self.log(INFO, "\n" + RULE)
         self.log(INFO, "EXECUTION SUMMARY")
         self.log(INFO, RULE)
@@ -252,10 +255,9 @@ class AuditLog:
         self.log(INFO, RULE)
         pairs = " ".join(f"{key}={_value(value)}" for key, value in s.items())
         self.log(INFO, f"SUMMARY {pairs}")
-        failed = [r for r in results if r.status in ("failed", "interrupted")]
-        if failed:
+        if s["failed"]:
             self.log(INFO, "\nFailed commands:")
-            for r in failed:
+            for r in recorder.failed():
                 self.log(INFO, f"  - {one_line(r.command)}")
                 if r.stderr:
                     self.log(INFO, f"    Error: {_keep_lines(r.stderr[:FAILED_STDERR_CHARS])}")

@@ -33,8 +33,11 @@ from typing import Any
 __all__ = ["LineFile", "ReportPathError", "attempt_status", "check_report_paths", "one_line", "open_for_writing", "write_atomically"]
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+def write_atomically(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
     """Write *data* to *path* through a temporary file in the same directory and a rename.
+
+    *data* is bytes, or chunks of bytes written as they come (a report streamed
+    from the results spool).
 
     A symlink is followed: the file it points to is replaced, the link stays. A
     path that is not a regular file (a device such as ``/dev/stdout`` or
@@ -60,7 +63,8 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                stream.write(chunk)
             stream.flush()
             os.fsync(stream.fileno())
         if mode is not None:
@@ -87,7 +91,7 @@ def open_for_writing(path: str | os.PathLike[str], flags: int) -> int:
     return fd
 
 
-def _write_straight(target: Path, data: bytes) -> None:
+def _write_straight(target: Path, data: bytes | Iterable[bytes]) -> None:
     try:
         fd = open_for_writing(target, 0)
     except OSError as exc:
@@ -95,9 +99,10 @@ def _write_straight(target: Path, data: bytes) -> None:
             raise OSError(exc.errno, "a FIFO with no reader", str(target)) from None
         raise
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
     finally:
         os.close(fd)
 

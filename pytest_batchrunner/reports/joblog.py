@@ -79,18 +79,14 @@ class JobLog:
         self.file = LineFile(path, truncate=True)
         self.file.write_line(JOBLOG_HEADER)
         self.recorder = recorder
-        self._seq: dict[str, int] | None = None
 
     def seq(self, nodeid: str) -> int:
-        """The command's ``Seq``: its position among the run's commands, in results order."""
-        if self._seq is None:
-            # Built at the first row, when every command is known (the
-            # controller learns them from collection before anything runs).
-            self._seq = {r.nodeid or "": i for i, r in enumerate(self.recorder.results(), 1)}
-        number = self._seq.get(nodeid)
-        if number is None:
-            number = self._seq[nodeid] = len(self._seq) + 1
-        return number
+        """The command's ``Seq``: its position among the run's commands, in results order.
+
+        Numbered at the first row, when every command is known (the controller
+        learns them from collection before anything runs); kept in the recorder's spool.
+        """
+        return self.recorder.seq(nodeid)
 
     def on_start(self, nodeid: str, command: str) -> None:
         """Nothing to write: GNU parallel writes a row when a job ends."""

@@ -33,20 +33,23 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pytest_batchrunner._version import __version__
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
 
-__all__ = ["JsonReport", "json_document", "write_json_report"]
+__all__ = ["JsonReport", "json_chunks", "json_document", "write_json_report"]
 
 
 def json_document(
     summary: dict[str, Any], results: Iterable[CommandResult], shard: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``, and ``"shard"`` for a shard's run."""
+    """The JSON results as plain data: ``{"summary": ..., "results": [...]}``, and ``"shard"`` for a shard's run.
+
+    All in memory: for small runs; :func:`json_chunks` streams the same bytes.
+    """
     document = {"summary": dict(summary), "results": [r.to_dict() for r in results]}
     if shard is not None:
         document["shard"] = shard
@@ -61,14 +64,38 @@ def encode_json(document: Any) -> bytes:
     return text.encode("utf-8", "replace") + b"\n"
 
 
+def json_chunks(
+    summary: dict[str, Any], results: Iterable[CommandResult], shard: dict[str, Any] | None = None
+) -> Iterator[bytes]:
+    """The bytes of :func:`encode_json` ``(json_document(summary, results, shard))``, one result at a time.
+
+    *results* is read once, as it comes (the recorder's stream): a run of any
+    size is written holding one result in memory.
+    """
+    head = json.dumps({"summary": dict(summary)}, ensure_ascii=False, indent=2)
+    yield head[: head.rindex("}")].rstrip().encode("utf-8", "replace") + b',\n  "results": ['
+    first = True
+    for result in results:
+        text = json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
+        # JSON strings hold no raw newline: every line break is the layout's.
+        text = "\n    ".join(text.split("\n"))
+        yield (b"\n    " if first else b",\n    ") + text.encode("utf-8", "replace")
+        first = False
+    end = b"]" if first else b"\n  ]"
+    if shard is not None:
+        text = "\n  ".join(json.dumps(shard, ensure_ascii=False, indent=2).split("\n"))
+        end += b',\n  "shard": ' + text.encode("utf-8", "replace")
+    yield end + b"\n}\n"
+
+
 def write_json_report(
     path: str | os.PathLike[str],
     summary: dict[str, Any],
     results: Iterable[CommandResult],
     shard: dict[str, Any] | None = None,
 ) -> None:
-    """Write the JSON results file atomically (temporary file, fsync, rename)."""
-    write_atomically(path, encode_json(json_document(summary, results, shard)))
+    """Write the JSON results file atomically (temporary file, fsync, rename), streaming *results*."""
+    write_atomically(path, json_chunks(summary, results, shard))
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -85,11 +112,10 @@ class JsonReport:
 
     def finish(self, recorder: Recorder) -> None:
         """Write the results of *recorder* (also after an interruption)."""
-        results = recorder.results()
-        summary = recorder.summary(results)
+        summary = recorder.summary()
         summary["batchrunner_version"] = __version__
         summary["started"] = _iso(recorder.started)
         summary["finished"] = _iso(recorder.finished)
         # A shard's run (--batch-shard) records the shard and every shard's commands, for the merge.
         shard = getattr(recorder, "shard", None)
-        write_json_report(self.path, summary, results, shard.info() if shard is not None else None)
+        write_json_report(self.path, summary, recorder.results(), shard.info() if shard is not None else None)

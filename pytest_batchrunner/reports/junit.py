@@ -50,11 +50,12 @@ default ``junit_family``; with ``xunit1`` the testcases also get ``file`` and
 from __future__ import annotations
 
 import bisect
+import io
 import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ __all__ = [
     "PytestCounts",
     "batch_testcases",
     "junit_address",
+    "junit_chunks",
     "rewrite_junit",
     "xml_text",
 ]
@@ -243,27 +245,11 @@ class PytestCounts:
 # -- building testcases -------------------------------------------------------------------
 
 
-@dataclass
-class _Output:
-    """A ``<system-out>`` / ``<system-err>`` to add to *parent*, clipped to fit the size budget."""
-
-    parent: ET.Element
-    tag: str
-    text: str
-    limit: int
-    bytes_per_char: float = 1.0
-
-    def __post_init__(self) -> None:
-        # Measured on what can be kept at most (head and tail), not on megabytes
-        # of output that will be left out anyway.
-        window = self.text if len(self.text) <= self.limit else "".join(_head_and_tail(self.text, self.limit))
-        self.bytes_per_char = _xml_size(window) / len(window) if window else 1.0
-
-    def fill(self, scale: float) -> None:
-        limit = int(self.limit * scale)
-        if limit < MIN_CLIP and len(self.text) > limit:
-            return  # no room left in the file: the JSON results keep it
-        ET.SubElement(self.parent, self.tag).text = xml_text(clip(self.text, limit))
+def _bytes_per_char(text: str, limit: int) -> float:
+    # Measured on what can be kept at most (head and tail), not on megabytes
+    # of output that will be left out anyway.
+    window = text if len(text) <= limit else "".join(_head_and_tail(text, limit))
+    return _xml_size(window) / len(window) if window else 1.0
 
 
 class _SizeCurve:
@@ -273,14 +259,15 @@ class _SizeCurve:
     however many outputs there are (100,000 commands have 200,000 of them).
     """
 
-    def __init__(self, outputs: list[_Output]) -> None:
-        ordered = sorted(outputs, key=lambda o: len(o.text))
-        self.lengths = [len(o.text) for o in ordered]
+    def __init__(self, outputs: list[tuple[int, float]]) -> None:
+        """*outputs*: ``(length, bytes per character)`` of each output."""
+        outputs.sort()
+        self.lengths = [length for length, _rate in outputs]
         self.full = [0.0]  # sizes of the first i outputs, kept whole, tags included
         self.rates = [0.0]  # their bytes per character
-        for output in ordered:
-            self.full.append(self.full[-1] + output.bytes_per_char * len(output.text) + _TAG_SIZE)
-            self.rates.append(self.rates[-1] + output.bytes_per_char)
+        for length, rate in outputs:
+            self.full.append(self.full[-1] + rate * length + _TAG_SIZE)
+            self.rates.append(self.rates[-1] + rate)
 
     def size(self, limit: int) -> float:
         whole = bisect.bisect_right(self.lengths, limit)
@@ -312,18 +299,33 @@ def _details(result: CommandResult, record: dict[str, Any], number: int, count: 
 
 
 class _Builder:
-    """Builds the testcases, collecting their output to clip it all to one size budget."""
+    """Builds the testcases, in two passes over the results.
+
+    The first (``scale`` None) measures: the size of every output, by limit,
+    and of the testcases' structure; :meth:`fit` then finds one scale for all
+    limits that keeps the file under its budget; the second pass builds each
+    testcase with its output clipped to that scale, to be written at once.
+    """
 
     def __init__(self, *, prefix: str | None, family: str, log_passing: bool) -> None:
         self.prefix = prefix
         self.family = family
         self.log_passing = log_passing
-        self.outputs: list[_Output] = []
+        self.scale: float | None = None
+        self.outputs: dict[int, list[tuple[int, float]]] = {}
 
     def _output(self, parent: ET.Element, record: dict[str, Any], limit: int) -> None:
         for tag, key in (("system-out", "stdout"), ("system-err", "stderr")):
-            if record[key]:
-                self.outputs.append(_Output(parent, tag, record[key], limit))
+            text = record[key]
+            if not text:
+                continue
+            if self.scale is None:
+                self.outputs.setdefault(limit, []).append((len(text), _bytes_per_char(text, limit)))
+                continue
+            clipped = int(limit * self.scale)
+            if clipped < MIN_CLIP and len(text) > clipped:
+                continue  # no room left in the file: the JSON results keep it
+            ET.SubElement(parent, tag).text = xml_text(clip(text, clipped))
 
     def testcase(self, result: CommandResult, records: list[dict[str, Any]]) -> ET.Element:
         classname, name = command_address(result.nodeid or "", self.prefix)
@@ -385,11 +387,9 @@ class _Builder:
         return case
 
     def fit(self, budget: float) -> None:
-        """Clip every output so that, together, they take about *budget* bytes at most."""
-        groups: dict[int, list[_Output]] = {}
-        for output in self.outputs:
-            groups.setdefault(output.limit, []).append(output)
-        curves = [(limit, _SizeCurve(outputs)) for limit, outputs in groups.items()]
+        """Choose the scale that clips every output measured so that, together, they take about *budget* bytes at most."""
+        curves = [(limit, _SizeCurve(outputs)) for limit, outputs in self.outputs.items()]
+        self.outputs = {}
 
         def total(scale: float) -> float:
             return sum(curve.size(int(limit * scale)) for limit, curve in curves)
@@ -406,8 +406,7 @@ class _Builder:
                 else:
                     high = middle
             scale = low
-        for output in self.outputs:
-            output.fill(scale)
+        self.scale = scale
 
 
 def _estimated_size(element: ET.Element) -> int:
@@ -420,102 +419,199 @@ def _estimated_size(element: ET.Element) -> int:
     return size
 
 
+Rows = Callable[[], Iterable[tuple[CommandResult, list[dict[str, Any]]]]]
+"""A fresh stream of ``(result, attempt records)`` at each call, as :meth:`Recorder.results_with_records` gives."""
+
+
+class _Measure:
+    """What the first pass over the results learns: counts, batch files, sizes."""
+
+    def __init__(self, builder: _Builder, rows: Rows, prefix: str | None) -> None:
+        self.total = 0
+        self.counts = {"failure": 0, "skipped": 0}
+        self.classnames: set[str] = set()
+        self.structure = 0
+        for result, records in rows():
+            self.total += 1
+            tag = _final_child(result.status)
+            if tag:
+                self.counts[tag] += 1
+            self.classnames.add(_match_key(junit_address(result.nodeid or "", prefix)[0], ""))
+            self.structure += _estimated_size(builder.testcase(result, records))
+
+
 def batch_testcases(
-    results: Iterable[CommandResult],
-    records: dict[str, list[dict[str, Any]]],
+    rows: Rows,
     *,
     prefix: str | None = None,
     family: str = "xunit2",
     log_passing: bool = True,
     other_size: int = 0,
-) -> list[ET.Element]:
-    """One ``<testcase>`` per result; *records* maps a nodeid to its attempt records.
+) -> Iterator[ET.Element]:
+    """One ``<testcase>`` per result, built and given one at a time.
 
-    *other_size* is the size of the rest of the file: output is clipped so that
-    the whole stays under :data:`SIZE_TARGET`.
+    *rows* is read twice: once to measure the output, once to build. *other_size*
+    is the size of the rest of the file: output is clipped so that the whole
+    stays under :data:`SIZE_TARGET`.
     """
     builder = _Builder(prefix=prefix, family=family, log_passing=log_passing)
-    cases = [builder.testcase(r, records.get(r.nodeid or "", [])) for r in results]
-    structure = other_size + sum(_estimated_size(case) for case in cases)
-    builder.fit(max(0, SIZE_TARGET - structure))
-    return cases
+    measured = _Measure(builder, rows, prefix)
+    builder.fit(max(0, SIZE_TARGET - other_size - measured.structure))
+    for result, records in rows():
+        yield builder.testcase(result, records)
 
 
 # -- rewriting pytest's file --------------------------------------------------------------
 
 
-def _counts(cases: list[ET.Element]) -> dict[str, int]:
-    counts = {"failure": 0, "error": 0, "skipped": 0}
-    for case in cases:
-        for child in case:
-            if child.tag in counts:
-                counts[child.tag] += 1
-    return counts
+def _final_child(status: str) -> str:
+    """The tag :meth:`_Builder.testcase` gives a result's final outcome: ``failure``, ``skipped`` or ``""``."""
+    if status in ("failed", "interrupted"):
+        return "failure"
+    if status in ("passed", "xpassed"):
+        return ""
+    return "skipped"
 
 
-def _adjust(suite: ET.Element, name: str, delta: int) -> None:
+def _adjust(suite: dict[str, str], name: str, delta: int) -> None:
     try:
         value = int(suite.get(name, "0"))
     except ValueError:
         return
-    suite.set(name, str(value + delta))
+    suite[name] = str(value + delta)
 
 
-def rewrite_junit(
+def _start_tag(tag: str, attrib: dict[str, str]) -> bytes:
+    text = ET.tostring(ET.Element(tag, attrib), encoding="unicode", short_empty_elements=False)
+    return text[: -len(f"</{tag}>")].encode("utf-8", "replace")
+
+
+def _serialized(element: ET.Element) -> bytes:
+    return ET.tostring(element, encoding="unicode").encode("utf-8", "replace")
+
+
+def junit_chunks(
     data: bytes | None,
-    results: list[CommandResult],
-    records: dict[str, list[dict[str, Any]]],
+    rows: Rows,
     *,
     counted: PytestCounts | None = None,
     prefix: str | None = None,
     family: str = "xunit2",
     log_passing: bool = True,
     suite_name: str = "pytest",
-) -> bytes:
-    """pytest's JUnit XML (*data*) with its batch testcases replaced by one testcase per result.
+) -> Iterator[bytes]:
+    """pytest's JUnit XML (*data*) with its batch testcases replaced by one testcase per result, as chunks of bytes.
 
     *counted* is what pytest counted for the batch reports. Without *data* (pytest
-    wrote nothing), a new file holds the batch testcases alone.
+    wrote nothing), a new file holds the batch testcases alone. pytest's file is
+    read element by element, and the testcases are written as they are built:
+    nothing grows with the number of commands but pytest's file itself.
     """
     counted = counted or PytestCounts()
-    if data:
-        root = ET.fromstring(data)
-    else:
+    if not data:
         root = ET.Element("testsuites", name="pytest tests")
         zero = dict.fromkeys(("errors", "failures", "skipped", "tests"), "0")
         ET.SubElement(root, "testsuite", name=suite_name, **zero, time="0.000")
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    if not suites:
-        raise ValueError(f"no <testsuite> in the JUnit file (root <{root.tag}>)")
-    keys = {_match_key(*junit_address(r.nodeid or "", prefix)) for r in results}
-    target, position = suites[0], len(suites[0])
+        data = ET.tostring(root)
+    # Measure our testcases first (one pass over the results): their number and
+    # counts go in the suite's opening tag; batch files' classnames tell
+    # pytest's testcases for commands; their size sets how much output fits.
+    builder = _Builder(prefix=prefix, family=family, log_passing=log_passing)
+    measured = _Measure(builder, rows, prefix)
+    total, mine, classnames = measured.total, measured.counts, measured.classnames
+
+    def is_command(element: ET.Element) -> bool:
+        return _match_key(element.get("classname", ""), "") in classnames
+
+    # Pass 1 over pytest's file: which suite holds the first command's testcase
+    # (ours go in its place), and the size of everything else.
+    target, suite_number, other_size, depth = 0, -1, 0, 0
     found = False
-    for suite in suites:
-        kept = []
-        for child in suite:
-            if child.tag == "testcase" and child.get("name") is None:
-                # pytest leaves a testcase with only a time for the item that
-                # was running when the run was interrupted: invalid for the
-                # schema (name is required), not counted by pytest, empty.
-                continue
-            if child.tag == "testcase" and _match_key(child.get("classname", ""), child.get("name", "")) in keys:
+    root_is_suite = False
+    parents: list[ET.Element] = []
+    for event, element in ET.iterparse(io.BytesIO(data), events=("start", "end")):
+        if event == "start":
+            if depth == 0:
+                root_is_suite = element.tag == "testsuite"
+                if root_is_suite:
+                    suite_number = 0
+            elif depth == 1 and element.tag == "testsuite" and not root_is_suite:
+                suite_number += 1
+            parents.append(element)
+            depth += 1
+            continue
+        depth -= 1
+        parents.pop()
+        if depth == (1 if root_is_suite else 2):
+            if element.tag == "testcase" and is_command(element):
                 if not found:
-                    target, position, found = suite, len(kept), True
-                continue
-            kept.append(child)
-        suite[:] = kept
-    other_size = sum(_estimated_size(suite) for suite in suites)
-    cases = batch_testcases(
-        results, records, prefix=prefix, family=family, log_passing=log_passing, other_size=other_size
-    )
-    target[position:position] = cases
-    mine = _counts(cases)
-    _adjust(target, "tests", len(cases) - counted.tests)
-    _adjust(target, "failures", mine["failure"] - counted.failures)
-    _adjust(target, "errors", mine["error"] - counted.errors)
-    _adjust(target, "skipped", mine["skipped"] - counted.skipped)
-    text = ET.tostring(root, encoding="unicode")
-    return b'<?xml version="1.0" encoding="utf-8"?>' + text.encode("utf-8", "replace")
+                    target, found = suite_number, True
+            else:
+                other_size += _estimated_size(element)
+            parents[-1].remove(element)
+    if suite_number < 0:
+        raise ValueError(f"no <testsuite> in the JUnit file (root <{element.tag}>)")
+
+    yield b'<?xml version="1.0" encoding="utf-8"?>'
+    builder.fit(max(0, SIZE_TARGET - other_size - measured.structure))
+    cases = (builder.testcase(result, records) for result, records in rows())
+    inserted = False
+    suite_number, depth = -1, 0
+    parents = []
+    for event, element in ET.iterparse(io.BytesIO(data), events=("start", "end")):
+        if event == "start":
+            is_suite = element.tag == "testsuite" and (depth == 0 or (depth == 1 and not root_is_suite))
+            if depth == 0 or is_suite:
+                attrib = dict(element.attrib)
+                if is_suite:
+                    suite_number += 1
+                    if suite_number == target:
+                        _adjust(attrib, "tests", total - counted.tests)
+                        _adjust(attrib, "failures", mine["failure"] - counted.failures)
+                        _adjust(attrib, "errors", -counted.errors)
+                        _adjust(attrib, "skipped", mine["skipped"] - counted.skipped)
+                yield _start_tag(element.tag, attrib)
+            parents.append(element)
+            depth += 1
+            continue
+        depth -= 1
+        parents.pop()
+        suite_depth = 1 if root_is_suite else 2
+        in_target = suite_number == target
+        if depth == suite_depth or (depth == 1 and not root_is_suite and element.tag != "testsuite"):
+            keep = True
+            if element.tag == "testcase" and depth == suite_depth:
+                if element.get("name") is None:
+                    # pytest leaves a testcase with only a time for the item that
+                    # was running when the run was interrupted: invalid for the
+                    # schema (name is required), not counted by pytest, empty.
+                    keep = False
+                elif is_command(element):
+                    keep = False
+                    if in_target and not inserted:
+                        inserted = True
+                        for case in cases:
+                            yield _serialized(case)
+            if keep:
+                yield _serialized(element)
+            if parents:
+                parents[-1].remove(element)
+        elif depth < suite_depth:
+            # The end of a suite (or of the root).
+            if element.tag == "testsuite" and in_target and not inserted:
+                inserted = True
+                for case in cases:
+                    yield _serialized(case)
+            yield f"</{element.tag}>".encode()
+
+
+def rewrite_junit(data: bytes | None, rows: Rows, **options: Any) -> bytes:
+    """:func:`junit_chunks` joined: the whole file in memory, for small runs and tests."""
+    return b"".join(junit_chunks(data, rows, **options))
+
+
+# How far back from the end pytest's list of testcases is searched for one to drop.
+_SEARCH = 256
 
 
 class JUnitReport:
@@ -536,13 +632,64 @@ class JUnitReport:
         self.guard = guard
         self.counted = PytestCounts()
         self.spool: str | None = None
+        self.config = config
+        self._log: Any = False
+        self._placeholder: Any = None
+        self._open: dict[str, Any] = {}
 
     def _is_command(self, nodeid: str) -> bool:
         return "::" in nodeid and self.recording.is_batch_nodeid(nodeid)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self._is_command(report.nodeid):
-            self.counted.add(report)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport):  # type: ignore[no-untyped-def]
+        if not self._is_command(report.nodeid):
+            return (yield)
+        self.counted.add(report)
+        log = self._pytest_log()
+        before = len(log.node_reporters_ordered) if log is not None else 0
+        try:
+            return (yield)
+        finally:
+            if log is not None:
+                self._drop_testcase(log, report, before)
+
+    # pytest's junitxml keeps every testcase it built (an element tree per item)
+    # until the session ends; the rewrite replaces the commands' testcases
+    # anyway. Only the first is kept, to mark where ours go; the others are let
+    # go of as soon as pytest has finished them, so that its copies do not grow
+    # with the number of commands. pytest has no public API for its junitxml
+    # object: without the attributes this relies on, nothing is dropped.
+
+    def _pytest_log(self) -> Any:
+        if self._log is False:
+            try:
+                from _pytest.junitxml import xml_key
+
+                log = self.config.stash.get(xml_key, None)
+            except ImportError:  # pragma: no cover - every supported pytest has it
+                log = None
+            self._log = log if isinstance(getattr(log, "node_reporters_ordered", None), list) else None
+        return self._log
+
+    def _drop_testcase(self, log: Any, report: pytest.TestReport, before: int) -> None:
+        ordered = log.node_reporters_ordered
+        if len(ordered) == before + 1:
+            # This report opened the item's testcase: remember it until teardown.
+            if self._placeholder is None:
+                self._placeholder = ordered[-1]
+            elif report.when != "teardown":
+                self._open[report.nodeid] = ordered[-1]
+                return
+        if report.when != "teardown":
+            return
+        reporter = self._open.pop(report.nodeid, None)
+        if reporter is None:
+            return
+        # It was appended a few items ago at most (the items in flight).
+        for index in range(len(ordered) - 1, max(-1, len(ordered) - 1 - _SEARCH), -1):
+            if ordered[index] is reporter:
+                del ordered[index]
+                break
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -571,30 +718,28 @@ class JUnitReport:
             self.spool = None
 
     def write(self, recorder: Recorder) -> None:
-        """Rewrite the file with the batch testcases of *recorder*."""
+        """Rewrite the file with the batch testcases of *recorder*, streamed from its spool."""
         if self.spool is not None:
             with open(self.spool, "rb") as f:
                 data: bytes | None = f.read()
-            if not recorder.entries:
+            if not len(recorder):
                 write_atomically(self.path, data or b"")
                 return
         else:
-            if not recorder.entries:
+            if not len(recorder):
                 return
             # Without the spool (pytest's junitxml changed), read back only a regular file.
             data = None
             if os.path.isfile(self.path):
                 with open(self.path, "rb") as f:
                     data = f.read()
-        records = {nodeid: entry.records for nodeid, entry in recorder.entries.items()}
-        rewritten = rewrite_junit(
+        chunks = junit_chunks(
             data,
-            recorder.results(),
-            records,
+            recorder.results_with_records,
             counted=self.counted,
             prefix=self.prefix,
             family=self.family,
             log_passing=self.log_passing,
             suite_name=self.suite_name,
         )
-        write_atomically(self.path, rewritten)
+        write_atomically(self.path, chunks)

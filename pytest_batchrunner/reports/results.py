@@ -4,18 +4,28 @@ Plain Python, no pytest import. The plugin feeds the recorder with what each
 report carries (on the controller, under xdist); the terminal summary, the JSON
 results, the logs and the JUnit rewrite all read the same recorder, so they
 agree by construction.
+
+The recorder holds nothing per command in memory: every command and every
+attempt record (with its kept output) goes to a spool, a private SQLite
+database in a temporary file that the operating system removes when it is
+closed (or when the process dies). Writers read it back in one streaming pass,
+in file order (:meth:`Recorder.results`, :meth:`Recorder.results_with_records`),
+so a run of a million commands needs no more memory than a run of ten.
 """
 
 from __future__ import annotations
 
 import datetime
+import heapq
+import pickle
 import signal
+import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CommandResult", "Recorder", "original_exit_code", "summarize"]
+__all__ = ["CommandResult", "Recorder", "SummaryCounter", "original_exit_code", "summarize"]
 
 
 @dataclass
@@ -67,22 +77,59 @@ class CommandResult:
 
 
 @dataclass
-class _Entry:
+class CommandInfo:
+    """What the recorder knows of a command without reading its records."""
+
     nodeid: str
-    command: str = ""
-    file: str | None = None
-    line: int | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    outcome: str | None = None
-    message: str = ""
-    running: bool = False
+    command: str
+    file: str | None
+    line: int | None
+    attempts: int
+    """Attempt records received so far."""
+
+
+# Writes between two commits of the spool: a commit is cheap without a journal,
+# and keeps the transaction (and SQLite's dirty pages) small.
+_COMMIT_EVERY = 1000
+# SQLite's page cache for the spool, in KiB (negative: a size, not pages).
+_CACHE_KIB = 2048
+# Commands whose row id is remembered (the most recent ones).
+_ID_CACHE = 256
+_ORDER = "coalesce(file, ''), coalesce(line, 0), nodeid"
+_SCHEMA = f"""
+CREATE TABLE command (
+    id INTEGER PRIMARY KEY,
+    nodeid TEXT NOT NULL UNIQUE,
+    command TEXT NOT NULL DEFAULT '',
+    file TEXT,
+    line INTEGER,
+    outcome TEXT,
+    message TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER
+);
+CREATE INDEX command_order ON command ({_ORDER});
+CREATE TABLE attempt (
+    id INTEGER PRIMARY KEY,
+    command_id INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    stdout BLOB NOT NULL,
+    stderr BLOB NOT NULL
+);
+CREATE INDEX attempt_command ON attempt (command_id, id);
+"""
 
 
 class Recorder:
-    """Collects attempt records and final outcomes, then builds results and the summary.
+    """Collects attempt records and final outcomes in a spool, then streams results and the summary.
 
-    Listeners (``on_start(nodeid)``, ``on_attempt(record, outcome)``) let the
-    audit log and job log write as the run goes.
+    Listeners (``on_start(nodeid, command)``, ``on_attempt(record, outcome)``) let
+    the audit log and job log write as the run goes; writers read the results at
+    the end with :meth:`results` or :meth:`results_with_records` (one pass, in
+    file and line order, one command at a time), and :meth:`summary`.
+
+    Call it from one thread at a time (pytest's hooks do). :meth:`close` removes
+    the spool; a closed recorder keeps its summary but no longer has results.
     """
 
     def __init__(self, mode: str = "sequential", max_retries: int = 0, workers: int = 1) -> None:
@@ -92,65 +139,311 @@ class Recorder:
         self.started = time.time()
         self.finished: float | None = None
         self.interrupted = False
-        self.entries: dict[str, _Entry] = {}
         self.listeners: list[Any] = []
+        # "": a private database in a temporary file, deleted by SQLite on close.
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.executescript(_SCHEMA)
+        self._writes = 0
+        self._ids: dict[str, int] = {}
+        self._running: set[str] = set()
+        self._count = 0
+        self._active = False
+        self._sequenced = False
+        self._summary: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
-    def _entry(self, nodeid: str) -> _Entry:
-        entry = self.entries.get(nodeid)
-        if entry is None:
-            entry = self.entries[nodeid] = _Entry(nodeid)
-        return entry
+    # -- the spool ------------------------------------------------------------------------
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        # Asked of SQLite, not counted: a Ctrl+C between two statements must not
+        # leave a transaction that the next write would try to begin again.
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+            self._writes = 0
+        self._summary = None
+        cursor = self._db.execute(sql, args)
+        self._writes += 1
+        if self._writes >= _COMMIT_EVERY:
+            self._db.execute("COMMIT")
+        return cursor
+
+    def _id(self, nodeid: str) -> int:
+        # A command's start, attempts and outcome come one after the other (a
+        # few commands interleave under xdist): a small cache saves the lookups.
+        cached = self._ids.get(nodeid)
+        if cached is not None:
+            return cached
+        row = self._db.execute("SELECT id FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
+        if row is not None:
+            command_id = row[0]
+        else:
+            if self._count >= 0:  # else it is recounted when asked
+                self._count += 1
+            command_id = self._write("INSERT INTO command (nodeid) VALUES (?)", (nodeid,)).lastrowid
+        if len(self._ids) >= _ID_CACHE:
+            del self._ids[next(iter(self._ids))]
+        self._ids[nodeid] = command_id
+        return command_id  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Remove the spool (again is harmless); the summary is counted first, and kept."""
+        if self._db is not None:
+            if self._summary is None:
+                self.summary()
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+
+    # -- what the plugin tells it ---------------------------------------------------------
 
     def expect(self, nodeid: str, command: str, file: str | None, line: int | None) -> None:
         """Announce a collected command, so that one that never ran is still reported."""
-        entry = self._entry(nodeid)
-        entry.command, entry.file, entry.line = command, file, line
+        self._write(
+            "INSERT INTO command (nodeid, command, file, line) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (nodeid) DO UPDATE SET command = excluded.command, file = excluded.file, line = excluded.line",
+            (nodeid, command, file, line),
+        )
+        self._count = -1  # recounted when asked: the insert may have been an update
 
     def start(self, nodeid: str) -> None:
         """An attempt of *nodeid* started."""
-        entry = self._entry(nodeid)
-        entry.running = True
-        for listener in self.listeners:
-            listener.on_start(entry.nodeid, entry.command or nodeid)
+        command_id = self._id(nodeid)
+        # In memory: only the commands in flight are there (their outcome removes them).
+        self._running.add(nodeid)
+        self._active = True
+        if self.listeners:
+            row = self._db.execute("SELECT command FROM command WHERE id = ?", (command_id,)).fetchone()
+            for listener in self.listeners:
+                listener.on_start(nodeid, row[0] or nodeid)
 
     def attempt(self, record: dict[str, Any], outcome: str) -> None:
         """A finished attempt; *outcome* is the report's (``"rerun"`` for one that will be retried)."""
-        entry = self._entry(record["nodeid"])
-        entry.command, entry.file, entry.line = record["command"], record["file"], record["line"]
-        entry.records.append(record)
+        command_id = self._id(record["nodeid"])
+        self._write(
+            "UPDATE command SET command = ?, file = ?, line = ?, attempts = attempts + 1 WHERE id = ?",
+            (record["command"], record["file"], record["line"], command_id),
+        )
+        # The output apart, so that counting (the summary) never reads it.
+        meta = {k: v for k, v in record.items() if k not in ("stdout", "stderr")}
+        self._write(
+            "INSERT INTO attempt (command_id, record, stdout, stderr) VALUES (?, ?, ?, ?)",
+            (command_id, pickle.dumps(meta, pickle.HIGHEST_PROTOCOL), _encode(record["stdout"]),
+             _encode(record["stderr"])),
+        )
+        self._active = True
         for listener in self.listeners:
             listener.on_attempt(record, outcome)
 
     def outcome(self, nodeid: str, outcome: str, message: str = "") -> None:
         """The final outcome of *nodeid* (``passed``, ``failed``, ``skipped``, ``xfailed``, ``xpassed``)."""
-        entry = self._entry(nodeid)
-        entry.running = False
-        entry.outcome = outcome
-        entry.message = message
+        command_id = self._id(nodeid)
+        self._running.discard(nodeid)
+        self._write("UPDATE command SET outcome = ?, message = ? WHERE id = ?", (outcome, message, command_id))
+        self._active = True
 
-    def results(self) -> list[CommandResult]:
-        """One :class:`CommandResult` per command, in file and line order."""
-        ordered = sorted(
-            self.entries.values(), key=lambda e: (e.file or "", e.line or 0, e.nodeid)
+    # -- questions about single commands (each an index lookup) ---------------------------
+
+    def __len__(self) -> int:
+        """The number of commands known (expected or reported)."""
+        if self._count < 0:
+            self._count = self._db.execute("SELECT count(*) FROM command").fetchone()[0]
+        return self._count
+
+    def __contains__(self, nodeid: object) -> bool:
+        return self._db.execute("SELECT 1 FROM command WHERE nodeid = ?", (nodeid,)).fetchone() is not None
+
+    @property
+    def active(self) -> bool:
+        """Whether any command started, was reported or got an outcome."""
+        return self._active
+
+    def info(self, nodeid: str) -> CommandInfo | None:
+        """What is known of *nodeid*, without its records; ``None`` for an unknown command."""
+        row = self._db.execute(
+            "SELECT command, file, line, attempts FROM command WHERE nodeid = ?", (nodeid,)
+        ).fetchone()
+        return None if row is None else CommandInfo(nodeid, *row)
+
+    def files(self) -> int:
+        """The number of distinct batch files of the known commands."""
+        return self._db.execute("SELECT count(DISTINCT file) FROM command").fetchone()[0]
+
+    def seq(self, nodeid: str) -> int:
+        """*nodeid*'s position (1-based) among the commands in results order; a command
+        first heard of after the first call gets the next free number."""
+        if not self._sequenced:
+            # Once, when every command is known; a temporary table keeps it one sort.
+            self._sequenced = True
+            db = self._db
+            db.execute(f"CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY {_ORDER}) AS n FROM command")
+            self._write("UPDATE command SET seq = (SELECT n FROM numbered WHERE numbered.id = command.id)", ())
+            db.execute("DROP TABLE numbered")
+        row = self._db.execute("SELECT id, seq FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
+        if row is not None and row[1] is not None:
+            return row[1]
+        command_id = row[0] if row is not None else self._id(nodeid)
+        number = self._db.execute("SELECT coalesce(max(seq), 0) + 1 FROM command").fetchone()[0]
+        self._write("UPDATE command SET seq = ? WHERE id = ?", (number, command_id))
+        return number
+
+    # -- reading it back ------------------------------------------------------------------
+
+    def _commands(self, where: str = "") -> Iterator[tuple[Any, ...]]:
+        # A cursor of its own, read row by row through the ordering index.
+        return self._db.execute(
+            f"SELECT id, nodeid, command, file, line, outcome, message, attempts FROM command {where} "
+            f"ORDER BY {_ORDER}"
         )
-        return [_result(e, self.interrupted) for e in ordered]
+
+    def _records(self, command_id: int, output: bool = True) -> list[dict[str, Any]]:
+        if not output:
+            rows = self._db.execute("SELECT record FROM attempt WHERE command_id = ? ORDER BY id", (command_id,))
+            return [{**pickle.loads(blob), "stdout": "", "stderr": ""} for (blob,) in rows]
+        rows = self._db.execute(
+            "SELECT record, stdout, stderr FROM attempt WHERE command_id = ? ORDER BY id", (command_id,)
+        )
+        return [
+            {**pickle.loads(blob), "stdout": _decode(out), "stderr": _decode(err)} for blob, out, err in rows
+        ]
+
+    def results_with_records(self, *, output: bool = True) -> Iterator[tuple[CommandResult, list[dict[str, Any]]]]:
+        """``(result, attempt records)`` per command, in file and line order, one at a time.
+
+        A record is :meth:`~pytest_batchrunner.plugin.items.CommandItem.attempt_record`'s
+        dict, with the attempt's kept output (empty strings with ``output=False``,
+        which reads less). Nothing is held between two steps.
+        """
+        for row in self._commands():
+            records = self._records(row[0], output) if row[7] else []
+            yield _result(row, records, row[1] in self._running, self.interrupted), records
+
+    def results(self, *, output: bool = True) -> Iterator[CommandResult]:
+        """One :class:`CommandResult` per command, in file and line order, one at a time (a streaming pass).
+
+        With ``output=False``, ``stdout`` and ``stderr`` are empty (the rest is exact).
+        """
+        for result, _records in self.results_with_records(output=output):
+            yield result
 
     def summary(self, results: Iterable[CommandResult] | None = None) -> dict[str, Any]:
-        """The BatchRunner summary dict (original keys first)."""
-        results = list(self.results() if results is None else results)
+        """The BatchRunner summary dict (original keys first).
+
+        Without *results*, it is counted from the spool in one pass that reads no
+        output (and kept until the recorder changes).
+        """
         end = self.finished if self.finished is not None else time.time()
-        return summarize(
-            results,
+        options = dict(
             wall_seconds=end - self.started,
             mode=self.mode,
             max_retries=self.max_retries,
             workers=self.workers,
             interrupted=self.interrupted,
         )
+        if results is not None:
+            return summarize(results, **options)
+        key = (self.interrupted, self.finished)
+        if self._summary is not None and (self._summary[0] == key or self._db is None):
+            return dict(self._summary[1])
+        counter = SummaryCounter()
+        for result in self.results(output=False):
+            counter.add(result)
+        summary = counter.summary(**options)
+        self._summary = (key, summary)
+        return dict(summary)
+
+    def slowest(self, count: int) -> list[CommandResult]:
+        """The *count* commands that took longest (ran at least once), slowest first."""
+        ran = (r for r in self.results(output=False) if r.attempt_log)
+        return heapq.nlargest(count, ran, key=lambda r: r.duration_ms)
+
+    def failed(self) -> Iterator[CommandResult]:
+        """The failed and interrupted commands, in file order, one at a time."""
+        for result in self.results():
+            if result.status in ("failed", "interrupted"):
+                yield result
+
+
+def _encode(text: str) -> bytes:
+    # surrogatepass: whatever string a record holds comes back as it was.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+class SummaryCounter:
+    """The summary's counters, fed one result at a time: memory does not grow with the run."""
+
+    def __init__(self) -> None:
+        self.total = self.ran = self.successful = self.failed = 0
+        self.timed_out = self.flaky = self.reruns = self.skipped = self.not_run = 0
+        self.durations = 0
+        self.duration_sum = 0.0
+        self.duration_min: float | None = None
+        self.duration_max: float | None = None
+
+    def add(self, r: CommandResult) -> None:
+        """Count *r*."""
+        self.total += 1
+        if r.status in ("passed", "failed", "xpassed", "interrupted"):
+            self.ran += 1
+        if r.success:
+            self.successful += 1
+        if r.status in ("failed", "interrupted"):
+            self.failed += 1
+        if r.attempt_log:
+            d = r.duration_ms
+            self.durations += 1
+            self.duration_sum += d
+            self.duration_min = d if self.duration_min is None else min(self.duration_min, d)
+            self.duration_max = d if self.duration_max is None else max(self.duration_max, d)
+        if r.timed_out and not r.success:
+            self.timed_out += 1
+        if r.flaky:
+            self.flaky += 1
+        self.reruns += max(0, r.attempts - 1)
+        if r.status in ("skipped", "xfailed"):
+            self.skipped += 1
+        if r.status == "not run":
+            self.not_run += 1
+
+    def summary(
+        self, *, wall_seconds: float, mode: str, max_retries: int, workers: int = 1, interrupted: bool = False
+    ) -> dict[str, Any]:
+        """The summary dict of what was counted.
+
+        ``success_rate`` is the percentage of successful commands among those that
+        ran to an outcome (skipped and never-run commands are not counted), not
+        rounded, as the original's (1,999 of 2,000 is ``99.95``, never ``100.0``);
+        ``0.0`` when nothing ran. Command durations are the last attempt's, as the
+        original's.
+        """
+        n = self.durations
+        return {
+            "total_commands": self.total,
+            "successful": self.successful,
+            "failed": self.failed,
+            "success_rate": 100.0 * self.successful / self.ran if self.ran else 0.0,
+            "total_duration_ms": round(wall_seconds * 1000, 3),
+            "avg_command_duration_ms": round(self.duration_sum / n, 3) if n else 0.0,
+            "min_command_duration_ms": round(self.duration_min, 3) if self.duration_min is not None else 0.0,
+            "max_command_duration_ms": round(self.duration_max, 3) if self.duration_max is not None else 0.0,
+            "mode": mode,
+            "max_retries": max_retries,
+            "workers": workers,
+            "timed_out": self.timed_out,
+            "flaky": self.flaky,
+            "reruns": self.reruns,
+            "skipped": self.skipped,
+            "not_run": self.not_run,
+            "interrupted": interrupted,
+        }
 
 
 def summarize(
-    results: list[CommandResult],
+    results: Iterable[CommandResult],
     *,
     wall_seconds: float,
     mode: str,
@@ -158,56 +451,30 @@ def summarize(
     workers: int = 1,
     interrupted: bool = False,
 ) -> dict[str, Any]:
-    """Compute the summary of *results*.
-
-    ``success_rate`` is the percentage of successful commands among those that
-    ran to an outcome (skipped and never-run commands are not counted), not
-    rounded, as the original's (1,999 of 2,000 is ``99.95``, never ``100.0``);
-    ``0.0`` when nothing ran. Command durations are the last attempt's, as the
-    original's.
-    """
-    ran = [r for r in results if r.status in ("passed", "failed", "xpassed", "interrupted")]
-    successful = sum(1 for r in results if r.success)
-    failed = sum(1 for r in results if r.status in ("failed", "interrupted"))
-    durations = [r.duration_ms for r in results if r.attempt_log]
-    return {
-        "total_commands": len(results),
-        "successful": successful,
-        "failed": failed,
-        "success_rate": 100.0 * successful / len(ran) if ran else 0.0,
-        "total_duration_ms": round(wall_seconds * 1000, 3),
-        "avg_command_duration_ms": round(sum(durations) / len(durations), 3) if durations else 0.0,
-        "min_command_duration_ms": round(min(durations), 3) if durations else 0.0,
-        "max_command_duration_ms": round(max(durations), 3) if durations else 0.0,
-        "mode": mode,
-        "max_retries": max_retries,
-        "workers": workers,
-        "timed_out": sum(1 for r in results if r.timed_out and not r.success),
-        "flaky": sum(1 for r in results if r.flaky),
-        "reruns": sum(max(0, r.attempts - 1) for r in results),
-        "skipped": sum(1 for r in results if r.status in ("skipped", "xfailed")),
-        "not_run": sum(1 for r in results if r.status == "not run"),
-        "interrupted": interrupted,
-    }
+    """Compute the summary of *results* (any iterable, read once); see :meth:`SummaryCounter.summary`."""
+    counter = SummaryCounter()
+    for r in results:
+        counter.add(r)
+    return counter.summary(
+        wall_seconds=wall_seconds, mode=mode, max_retries=max_retries, workers=workers, interrupted=interrupted
+    )
 
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
-def _result(entry: _Entry, interrupted: bool) -> CommandResult:
-    records = entry.records
+_LOGGED = ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", "status",
+           "duration_ms", "timestamp", "started", "worker", "leftovers")
+
+
+def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, interrupted: bool) -> CommandResult:
+    _id, nodeid, command, file, line, outcome, message, _attempts = row
     last = records[-1] if records else None
-    outcome = entry.outcome
     if outcome is None:
-        outcome = "interrupted" if (entry.running or records) and interrupted else "not run"
+        outcome = "interrupted" if (running or records) and interrupted else "not run"
     success = outcome in ("passed", "xpassed")
-    attempt_log = [
-        {k: r.get(k) for k in ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", "status",
-                               "duration_ms", "timestamp", "started", "worker", "leftovers")}
-        for r in records
-    ]
-    message = entry.message
+    attempt_log = [{k: r.get(k) for k in _LOGGED} for r in records]
     if not message and last is not None and not success:
         message = last["status"]
     stderr = last["stderr"] if last else ""
@@ -218,15 +485,15 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
         if reason:
             stderr = (stderr if not stderr or stderr.endswith("\n") else stderr + "\n") + reason + "\n"
     return CommandResult(
-        command=entry.command or (last["command"] if last else entry.nodeid),
+        command=command or (last["command"] if last else nodeid),
         success=success,
         exit_code=exit_code,
         stdout=last["stdout"] if last else "",
         stderr=stderr,
         duration_ms=last["duration_ms"] if last else 0.0,
         timestamp=records[0]["timestamp"] if records else None,
-        file=entry.file,
-        line=entry.line,
+        file=file,
+        line=line,
         attempts=len(records),
         timed_out=bool(last and last["timed_out"]),
         signal=last["signal"] if last else None,
@@ -237,7 +504,7 @@ def _result(entry: _Entry, interrupted: bool) -> CommandResult:
         stdout_bytes=last["stdout_bytes"] if last else 0,
         stderr_bytes=last["stderr_bytes"] if last else 0,
         leftovers=[p for r in records for p in r["leftovers"]],
-        nodeid=entry.nodeid,
+        nodeid=nodeid,
         attempt_log=attempt_log,
         attempts_duration_ms=round(sum(r["duration_ms"] for r in records), 3),
     )

@@ -6,6 +6,8 @@ Markdown and HTML reports, so that every summary names and times commands alike.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from typing import Any
 
 from pytest_batchrunner.batchfile import display_command, printable
@@ -61,8 +63,11 @@ def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
     return repr(rate)
 
 
-def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list[tuple[str, dict[str, bool]]]:
-    """The summary as ``(text, markup)`` lines; shared by the plugin and the ``batchrunner`` command."""
+def summary_lines(summary: dict[str, Any], results: Iterable[CommandResult]) -> list[tuple[str, dict[str, bool]]]:
+    """The summary as ``(text, markup)`` lines; shared by the plugin and the ``batchrunner`` command.
+
+    *results* is read once, in one pass (a list, or the recorder's stream).
+    """
     s = summary
     failed = f"Failed: {s['failed']}"
     if s["timed_out"]:
@@ -87,38 +92,70 @@ def summary_lines(summary: dict[str, Any], results: list[CommandResult]) -> list
     ]
     if s["interrupted"]:
         lines.append(("Interrupted: commands that did not finish are reported as interrupted or not run", {"red": True}))
-    slow = slowest(results)
-    if slow:
-        lines.append(("Slowest commands:", {}))
-        for r in slow:
-            lines.append((f"  {_seconds(r.attempts_duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
-    bad = [r for r in results if r.status in ("failed", "interrupted")]
-    if bad:
-        lines.append(("Failed commands:", {"red": True}))
-        for r in bad:
+    # One pass over the results, which may be a stream from the recorder's
+    # spool: only the slowest few and the failures' lines are held.
+    slow = Slowest()
+    bad: list[tuple[str, dict[str, bool]]] = []
+    for r in results:
+        slow.add(r)
+        if r.status in ("failed", "interrupted"):
             detail = r.message or r.status
             last = last_line(r.stderr) or last_line(r.stdout)
             text = f"  {where(r)}  {name(r)}  [{printable(detail)}]"
             if last:
                 text += f"  {last}"
-            lines.append((text, {"red": True}))
+            bad.append((text, {"red": True}))
+    if slow.result():
+        lines.append(("Slowest commands:", {}))
+        for r in slow.result():
+            lines.append((f"  {_seconds(r.attempts_duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
+    if bad:
+        lines.append(("Failed commands:", {"red": True}))
+        lines.extend(bad)
     return lines
 
 
-def slowest(results: list[CommandResult], count: int = SLOWEST) -> list[CommandResult]:
-    """The *count* slowest commands that took measurable time (none when only one command ran)."""
-    ran = [r for r in results if r.attempt_log]
-    if len(ran) < 2:
-        return []
-    ran.sort(key=lambda r: r.attempts_duration_ms, reverse=True)
-    return [r for r in ran[:count] if measurable(r.attempts_duration_ms)]
+class Slowest:
+    """The *count* slowest commands, fed one result at a time (a heap: memory does not grow with the run)."""
+
+    def __init__(self, count: int = SLOWEST) -> None:
+        self.count = count
+        self.ran = 0
+        self._heap: list[tuple[float, int, CommandResult]] = []
+
+    def add(self, r: CommandResult) -> None:
+        """Consider *r*."""
+        if not r.attempt_log:
+            return
+        self.ran += 1
+        # Ties keep file order, as a stable sort would.
+        entry = (r.attempts_duration_ms or 0.0, -self.ran, r)
+        if len(self._heap) < self.count:
+            heapq.heappush(self._heap, entry)
+        elif entry[:2] > self._heap[0][:2]:
+            heapq.heapreplace(self._heap, entry)
+
+    def result(self) -> list[CommandResult]:
+        """The slowest that took measurable time, slowest first (none when only one command ran)."""
+        if self.ran < 2:
+            return []
+        ordered = sorted(self._heap, key=lambda e: e[:2], reverse=True)
+        return [r for _duration, _order, r in ordered if measurable(r.attempts_duration_ms or 0.0)]
+
+
+def slowest(results: Iterable[CommandResult], count: int = SLOWEST) -> list[CommandResult]:
+    """The *count* slowest commands that took measurable time (none when only one command ran); one pass."""
+    slow = Slowest(count)
+    for r in results:
+        slow.add(r)
+    return slow.result()
 
 
 def _over(r: CommandResult) -> str:
     return f" ({r.attempts} attempts added up)" if r.attempts > 1 else ""
 
 
-def write_terminal_summary(terminalreporter, summary: dict[str, Any], results: list[CommandResult]) -> None:  # type: ignore[no-untyped-def]
+def write_terminal_summary(terminalreporter, summary: dict[str, Any], results: Iterable[CommandResult]) -> None:  # type: ignore[no-untyped-def]
     terminalreporter.write_sep("=", "BatchRunner summary", bold=True)
     for text, markup in summary_lines(summary, results):
         terminalreporter.write_line(text, **markup)

@@ -1,0 +1,220 @@
+"""Results spooled to disk, reports streamed from the spool, and pytest's own copies kept small.
+
+The recorder keeps every attempt record (with its output) in a temporary SQLite
+file, never in memory; the JSON, JUnit and terminal summary read it back one
+command at a time; reports that pytest keeps to the end of the session no
+longer carry a command's output. Real runs with real commands, in-process and
+under ``-n 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tracemalloc
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_batchrunner.reports.json import encode_json, json_chunks, json_document
+from pytest_batchrunner.reports.results import CommandResult, Recorder, summarize
+
+
+def record(nodeid: str, line: int, *, success: bool = True, output: str = "", attempt: int = 1,
+           duration_ms: float = 1.0) -> dict[str, Any]:
+    """An attempt record as :meth:`CommandItem.attempt_record` makes it."""
+    return {
+        "nodeid": nodeid, "command": nodeid.split("::", 1)[1], "file": nodeid.split("::", 1)[0], "line": line,
+        "attempt": attempt, "success": success, "exit_code": 0 if success else 1, "signal": None,
+        "timed_out": False, "timeout": None, "status": f"exit code {0 if success else 1}",
+        "stdout": output, "stderr": output[::-1], "stdout_bytes": len(output), "stderr_bytes": len(output),
+        "started": 1.7e9, "timestamp": "2024-01-01T00:00:00.000+00:00", "duration_ms": duration_ms,
+        "leftovers": [], "expected_exit": 0, "worker": "main", "pid": 1,
+    }
+
+
+def deleted_spool_files() -> list[str]:
+    """Files this process holds open that were unlinked (the spool lives as one of them)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("(deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_the_spool_is_a_temporary_file_removed_when_the_recorder_closes() -> None:
+    before = deleted_spool_files()
+    recorder = Recorder()
+    # SQLite keeps the first pages in its (bounded) cache and creates the file
+    # when they overflow: 10 MB of output does.
+    for line in range(1, 6):
+        recorder.attempt(record(f"a.batch::x{line}", line, output="o" * 1_000_000), "passed")
+        recorder.outcome(f"a.batch::x{line}", "passed")
+    # On disk, already unlinked: nothing to clean up even if the process dies.
+    assert len(deleted_spool_files()) > len(before)
+    assert [r.stdout for r in recorder.results()] == ["o" * 1_000_000] * 5
+    recorder.close()
+    recorder.close()  # again is harmless
+    assert deleted_spool_files() == before
+    assert recorder.summary()["total_commands"] == 5  # the summary is kept
+
+
+def test_results_stream_in_file_order_with_every_attempt_and_its_output() -> None:
+    recorder = Recorder(max_retries=1)
+    # Collected out of order, one never runs, one is retried, output of every kind.
+    for name, line in (("b.batch::two", 2), ("a.batch::one", 1), ("b.batch::one", 1), ("a.batch::skip", 3)):
+        recorder.expect(name, name.split("::")[1], name.split("::")[0], line)
+    odd = "bad \udcff byte, ctl \x00\x1b, wide \U0001f600\n"
+    recorder.start("b.batch::two")
+    recorder.attempt(record("b.batch::two", 2, success=False, output="first " + odd), "rerun")
+    recorder.start("b.batch::two")
+    recorder.attempt(record("b.batch::two", 2, output="second " + odd, attempt=2, duration_ms=5.0), "passed")
+    recorder.outcome("b.batch::two", "passed")
+    recorder.attempt(record("a.batch::one", 1, success=False, output="boom"), "failed")
+    recorder.outcome("a.batch::one", "failed", "exit code 1")
+    recorder.outcome("a.batch::skip", "skipped", "not today")
+
+    pairs = list(recorder.results_with_records())
+    results = [r for r, _ in pairs]
+    assert [r.nodeid for r in results] == ["a.batch::one", "a.batch::skip", "b.batch::one", "b.batch::two"]
+    assert [r.status for r in results] == ["failed", "skipped", "not run", "passed"]
+    two, records = pairs[3]
+    assert two.stdout == "second " + odd and two.stderr == ("second " + odd)[::-1]
+    assert [r["stdout"] for r in records] == ["first " + odd, "second " + odd]
+    assert two.attempts == 2 and two.flaky and (two.duration_ms, two.attempts_duration_ms) == (5.0, 6.0)
+    assert [r.nodeid for r in recorder.results(output=False)] == [r.nodeid for r in results]
+    assert all(r.stdout == "" for r in recorder.results(output=False))
+    # The summary counted from the spool agrees with one computed from the results.
+    expected = summarize(results, wall_seconds=1.0, mode="sequential", max_retries=1)
+    got = recorder.summary()
+    for key in ("total_commands", "successful", "failed", "success_rate", "flaky", "reruns", "skipped",
+                "not_run", "avg_command_duration_ms", "max_command_duration_ms"):
+        assert got[key] == expected[key], key
+    assert (got["total_commands"], got["failed"], got["not_run"], got["reruns"]) == (4, 1, 1, 1)
+    # Job log numbers: positions in results order, a late command gets the next one.
+    assert [recorder.seq(n) for n in ("b.batch::two", "a.batch::one")] == [4, 1]
+    assert recorder.seq("c.batch::late") == 5
+    # The late one has no file yet: two batch files.
+    assert len(recorder) == 5 and "c.batch::late" in recorder and "c.batch::other" not in recorder
+    assert recorder.files() == 2 and recorder.info("a.batch::one").attempts == 1
+    assert [r.nodeid for r in recorder.failed()] == ["a.batch::one"]
+    assert [r.nodeid for r in recorder.slowest(1)] == ["b.batch::two"]
+    recorder.close()
+
+
+def test_the_recorder_holds_no_output_in_memory() -> None:
+    output = "x" * 20_000
+    recorder = Recorder()
+    tracemalloc.start()
+    try:
+        for line in range(1, 2001):  # 2,000 commands, 80 MB of output in all
+            nodeid = f"big.batch::command {line}"
+            recorder.expect(nodeid, nodeid, "big.batch", line)
+            recorder.start(nodeid)
+            recorder.attempt(record(nodeid, line, output=output), "passed")
+            recorder.outcome(nodeid, "passed")
+        held, _peak = tracemalloc.get_traced_memory()
+        # Reading it all back holds one command at a time.
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        count = sum(len(r.stdout) for r in recorder.results())
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        recorder.close()
+    assert count == 2000 * len(output)
+    assert held < 2_000_000, held  # 40 MB of stdout was recorded
+    assert read_peak - base < 1_000_000, read_peak - base
+
+
+def test_json_is_written_as_it_streams_with_the_same_bytes() -> None:
+    results = [
+        CommandResult("echo 'a\nb' \u00fc\x00", True, 0, "x\ny\udc80", "", 1.5, None,
+                      attempt_log=[{"attempt": 1, "leftovers": ["p"]}], leftovers=["p"]),
+        CommandResult("c", False, None, "", "", 0, None, status="not run"),
+    ]
+    summary = {"total_commands": 2, "mode": "sequential"}
+    for chosen in (results, results[:1], []):
+        streamed = b"".join(json_chunks(summary, iter(chosen)))
+        assert streamed == encode_json(json_document(summary, chosen))
+        assert len(json.loads(streamed)["results"]) == len(chosen)
+
+
+CHECK_COPIES = r'''
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    stats = terminalreporter.stats
+    reports = [r for key in stats for r in stats[key] if hasattr(r, "when")]
+    print("CARRY batch", sum(1 for r in reports if hasattr(r, "batch")))
+    print("UNREAD", len(stats.get("", [])))
+    print("PASSED", len(stats.get("passed", [])), "DISTINCT", len({id(r) for r in stats.get("passed", [])}))
+
+def pytest_sessionfinish(session):
+    held = [item for item in session.items if getattr(item, "last_attempt", None) is not None]
+    print("ITEMS HOLDING AN ATTEMPT", len(held))
+'''
+
+
+@pytest.mark.parametrize("report_chars", ["", "-rA"])
+def test_pytests_copies_of_passed_reports_carry_no_output(
+    pytester: pytest.Pytester, run, mode: str, report_chars: str
+) -> None:
+    pytester.makeconftest(CHECK_COPIES)
+    lines = [f"yes line-{n} | head -c 20000" for n in range(12)] + ["echo oops; exit 3"]
+    (pytester.path / "cmds.batch").write_text("\n".join(lines) + "\n")
+    args = ["cmds.batch", "-s", "--batch-json", "out.json", "--junitxml", "junit.xml"]
+    result = run(*args, *([report_chars] if report_chars else []))
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "CARRY batch 0" in out
+    if mode == "inprocess":
+        assert "ITEMS HOLDING AN ATTEMPT 0" in out
+        assert "UNREAD 0" in out
+        # Counted once each; kept whole only when -rA asks for passed reports.
+        assert ("PASSED 12 DISTINCT 12" if report_chars else "PASSED 12 DISTINCT 1") in out
+    result.stdout.fnmatch_lines(["*Total Commands: 13 | Successful: 12 | Failed: 1*", "*12 passed*"])
+    # Every report still has every command's output, read back from the spool.
+    data = json.loads((pytester.path / "out.json").read_bytes().decode("utf-8"))
+    assert [len(r["stdout"]) for r in data["results"]] == [20000] * 12 + [5]
+    assert data["results"][12]["stdout"] == "oops\n"
+    suite = ET.parse(pytester.path / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert (suite.get("tests"), suite.get("failures"), len(cases)) == ("13", "1", 13)
+    assert [c.get("name") for c in cases][:2] == ["yes line-0 | head -c 20000", "yes line-1 | head -c 20000"]
+    assert all(c.find("system-out") is not None for c in cases)
+
+
+def test_junit_keeps_python_tests_in_place_around_the_commands(pytester: pytest.Pytester, run) -> None:
+    # pytest's own testcases for commands are let go of as they finish; ours
+    # still go where the first of them was, between the Python tests.
+    pytester.makepyfile(test_a="def test_before(): pass\n")
+    pytester.makepyfile(test_z="def test_after(): pass\n")
+    (pytester.path / "test_m.batch").write_text("echo one\necho two\nexit 4\n")
+    result = run("--junitxml", "junit.xml", "-p", "no:randomly")
+    assert result.ret == 1
+    suite = ET.parse(pytester.path / "junit.xml").getroot().find("testsuite")
+    names = [c.get("name") for c in suite.findall("testcase")]
+    assert sorted(names) == sorted(["test_before", "echo one", "echo two", "exit 4", "test_after"])
+    assert names.index("echo one") < names.index("echo two") < names.index("exit 4")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "1", "0")
+
+
+def test_a_spool_per_run_of_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchrunner import BatchRunner
+
+    monkeypatch.chdir(tmp_path)
+    before = deleted_spool_files() if os.path.isdir("/proc/self/fd") else []
+    for _ in range(2):
+        results, summary = BatchRunner(["echo a", "echo b"], verbose=False).run()
+        assert [r.stdout for r in results] == ["a\n", "b\n"] and summary["successful"] == 2
+    if os.path.isdir("/proc/self/fd"):
+        assert deleted_spool_files() == before
