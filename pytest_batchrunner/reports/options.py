@@ -107,7 +107,9 @@ def input_files(config: pytest.Config, patterns: list[str], reports: list[tuple[
     args = [base / arg.split("::", 1)[0] for arg in (config.args or [str(base)])]
     found = []
     for _, path in reports:
-        if not any(fnmatch.fnmatch(path.name, p) for p in patterns) or not path.is_file():
+        # A pattern with a "/" matches a path (see plugin.discovery): any path ending so.
+        if not any(fnmatch.fnmatch(str(path) if "/" in p else path.name, f"*/{p}" if "/" in p else p)
+                   for p in patterns) or not path.is_file():
             continue
         real = os.path.realpath(path)
         for arg in args:
@@ -144,7 +146,7 @@ def check_paths(config: pytest.Config, patterns: list[str]) -> None:
 
 def configure(config: pytest.Config, recording, timeout: float | None) -> None:  # type: ignore[no-untyped-def]
     """Register the writers the options ask for (controller only); *timeout* is the run's default, for the log's header."""
-    check_paths(config, recording.patterns)
+    check_paths(config, recording.discovery.patterns)
     files = ReportFiles()
     base = config.invocation_params.dir
 
