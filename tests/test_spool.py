@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tracemalloc
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,8 +19,12 @@ from typing import Any
 
 import pytest
 
+from pytest_batchrunner.reports import html as html_report
+from pytest_batchrunner.reports.html import HtmlReport
 from pytest_batchrunner.reports.json import encode_json, json_chunks, json_document
+from pytest_batchrunner.reports.markdown import MarkdownReport
 from pytest_batchrunner.reports.results import CommandResult, Recorder, summarize
+from pytest_batchrunner.reports.trace import TraceReport
 
 
 def record(nodeid: str, line: int, *, success: bool = True, output: str = "", attempt: int = 1,
@@ -132,6 +137,84 @@ def test_the_recorder_holds_no_output_in_memory() -> None:
     assert count == 2000 * len(output)
     assert held < 2_000_000, held  # 40 MB of stdout was recorded
     assert read_peak - base < 1_000_000, read_peak - base
+
+
+def spooled(count: int, output: str, *, fail_every: int, workers: tuple[str, ...] = ("gw0", "gw1")) -> Recorder:
+    """A recorder holding *count* commands, one attempt each, spread over *workers* one after the other."""
+    recorder = Recorder(workers=len(workers))
+    recorder.started = 1.7e9
+    for line in range(1, count + 1):
+        nodeid = f"big.batch::command {line}"
+        ok = line % fail_every != 0
+        attempt = record(nodeid, line, success=ok, output=output, duration_ms=1.0 + line % 7)
+        attempt["worker"] = workers[line % len(workers)]
+        attempt["started"] = 1.7e9 + line * 0.01
+        recorder.expect(nodeid, nodeid, "big.batch", line)
+        recorder.start(nodeid)
+        recorder.attempt(attempt, "passed" if ok else "failed")
+        recorder.outcome(nodeid, "passed" if ok else "failed", "" if ok else "boom")
+    recorder.finished = 1.7e9 + count * 0.01 + 1
+    return recorder
+
+
+def test_html_trace_and_markdown_are_written_holding_no_output(tmp_path: Path) -> None:
+    output = "line of output\n" * 1_000  # 15 KB per stream
+    recorder = spooled(3_000, output, fail_every=100)  # 90 MB of output, 30 failed commands
+    reports = [HtmlReport(tmp_path / "run.html"), TraceReport(tmp_path / "trace.json"),
+               MarkdownReport(tmp_path / "summary.md")]
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        for report in reports:
+            report.finish(recorder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        recorder.close()
+    # A handful of commands' output at a time (the slowest few, the one being read), never
+    # the run's, nor the files': 90 MB of output went through, 1.5 MB of files came out
+    # (about 0.4 MB is held; building the reports in memory held 98 MB).
+    assert peak - base < 1_500_000, peak - base
+    events = [e for e in json.loads((tmp_path / "trace.json").read_text())["traceEvents"] if e["ph"] == "X"]
+    assert len(events) == 3_000 and sum(e["cat"] == "failed" for e in events) == 30
+    page = (tmp_path / "run.html").read_text()
+    assert page.count('class="bar"') == 3_000 and page.endswith("</body></html>\n")
+    assert "Failed commands (30)" in page and page.count("<details open>") == 30
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "#### Failed commands (30)" in markdown and "| `big.batch:3000` |" in markdown
+
+
+def test_the_html_chart_draws_the_failed_and_slowest_bars_above_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(html_report, "MAX_BARS", 40)
+    recorder = spooled(300, "", fail_every=25)  # 12 failed
+    try:
+        HtmlReport(tmp_path / "run.html").finish(recorder)
+        TraceReport(tmp_path / "trace.json").finish(recorder)
+    finally:
+        recorder.close()
+    page = (tmp_path / "run.html").read_text()
+    bars = re.findall(r'<rect class="bar"[^>]*data-outcome="([^"]+)" data-where="big.batch:(\d+)"', page)
+    assert len(bars) == 40
+    failed = {int(line) for outcome, line in bars if outcome == "failed"}
+    assert failed == set(range(25, 301, 25))
+    # The rest are the slowest that passed: 7 ms, the longest (line % 7 == 6).
+    assert all(int(line) % 7 == 6 for outcome, line in bars if outcome == "passed")
+    assert "300 attempts: the chart draws 40 of them" in page
+    # The trace keeps every attempt, and lanes are still every worker's.
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    assert sum(e["ph"] == "X" for e in events) == 300
+    assert re.findall(r'<text x="4" y="\d+">([^<]+)</text>', page) == ["gw0", "gw1"]
+    # Under the bound, every bar and no note.
+    monkeypatch.setattr(html_report, "MAX_BARS", 300)
+    recorder = spooled(300, "", fail_every=25)
+    try:
+        HtmlReport(tmp_path / "all.html").finish(recorder)
+    finally:
+        recorder.close()
+    page = (tmp_path / "all.html").read_text()
+    assert page.count('class="bar"') == 300 and "the chart draws" not in page
 
 
 def test_json_is_written_as_it_streams_with_the_same_bytes() -> None:

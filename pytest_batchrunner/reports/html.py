@@ -5,22 +5,26 @@ terminal's lines), a Gantt chart of the timeline (:func:`~.trace.timeline`: one
 lane per worker and slot, one bar per attempt coloured by how it ended, its
 command, place and status in the bar's tooltip), and the failed commands with the tail of their output. Everything is inline (CSS and
 SVG, no script): it opens from a CI artifact or a mail attachment, with no
-network.
+network. The page is written as it is made, from the recorder's spool: memory
+does not grow with the run, and above :data:`MAX_BARS` attempts the chart draws
+the failed, rerun and slowest ones and says how many it left out.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pytest_batchrunner._version import __version__
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
 from pytest_batchrunner.reports.summary import duration, name, summary_lines, where
-from pytest_batchrunner.reports.trace import Bar, iso_time, lanes, timeline
+from pytest_batchrunner.reports.trace import Timeline, iso_time
 
-__all__ = ["HtmlReport", "html_page"]
+__all__ = ["MAX_BARS", "HtmlReport", "html_chunks"]
 
 COLOURS = {
     "passed": "#2e9e44",
@@ -33,6 +37,8 @@ COLOURS = {
 OUTPUT_LINES = 60
 """Lines of each stream shown for a failed command (the last ones)."""
 OUTPUT_CHARS = 20_000
+MAX_BARS = 5_000
+"""Bars the chart draws at most (a page stays a few megabytes at 100,000 commands); the rest are counted."""
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1f2328;background:#fff}
@@ -81,60 +87,68 @@ def _label(seconds: float, step: float) -> str:
     return f"{seconds:g} s"
 
 
-def gantt(bars: list[Bar], wall_us: int) -> str:
-    """The timeline as inline SVG: a lane per worker and slot, a bar per attempt with its tooltip.
+def gantt(placed: Timeline, wall_us: int) -> Iterator[str]:
+    """The timeline as inline SVG, piece by piece: a lane per worker and slot, a bar per attempt with its tooltip.
 
     The axis counts from the start of the run but begins at the first command:
-    the time pytest (and xdist's workers) took to start is said in a note.
+    the time pytest (and xdist's workers) took to start is said in a note. Above
+    :data:`MAX_BARS` attempts, only the most telling are drawn (see
+    :meth:`Timeline.limit`), and a note says so.
     """
-    order = lanes(bars)
+    order = placed.lanes
     if not order:
-        return "<p>No command ran.</p>"
+        yield "<p>No command ran.</p>"
+        return
     row = {lane: i for i, lane in enumerate(order)}
-    first_us = min(b.start_us for b in bars)
-    end_us = max([wall_us, *(b.end_us for b in bars)])
+    first_us = placed.first_us
+    end_us = max(wall_us, placed.end_us)
     step = _tick_step(max(end_us - first_us, 1) / 1e6)
     origin_us = int(first_us // (step * 1e6) * step * 1e6)  # a tick at or before the first command
     span_us = max(end_us - origin_us, 1)
     scale = (CHART_WIDTH - LABEL_WIDTH - 10) / span_us
     height = 24 + LANE_HEIGHT * len(order)
-    parts = [
+    yield (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {CHART_WIDTH} {height}" '
         f'role="img" aria-label="Timeline of the run">'
-    ]
+    )
     t = origin_us / 1e6
     while (t * 1e6 - origin_us) <= span_us + 1:
         x = LABEL_WIDTH + (t * 1e6 - origin_us) * scale
-        parts.append(f'<line x1="{x:.1f}" y1="16" x2="{x:.1f}" y2="{height}" stroke="#eaeef2"/>')
-        parts.append(f'<text x="{x:.1f}" y="11" text-anchor="middle">{_e(_label(t, step))}</text>')
+        yield f'<line x1="{x:.1f}" y1="16" x2="{x:.1f}" y2="{height}" stroke="#eaeef2"/>'
+        yield f'<text x="{x:.1f}" y="11" text-anchor="middle">{_e(_label(t, step))}</text>'
         t = round(t + step, 6)
     for (worker, slot), i in row.items():
         y = 20 + i * LANE_HEIGHT
         if i % 2:
-            parts.append(f'<rect x="0" y="{y}" width="{CHART_WIDTH}" height="{LANE_HEIGHT}" fill="#f6f8fa"/>')
+            yield f'<rect x="0" y="{y}" width="{CHART_WIDTH}" height="{LANE_HEIGHT}" fill="#f6f8fa"/>'
         label = worker if slot == 1 else f"{worker} #{slot}"
-        parts.append(f'<text x="4" y="{y + 15}">{_e(label)}</text>')
-    for b in bars:
+        yield f'<text x="4" y="{y + 15}">{_e(label)}</text>'
+    shown = placed.limit(MAX_BARS)
+    for b in placed.bars(shown_only=True):
         y = 20 + row[(b.worker, b.slot)] * LANE_HEIGHT + 3
         x = LABEL_WIDTH + (b.start_us - origin_us) * scale
         w = max(1.0, b.duration_us * scale)
         tip = (f"{b.command}\n{b.where}  attempt {b.attempt}  {b.outcome}: {b.status}\n"
                f"{b.duration_us / 1e6:.2f} s, from {b.start_us / 1e6:.2f} s  ({b.worker}, slot {b.slot})")
-        parts.append(
+        parts = [
             f'<g><rect class="bar" x="{x:.2f}" y="{y}" width="{w:.2f}" height="{LANE_HEIGHT - 6}" rx="2" '
             f'fill="{COLOURS.get(b.outcome, "#57606a")}" data-outcome="{_e(b.outcome)}" '
             f'data-where="{_e(b.where)}" data-attempt="{b.attempt}"><title>{_e(tip)}</title></rect>'
-        )
+        ]
         fits = int((w - 6) // 6.7)  # characters of 11px monospace that fit in the bar
         if fits >= 4:
             text = b.command if len(b.command) <= fits else b.command[: fits - 1] + "…"
             parts.append(f'<text class="in" x="{x + 3:.2f}" y="{y + 12}">{_e(text)}</text>')
         parts.append("</g>")
-    parts.append("</svg>")
+        yield "".join(parts)
+    yield "</svg>"
+    if shown < placed.count:
+        yield (f'<p class="limited"><small>{placed.count} attempts: the chart draws {shown} of them, those that '
+               "did not pass at once (failed, timed out, rerun, interrupted) first, then the slowest. "
+               "<code>--batch-trace</code> holds every attempt.</small></p>")
     if origin_us > 0:
-        parts.append(f"<p><small>The first command started {first_us / 1e6:.2f} s after the run started "
-                     "(pytest and its workers starting up).</small></p>")
-    return "".join(parts)
+        yield (f"<p><small>The first command started {first_us / 1e6:.2f} s after the run started "
+               "(pytest and its workers starting up).</small></p>")
 
 
 def _tail(text: str) -> str:
@@ -158,48 +172,72 @@ def _failure(r: CommandResult) -> str:
     return "".join(parts)
 
 
-def html_page(summary: dict[str, Any], results: list[CommandResult], bars: list[Bar], *, title: str = "BatchRunner",
-              started_iso: str | None = None) -> str:
-    """The whole page as text."""
-    lines = []
-    for text, markup in summary_lines(summary, results):
-        cls = "good" if markup.get("green") else "bad" if markup.get("red") else ""
-        lines.append(f'<span class="{cls}">{_e(text)}</span>' if cls else _e(text))
-    legend = "".join(
-        f'<span><i style="background:{colour}"></i>{_e(outcome)}</span>'
-        for outcome, colour in COLOURS.items()
-        if any(b.outcome == outcome for b in bars) or outcome in ("passed", "failed")
-    )
-    bad = [r for r in results if r.status in ("failed", "interrupted")]
-    when = f" · started {_e(started_iso)}" if started_iso else ""
-    body = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f'<div class="summary">{"<br>".join(lines)}</div>',
-        f"<h2>Timeline</h2><div class=\"legend\">{legend}</div>",
-        gantt(bars, round(float(summary.get("total_duration_ms") or 0) * 1000)),
-        "<p><small>One lane per worker (and per slot when a worker ran several commands at once); "
-        "hover over a bar for its command.</small></p>",
-    ]
-    if bad:
-        body.append(f"<h2>Failed commands ({len(bad)})</h2>")
-        body.extend(_failure(r) for r in bad)
-    body.append(f"<p><small>pytest-batchrunner {_e(__version__)}{when}</small></p></body></html>")
-    return "\n".join(body) + "\n"
+def html_chunks(summary: dict[str, Any], results: Iterable[CommandResult], placed: Timeline, *,
+                title: str = "BatchRunner", started_iso: str | None = None) -> Iterator[bytes]:
+    """The page's bytes, written as they are made.
+
+    *results* is read once, for the summary's lines; the failed commands' sections
+    are made in the same pass and set aside in a temporary file until the chart
+    (drawn from *placed*) is written: memory does not grow with the run.
+    """
+    with tempfile.TemporaryFile() as failures:
+        count = 0
+
+        def watched() -> Iterator[CommandResult]:
+            nonlocal count
+            for r in results:
+                if r.status in ("failed", "interrupted"):
+                    count += 1
+                    failures.write(("\n" + _failure(r)).encode("utf-8", "replace"))
+                yield r
+
+        lines = []
+        for text, markup in summary_lines(summary, watched()):
+            cls = "good" if markup.get("green") else "bad" if markup.get("red") else ""
+            lines.append(f'<span class="{cls}">{_e(text)}</span>' if cls else _e(text))
+        legend = "".join(
+            f'<span><i style="background:{colour}"></i>{_e(outcome)}</span>'
+            for outcome, colour in COLOURS.items()
+            if outcome in placed.outcomes or outcome in ("passed", "failed")
+        )
+        when = f" · started {_e(started_iso)}" if started_iso else ""
+        head = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{_e(title)}</h1>",
+            f'<div class="summary">{"<br>".join(lines)}</div>',
+            f"<h2>Timeline</h2><div class=\"legend\">{legend}</div>",
+            "",
+        ]
+        yield "\n".join(head).encode("utf-8", "replace")
+        del lines, head
+        for piece in gantt(placed, round(float(summary.get("total_duration_ms") or 0) * 1000)):
+            yield piece.encode("utf-8", "replace")
+        yield (b"\n<p><small>One lane per worker (and per slot when a worker ran several commands at once); "
+               b"hover over a bar for its command.</small></p>")
+        if count:
+            yield f"\n<h2>Failed commands ({count})</h2>".encode()
+            failures.seek(0)
+            while chunk := failures.read(1 << 16):
+                yield chunk
+        yield f"\n<p><small>pytest-batchrunner {_e(__version__)}{when}</small></p></body></html>\n".encode()
 
 
 class HtmlReport:
-    """Writer of ``--batch-html PATH``: writes the page once, at the end of the run (also when interrupted)."""
+    """Writer of ``--batch-html PATH``: writes the page once, at the end of the run (also when interrupted).
+
+    Two streaming passes over the recorder: the attempts without output into a
+    :class:`~.trace.Timeline`, then the results with output for the summary and
+    the failed commands, written as the page goes.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = path
 
     def finish(self, recorder: Recorder) -> None:
-        results = list(recorder.results())
-        summary = recorder.summary(results)
-        bars = timeline(results, recorder.started)
-        page = html_page(summary, results, bars, started_iso=iso_time(recorder.started))
-        write_atomically(self.path, page.encode("utf-8", "replace"))
+        summary = recorder.summary()
+        with Timeline(recorder.results(output=False), recorder.started) as placed:
+            page = html_chunks(summary, recorder.results(), placed, started_iso=iso_time(recorder.started))
+            write_atomically(self.path, page)

@@ -11,11 +11,12 @@ slowest commands, from the same records as the terminal summary.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import duration, format_rate, last_line, name, slowest, where
+from pytest_batchrunner.reports.summary import Slowest, duration, format_rate, last_line, name, where
 
 __all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
@@ -38,8 +39,13 @@ def _code(text: str, limit: int = 120) -> str:
     return f"`{' '.join(text.split())}`"
 
 
-def markdown_summary(summary: dict[str, Any], results: list[CommandResult], *, title: str = "BatchRunner summary") -> str:
-    """The summary as GitHub-flavoured Markdown."""
+def markdown_summary(summary: dict[str, Any], results: Iterable[CommandResult], *,
+                     title: str = "BatchRunner summary") -> str:
+    """The summary as GitHub-flavoured Markdown.
+
+    *results* is read once (a list, or the recorder's stream): only the first
+    :data:`FAILED_ROWS` failed commands' rows and the slowest few are held.
+    """
     s = summary
     good = s["failed"] == 0 and not s["interrupted"]
     mark = "✅" if good else "❌"
@@ -65,20 +71,26 @@ def markdown_summary(summary: dict[str, Any], results: list[CommandResult], *, t
     ]
     if s["interrupted"]:
         out += ["> **Interrupted**: commands that did not finish are reported as interrupted or not run.", ""]
-    bad = [r for r in results if r.status in ("failed", "interrupted")]
-    if bad:
-        out += [f"#### Failed commands ({len(bad)})", "", "| Where | Command | Status | Last stderr line |",
-                "|---|---|---|---|"]
-        for r in bad[:FAILED_ROWS]:
+    slow = Slowest()
+    bad = 0
+    rows: list[str] = []
+    for r in results:
+        slow.add(r)
+        if r.status not in ("failed", "interrupted"):
+            continue
+        bad += 1
+        if bad <= FAILED_ROWS:
             last = last_line(r.stderr) or last_line(r.stdout)
-            out.append(f"| {_code(where(r))} | {_code(name(r))} | {_cell(r.message or r.status)} | {_cell(last)} |")
-        if len(bad) > FAILED_ROWS:
-            out.append(f"| | and {len(bad) - FAILED_ROWS} more | | |")
+            rows.append(f"| {_code(where(r))} | {_code(name(r))} | {_cell(r.message or r.status)} | {_cell(last)} |")
+    if bad:
+        out += [f"#### Failed commands ({bad})", "", "| Where | Command | Status | Last stderr line |",
+                "|---|---|---|---|", *rows]
+        if bad > FAILED_ROWS:
+            out.append(f"| | and {bad - FAILED_ROWS} more | | |")
         out.append("")
-    slow = slowest(results)
-    if slow:
+    if slow.result():
         out += ["#### Slowest commands", "", "| Time | Where | Command |", "|--:|---|---|"]
-        for r in slow:
+        for r in slow.result():
             out.append(f"| {_cell(duration(r))} | {_code(where(r))} | {_code(name(r))} |")
         out.append("")
     return "\n".join(out) + "\n"
@@ -92,8 +104,9 @@ class MarkdownText:
 
     def of(self, recorder: Recorder) -> bytes:
         if self.text is None:
-            results = list(recorder.results())
-            self.text = markdown_summary(recorder.summary(results), results).encode("utf-8", "replace")
+            # One streaming pass over the spool; the text itself is bounded (FAILED_ROWS rows, the slowest few).
+            summary = recorder.summary()
+            self.text = markdown_summary(summary, recorder.results()).encode("utf-8", "replace")
         return self.text
 
 
