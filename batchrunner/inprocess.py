@@ -20,6 +20,7 @@ import importlib
 import os
 import shlex
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -29,7 +30,7 @@ from pytest_batchrunner.batchfile import CommandSpec
 from pytest_batchrunner.plugin.engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
 from pytest_batchrunner.plugin.items import BatchFile
 from pytest_batchrunner.process.prestart import Prestart
-from pytest_batchrunner.process.command import DeferredSignals
+from pytest_batchrunner.process.command import Attempt, DeferredSignals
 from pytest_batchrunner.reports.results import CommandResult
 
 
@@ -201,12 +202,17 @@ class InnerRun:
         # that has not finished: those that have are reported first, so that
         # none is reported as not run; one still running is interrupted once
         # its item has started, so that it is reported as interrupted.
+        # The hold also lasts through the protocol of an item whose command
+        # has already passed (nothing of it can run any more): a Ctrl+C that
+        # arrives while it is reported, as the next command runs ahead, is let
+        # through at that next command, which it interrupts, rather than
+        # marking the passed command interrupted and the running one not run.
         interrupts = self.interrupts
         if interrupts is None:
             return
         jobs = item.config.stash.get(JOBS_KEY, None)
         ahead = jobs.ahead(item) if jobs is not None else None
-        if interrupts.caught and ahead is not None and ahead.done():
+        if ahead is not None and ahead.done() and (interrupts.caught or _passed(ahead)):
             return
         self.interrupts = None
         interrupts.restore()
@@ -245,6 +251,11 @@ class InnerRun:
         results = list(recording.recorder.results())
         summary = recording.recorder.summary()
         self.outcome = results, summary
+
+
+def _passed(attempt: Future[Attempt]) -> bool:
+    """Whether *attempt*, which has ended, passed (then its item reruns nothing)."""
+    return not attempt.cancelled() and attempt.exception() is None and attempt.result().success
 
 
 def _pytest_arguments(runner: RunSettings, rootdir: Path) -> list[str]:
