@@ -144,7 +144,17 @@ def test_trace_html_and_markdown_agree_with_the_results(
 
 def test_reports_are_written_when_interrupted(pytester: pytest.Pytester, mode: str, no_leftovers: str,
                                               interrupt_once_started) -> None:
-    (pytester.path / "cmds.batch").write_text("echo first\ntouch started; sleep 30\necho never\n")
+    # The second command runs ahead of its turn while the first is reported:
+    # it signals only once an item's protocol has ended (a conftest marks it),
+    # so that in-process the first command is reported before the run is
+    # stopped, whatever the machine's load.
+    pytester.makeconftest(
+        "def pytest_runtest_logfinish(nodeid, location):\n"
+        "    open('reported', 'a').close()\n"
+    )
+    (pytester.path / "cmds.batch").write_text(
+        "echo first\nwhile [ ! -e reported ]; do sleep 0.01; done; touch started; sleep 30\necho never\n"
+    )
     extra = ["-n", "2"] if mode == "xdist" else []
     argv = [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *REPORTS, *extra]
     done = interrupt_once_started(argv, pytester.path, pytester.path / "started", signal.SIGTERM)
