@@ -261,16 +261,17 @@ def test_ctrl_c_kills_retries_in_flight(tmp_path: Path, no_leftovers: str, inter
 
 def test_a_command_reading_stdin_gets_end_of_file_while_ours_stays_open(tmp_path: Path) -> None:
     # From a terminal or a CI step, the command's own stdin is open and never
-    # written to: `cat` must get end-of-file at once, not wait for input.
+    # written to: `cat` must get end-of-file at once, not wait for input. Had
+    # it waited, its timeout would end it as a failure: a pass is the proof,
+    # not the wall-clock time, which a loaded machine stretches.
     proc = subprocess.Popen(
-        [*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "5"],
+        [*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "30"],
         cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    start = time.monotonic()
     try:
         assert proc.stdout is not None
         out = proc.stdout.read()  # ends when the command line exits; stdin stays open
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -278,5 +279,4 @@ def test_a_command_reading_stdin_gets_end_of_file_while_ours_stays_open(tmp_path
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
-    assert "] [SUCCESS] [OK] Command completed (" in out
-    assert time.monotonic() - start < 4
+    assert "] [SUCCESS] [OK] Command completed (" in out and "timed out" not in out
