@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,36 @@ class BatchDiscovery:
             return path.relative_to(self.config.rootpath).as_posix()
         except ValueError:
             return path.as_posix()
+
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> None:
+        """Warn of what pytest's folder walk passes over in silence: a FIFO or a device that would be a batch file.
+
+        pytest offers only regular files to ``pytest_collect_file``, so a
+        ``jobs.batch`` FIFO in a folder is never read (it would hang the
+        reader); the user is told it was skipped. Only with ``batch_patterns``
+        set: without it no file found in a folder runs anyway.
+        """
+        if not self.configured:
+            return None
+        from pytest_batchrunner.batchfile import not_a_regular_file
+        from pytest_batchrunner.plugin.items import BatchFileWarning
+
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                if entry.is_dir() or entry.is_file():
+                    continue
+            except OSError:
+                continue
+            rel = self.relpath(Path(entry.path))
+            kind = not_a_regular_file(entry.path)
+            if kind is not None and matches(rel, self.configured):
+                warnings.warn(BatchFileWarning(f"{rel}: not a regular file ({kind}); batch files must be regular files, skipped"),
+                              stacklevel=1)
+        return None
 
     def is_batch_file(self, relpath: str) -> bool:
         """Whether the file at *relpath* holds commands (``*.batch`` or a configured pattern)."""
