@@ -82,6 +82,38 @@ def test_full_device_is_named_with_exit_status_3(pytester: pytest.Pytester, batc
     assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
 
 
+@pytest.fixture
+def small_filesystem(tmp_path: Path):
+    """A real 64 KiB tmpfs, mounted for the test (root only: elsewhere the test says why it cannot run)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"a small tmpfs cannot be mounted here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_filesystem_names_the_reports_and_leaves_no_partial_file(
+    pytester: pytest.Pytester, run, small_filesystem: Path
+) -> None:
+    # A failing command printing 40 KB: neither the JSON nor the JUnit report fits in what is left of 64 KiB.
+    (pytester.path / "cmds.batch").write_text("head -c 40000 /dev/zero | tr '\\0' x; exit 3\n")
+    (small_filesystem / "filler").write_bytes(b"f" * 32 * 1024)
+    json_path, junit_path = small_filesystem / "r.json", small_filesystem / "j.xml"
+    result = run("cmds.batch", f"--batch-json={json_path}", f"--junitxml={junit_path}")
+    assert result.ret == 3, result.stdout.str()
+    result.stdout.fnmatch_lines([f"*--batch-json {json_path}: not written: *No space left on device*"])
+    result.stdout.fnmatch_lines([f"*--junitxml {junit_path}: not written: *No space left on device*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # Nothing half-written, no temporary file left behind; what was there stays.
+    assert sorted(p.name for p in small_filesystem.iterdir()) == ["filler"]
+    # pytest's own line names the user's path, not a temporary file of ours.
+    assert "batchrunner-junit-" not in result.stdout.str()
+
+
 def test_unwritable_junit_path_is_named_and_leaves_nothing(pytester: pytest.Pytester, batch: Path, run) -> None:
     (pytester.path / "afile").write_text("keep")
     result = run("cmds.batch", "--junitxml=afile/junit.xml", "--batch-json=afile/r.json")

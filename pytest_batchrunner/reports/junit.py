@@ -632,6 +632,8 @@ class JUnitReport:
         self.guard = guard
         self.counted = PytestCounts()
         self.spool: str | None = None
+        self._logxml: Any = None
+        self._logfile: str | None = None
         self.config = config
         self._log: Any = False
         self._placeholder: Any = None
@@ -701,6 +703,7 @@ class JUnitReport:
             if type(plugin).__name__ == "LogXML" and isinstance(getattr(plugin, "logfile", None), str):
                 fd, self.spool = tempfile.mkstemp(prefix="batchrunner-junit-", suffix=".xml")
                 os.close(fd)
+                self._logxml, self._logfile = plugin, plugin.logfile
                 plugin.logfile = self.spool
                 break
 
@@ -708,6 +711,9 @@ class JUnitReport:
     def pytest_sessionfinish(self) -> None:
         # trylast: pytest's junitxml has written the file in its own pytest_sessionfinish.
         self.guard("--junitxml", self.path, lambda: self.write(self.recording.recorder))
+        if self._logxml is not None:
+            # pytest's "generated xml file" line names the user's path, not our spool.
+            self._logxml.logfile = self._logfile
 
     def pytest_unconfigure(self) -> None:
         if self.spool is not None:
