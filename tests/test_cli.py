@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from open_stdin import output_with_stdin_open
 
 from pytest_batchrunner import __version__
 
@@ -264,19 +265,6 @@ def test_a_command_reading_stdin_gets_end_of_file_while_ours_stays_open(tmp_path
     # written to: `cat` must get end-of-file at once, not wait for input. Had
     # it waited, its timeout would end it as a failure: a pass is the proof,
     # not the wall-clock time, which a loaded machine stretches.
-    proc = subprocess.Popen(
-        [*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "30"],
-        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        out = proc.stdout.read()  # ends when the command line exits; stdin stays open
-        proc.wait(timeout=60)
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+    returncode, out = output_with_stdin_open([*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "30"], cwd=tmp_path)
+    assert returncode == 0, out
     assert "] [SUCCESS] [OK] Command completed (" in out and "timed out" not in out

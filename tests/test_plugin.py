@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from open_stdin import output_with_stdin_open
 
 FAST = ("--batch-kill-grace", "0.3")
 
@@ -146,18 +147,8 @@ def test_stdin_reader_gets_eof(pytester: pytest.Pytester, mode: str, capture: st
     write(pytester, "cat\nread line; test -z \"$line\"\n")
     extra = ["-n", "2"] if mode == "xdist" else []
     argv = [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", "--timeout", "5", capture, *extra]
-    proc = subprocess.Popen(argv, cwd=pytester.path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode(errors="replace")  # ends when pytest exits; stdin stays open
-        proc.wait(timeout=60)
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+    returncode, out = output_with_stdin_open(argv, cwd=pytester.path)
+    assert returncode == 0, out
     assert "2 passed" in out, out
 
 
