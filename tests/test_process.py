@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from open_stdin import output_with_stdin_open
@@ -142,6 +143,14 @@ def test_interruption_kills_the_group() -> None:
 def test_guardian_kills_commands_of_a_dead_runner(tmp_path, command: str) -> None:
     # A runner process dies by SIGKILL (no finally, no atexit) while its command
     # runs; in the second case before it could even register the command.
+    runner = runner_with_started_command(tmp_path, command)
+    runner.kill()
+    runner.wait()
+    # no_leftovers checks the sleep is gone (the guardian's grace is 0.2 s).
+
+
+def runner_with_started_command(tmp_path: Path, command: str) -> subprocess.Popen[bytes]:
+    """A runner process (``run_command(command)``), returned once *command* has touched ``started``."""
     runner = subprocess.Popen(
         [sys.executable, "-c", f"from pytest_batchrunner.process.command import run_command; run_command({command!r})"],
         cwd=tmp_path,
@@ -150,6 +159,4 @@ def test_guardian_kills_commands_of_a_dead_runner(tmp_path, command: str) -> Non
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    runner.kill()
-    runner.wait()
-    # no_leftovers checks the sleep is gone (the guardian's grace is 0.2 s).
+    return runner

@@ -5,11 +5,11 @@ guardian; named as leftovers; reaped (no zombie left with the runner)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
 import pytest
+from test_process import runner_with_started_command
 
 from batchrunner import BatchRunner
 from pytest_batchrunner.process.command import run_command
@@ -81,14 +81,7 @@ def test_guardian_kills_the_session_of_a_dead_runner(tmp_path) -> None:
     # Without its guardian token (so the token sweep cannot find it), a command's
     # child in another group of the session is still found, by its session.
     command = "touch started; env -u BATCHRUNNER_GUARDIAN timeout 60 sleep 237"
-    runner = subprocess.Popen(
-        [sys.executable, "-c", f"from pytest_batchrunner.process.command import run_command; run_command({command!r})"],
-        cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 20
-    while not (tmp_path / "started").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    runner = runner_with_started_command(tmp_path, command)
     time.sleep(0.1)
     runner.kill()
     runner.wait()
