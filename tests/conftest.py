@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import pytest
 
@@ -56,7 +57,21 @@ ECOSYSTEM_PLUGINS = (
     "randomly", "random_order", "sugar", "rich", "html", "html_fixtures", "metadata",
     "pytest_jsonreport", "allure_pytest", "pytest-split", "pytest-shard",
 )
-ECOSYSTEM_OFF = " ".join(f"-p no:{name}" for name in ECOSYSTEM_PLUGINS)
+# The runs tests start load the foundation and nothing else the Python they run
+# on happens to carry: a CI image with pytest-benchmark installed made every run
+# write a `.benchmarks` folder, which the checks for stray files rightly caught.
+FOUNDATION_PLUGINS = frozenset({"batchrunner", "xdist", "xdist.looponfail", "timeout", "rerunfailures"})
+OTHER_PLUGINS = tuple(sorted(
+    {ep.name for ep in entry_points(group="pytest11")} - FOUNDATION_PLUGINS - set(ECOSYSTEM_PLUGINS)
+))
+
+
+def plugins_off(*on: str) -> str:
+    """``-p no:`` options for every plugin outside the foundation, except the ones named in *on*."""
+    return " ".join(f"-p no:{name}" for name in (*ECOSYSTEM_PLUGINS, *OTHER_PLUGINS) if name not in on)
+
+
+ECOSYSTEM_OFF = plugins_off()
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """The promises hold with the ecosystem's plugins installed (the ``ecosystem`` extra, part of ``test``).
 
-The suite runs with these plugins off (see ``ECOSYSTEM_PLUGINS`` in conftest.py);
+The suite runs with these plugins off (see ``plugins_off`` in conftest.py);
 each test here turns on the ones it is about, through ``PYTEST_ADDOPTS`` of the
 runs it starts. A plugin that is missing makes these tests fail, not skip.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ECOSYSTEM_PLUGINS
+from conftest import plugins_off
 from test_plugin import outcomes, write
 
 # Plugins a plugin needs beside it.
@@ -34,7 +34,7 @@ def ecosystem(monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester, mode: 
 
     def _run(*args: str, plugins: tuple[str, ...] = (), cache: bool = False) -> pytest.RunResult:
         on = {name for plugin in plugins for name in NEEDS.get(plugin, (plugin,))}
-        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(f"-p no:{n}" for n in ECOSYSTEM_PLUGINS if n not in on))
+        monkeypatch.setenv("PYTEST_ADDOPTS", plugins_off(*on))
         extra = [] if cache else ["-p", "no:cacheprovider"]
         if mode == "xdist":
             return pytester.runpytest_subprocess(*args, *extra, "-n", "2", timeout=120)
@@ -153,7 +153,7 @@ def test_other_reorderings_cannot_reorder_a_group(pytester: pytest.Pytester, eco
 
 @pytest.mark.parametrize("dist", ["load", "loadfile", "loadgroup", "worksteal", "each"])
 def test_no_dist_mode_runs_a_step_out_of_order(pytester: pytest.Pytester, no_leftovers: str, monkeypatch, dist: str) -> None:
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(f"-p no:{n}" for n in ECOSYSTEM_PLUGINS if n != "randomly"))
+    monkeypatch.setenv("PYTEST_ADDOPTS", plugins_off("randomly"))
     write(pytester, PIPELINE)
     result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--dist", dist, "-rs", "-p", "no:cacheprovider")
     counts = outcomes(result)
@@ -353,7 +353,7 @@ def test_sugar_keeps_the_summary_and_names_a_failure_once(pytester: pytest.Pytes
 def test_rich_keeps_the_summary(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_leftovers: str) -> None:
     # pytest-rich replaces pytest's terminal reporter only on a terminal: run under a pseudo-terminal.
     # In-process only: pytest-rich 0.3 does not support xdist (it counts one test of two there).
-    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(f"-p no:{n}" for n in ECOSYSTEM_PLUGINS if n != "rich"))
+    monkeypatch.setenv("PYTEST_ADDOPTS", plugins_off("rich"))
     write(pytester, "echo fine\necho bad; exit 3\n")
     command = f"{sys.executable} -m pytest cmds.batch --rich -p no:cacheprovider"
     proc = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=pytester.path, capture_output=True,
