@@ -169,7 +169,7 @@ def _records(result: CommandResult) -> list[dict[str, Any]]:
         last = number == len(result.attempt_log)
         records.append({
             "status": "", "exit_code": None, "signal": None, "timed_out": False, "duration_ms": 0.0,
-            "worker": "?", "timestamp": None, "leftovers": [], **attempt,
+            "worker": "?", "host": ":", "timestamp": None, "leftovers": [], **attempt,
             "expected_exit": attempt.get("expected_exit") or 0,
             "stdout": result.stdout if last else "",
             "stderr": result.stderr if last else "",

@@ -206,6 +206,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(TimeoutIntegration(), "batchrunner-timeout")
     # Registered before the recording: their trylast collection hooks run before its own.
     shard = _configure_planning(config, jobs)
+    from pytest_batchrunner.plugin import remote
+
+    remote.configure(config, is_controller(config))
     if is_controller(config) and not config.option.collectonly:
         from pytest_batchrunner.plugin.recording import BatchRecording
 

@@ -15,7 +15,8 @@ from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KI
 
 __all__ = [
     "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
-    "RECORDING_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT", "default_timeout", "has_timeout_plugin",
+    "RECORDING_KEY", "REMOTE_KEY", "HOST_KEY", "WORKDIR_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT",
+    "default_timeout", "has_timeout_plugin",
 ]
 
 MIN_RELATIVE_TIMEOUT = 1.0
@@ -47,6 +48,12 @@ ATTEMPT_STARTED_KEY = pytest.StashKey[Any]()
 
 Set by the controller's recording (see :mod:`~pytest_batchrunner.plugin.recording`), so
 in a run without xdist; the logs announce a command when it really starts."""
+REMOTE_KEY = pytest.StashKey[Any]()
+"""The controller's :class:`~pytest_batchrunner.plugin.remote.RemoteWorkers`, when some xdist gateway is remote."""
+HOST_KEY = pytest.StashKey[str]()
+"""Where this process runs commands, as the reports name it (see :mod:`~pytest_batchrunner.plugin.remote`); ``:`` if unset."""
+WORKDIR_KEY = pytest.StashKey[Any]()
+"""Where a remote worker runs commands (a :class:`~pathlib.Path`); unset: pytest's start directory."""
 PRESTART_KEY = pytest.StashKey[Any]()
 """The Python API's :class:`~pytest_batchrunner.process.prestart.Prestart`: commands started before pytest was ready."""
 

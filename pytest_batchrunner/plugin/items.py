@@ -23,7 +23,7 @@ from pytest_batchrunner.batchfile import (
 )
 from pytest_batchrunner.process.environment import command_environment
 from pytest_batchrunner.plugin.engine import (
-    ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, JOBS_KEY, LIVE_KEY, EngineSettings,
+    ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, WORKDIR_KEY, EngineSettings,
 )
 from pytest_batchrunner.process.command import Attempt, RunningCommand, SpawnError, start_command
 
@@ -227,10 +227,13 @@ class CommandItem(pytest.Item):
         return command_environment(base, str(self.path), self.spec.line, attempt, self.spec.settings.env)
 
     def working_directory(self) -> Path:
-        """Where the command runs: the line's ``cwd=`` (relative to the batch file), else pytest's start directory."""
+        """Where the command runs: the line's ``cwd=`` (relative to the batch file), else pytest's start directory.
+
+        On a remote xdist worker, the start directory's copy (see :mod:`~pytest_batchrunner.plugin.remote`).
+        """
         if self.spec.settings.cwd is not None:
             return (self.path.parent / self.spec.settings.cwd).resolve()
-        return self.config.invocation_params.dir
+        return self.config.stash.get(WORKDIR_KEY, None) or self.config.invocation_params.dir
 
     def run_attempt(
         self, number: int, timeout: float | None, started: Callable[[int], None] | None = None
@@ -370,6 +373,7 @@ class CommandItem(pytest.Item):
             "leftovers": a.leftovers,
             "expected_exit": a.expected_exit,
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "host": self.config.stash.get(HOST_KEY, ":"),
             "pid": os.getpid(),
             "max_attempts": self.rerun_policy().reruns + 1,
             "retry_delay": self.rerun_policy().delay(self.attempt_number),

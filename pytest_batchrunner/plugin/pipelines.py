@@ -23,6 +23,7 @@ import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text, printable, read_batch_file
 from pytest_batchrunner.plugin.discovery import BatchDiscovery
+from pytest_batchrunner.plugin.engine import REMOTE_KEY
 
 
 class SequentialGroups:
@@ -156,6 +157,13 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
     dist = getattr(config.option, "dist", "no")
     if dist in ("no", "each", "loadfile"):
         return
+    remote = config.stash.get(REMOTE_KEY, None)
+    if remote is not None:
+        # Remote workers collect copies the controller may not have: the groups
+        # are the ones they send (see .remote), known before anything is scheduled.
+        if dist in ("load", "loadgroup"):
+            config.pluginmanager.register(GroupScheduling(remote.groups, always=True), "batchrunner-groups")
+        return
     groups = _groups(config, discovery)
     if not any(sequential for _, sequential in groups.values()):
         if dist in ("load", "loadgroup"):
@@ -179,8 +187,10 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
 class GroupScheduling:
     """On the xdist controller: schedule by batch-file group, longest-expected unit first with history."""
 
-    def __init__(self, groups: dict[str, tuple[str, bool]]) -> None:
+    def __init__(self, groups: dict[str, tuple[str, bool]], always: bool = False) -> None:
         self.groups = groups
+        self.always = always
+        """Schedule by group even if *groups* is empty now (a remote run's fill in before scheduling)."""
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
@@ -191,7 +201,7 @@ class GroupScheduling:
         groups = self.groups
         # ``order(units) -> scopes``, or None: file order. Asked here, once pytest's cache is configured.
         order = scope_estimates(config)
-        if not groups and order is None:
+        if not groups and order is None and not self.always:
             return None  # xdist's own scheduler
 
         class BatchGroupScheduling(LoadScopeScheduling):

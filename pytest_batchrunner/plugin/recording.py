@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
-from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY
+from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, REMOTE_KEY
+from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
 from pytest_batchrunner.reports.summary import write_terminal_summary
 
@@ -28,9 +29,8 @@ class BatchRecording:
     def __init__(self, config: pytest.Config, discovery: Any) -> None:
         self.config = config
         self.discovery = discovery
-        numprocesses = getattr(config.option, "numprocesses", None)
-        dist = getattr(config.option, "dist", "no")
-        workers = numprocesses if isinstance(numprocesses, int) and numprocesses > 0 and dist != "no" else 1
+        # One per xdist gateway (``-n 4``, ``--tx 2*ssh=...``), or this process alone.
+        workers = len(worker_specs(config)) or 1
         jobs = getattr(config.option, "batch_jobs", None) or 1
         parallel = workers > 1 or jobs > 1
         self.recorder = Recorder(
@@ -39,6 +39,7 @@ class BatchRecording:
             workers=workers * jobs,
         )
         self._is_batch: dict[str, bool] = {}
+        self.remote = config.stash.get(REMOTE_KEY, None)
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
 
@@ -65,6 +66,8 @@ class BatchRecording:
         # last "::" ends the file's path, which may hold one ("a::b.batch").
         path = nodeid.rpartition("::")[0]
         known = self._is_batch.get(path)
+        if known is None and self.remote is not None and self.remote.knows(nodeid):
+            known = self._is_batch[path] = True
         if known is None:
             known = self._is_batch[path] = self.discovery.is_batch_file(path)
         return known
@@ -94,6 +97,13 @@ class BatchRecording:
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs.
         if len(self.recorder):
+            return
+        if self.remote is not None:
+            # A remote worker's ids name its copies: what it sent is the truth (see .remote).
+            for nodeid in ids:
+                found = self.remote.collected.get(nodeid)
+                if found is not None:
+                    self.recorder.expect(nodeid, found.command, found.path, found.line)
             return
         by_file: dict[str, list[str]] = defaultdict(list)
         for nodeid in ids:
@@ -229,5 +239,16 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
         "leftovers": [],
         "expected_exit": 0,
         "worker": getattr(getattr(report, "node", None), "gateway", None) and report.node.gateway.id or "?",
+        "host": _host(report),
         "pid": None,
     }
+
+
+def _host(report: pytest.TestReport) -> str:
+    """The host of the xdist worker that sent *report* (see :mod:`~pytest_batchrunner.plugin.remote`)."""
+    gateway = getattr(getattr(report, "node", None), "gateway", None)
+    if gateway is None:
+        return ":"
+    from pytest_batchrunner.plugin.remote import host_name
+
+    return host_name(gateway.spec)

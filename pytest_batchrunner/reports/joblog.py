@@ -11,7 +11,9 @@ attempt, so the failed attempts of a retried command stay visible. Columns:
 
 * ``Seq`` - the command's number, 1-based, in the order of the JSON results
   (file, then line); every attempt of a command has the same ``Seq``;
-* ``Host`` - ``:``, GNU parallel's name for the local machine;
+* ``Host`` - where the attempt ran: ``:``, GNU parallel's name for the local
+  machine (also an xdist ``popen`` worker, with or without ``chdir``), else the
+  remote xdist gateway's ``ssh=`` login or ``socket=`` address;
 * ``Starttime`` - seconds since the epoch, ``JobRuntime`` - seconds (3 decimals);
 * ``Send`` - ``0`` (nothing is sent to a command: its stdin is ``/dev/null``);
 * ``Receive`` - bytes the command wrote to stdout and stderr;
@@ -60,7 +62,7 @@ def joblog_row(seq: int, record: dict[str, Any]) -> str:
     return "\t".join(
         [
             str(seq),
-            ":",
+            one_line(record.get("host") or ":"),
             f"{record['started']:.3f}",
             f"{record['duration_ms'] / 1000:.3f}",
             "0",

@@ -465,7 +465,7 @@ def _iso(ts: float) -> str:
 
 
 _LOGGED = ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", "status",
-           "duration_ms", "timestamp", "started", "worker", "leftovers")
+           "duration_ms", "timestamp", "started", "worker", "host", "leftovers")
 
 
 def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, interrupted: bool) -> CommandResult:
