@@ -301,3 +301,25 @@ def test_a_spool_per_run_of_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert [r.stdout for r in results] == ["a\n", "b\n"] and summary["successful"] == 2
     if os.path.isdir("/proc/self/fd"):
         assert deleted_spool_files() == before
+
+
+@pytest.mark.parametrize("value", [
+    {"a": "é\u2028\x00\"\\ ünï\ud800", "b": [1, 2.5, -0.0, 1e300, float("nan"), float("inf"), -float("inf")],
+     "c": {"x": [{"y": []}, {}], "t": (True, False, None)}, "n": 10**30},
+    [], {}, "text", 1.5, None,
+])
+def test_the_fast_indented_writer_writes_what_json_writes(value) -> None:
+    """The results are written with a faster encoder of our own: the same text as ``json.dumps(indent=2)``."""
+    from pytest_batchrunner.reports.json import _indented
+
+    expected = "\n    ".join(json.dumps(value, ensure_ascii=False, indent=2).split("\n"))
+    assert _indented(value, "    ") == expected
+
+
+def test_what_the_fast_writer_does_not_know_falls_back_to_json() -> None:
+    from pytest_batchrunner.reports.json import _indented
+
+    with pytest.raises(TypeError):
+        _indented({1: "int key"}, "")
+    with pytest.raises(TypeError):
+        _indented({"set": {1}}, "")

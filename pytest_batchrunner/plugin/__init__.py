@@ -307,6 +307,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from pytest_batchrunner.process.command import stop_adopting
 
     stop_adopting()
+    if config.stash.get(_FROZEN_KEY, False):
+        # What the run added (pytest keeps every report until the end) joins the
+        # frozen collection: pytest's five gc.collect() calls after this hook then
+        # walk nothing, instead of a second each at 100,000 commands.
+        gc.freeze()
 
 
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")

@@ -160,6 +160,36 @@ class BatchFile(pytest.File):
             return str(self.path)
 
 
+_UNCAPTURED = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_teardown")
+_HOOKS_KEY = pytest.StashKey[Any]()
+
+
+class _CommandHooks:
+    """A hook relay whose runtest phases leave out one plugin (pytest's capture manager); the rest is the relay's."""
+
+    def __init__(self, relay: Any, pluginmanager: pytest.PytestPluginManager, left_out: object) -> None:
+        self._relay = relay
+        for name in _UNCAPTURED:
+            setattr(self, name, pluginmanager.subset_hook_caller(name, remove_plugins=[left_out]))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._relay, name)
+
+
+def _command_hooks(session: pytest.Session, path: Path) -> Any:
+    relay = session.gethookproxy(path)
+    config = session.config
+    if relay is not config.hook:
+        return relay  # some conftest.py does not apply here: keep pytest's own relay
+    hooks = config.stash.get(_HOOKS_KEY, None)
+    if hooks is None:
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        hooks = config.stash[_HOOKS_KEY] = (
+            relay if capture is None else _CommandHooks(relay, config.pluginmanager, capture)
+        )
+    return hooks
+
+
 class CommandItem(pytest.Item):
     """One command of a batch file, run by :func:`~pytest_batchrunner.process.command.run_command`."""
 
@@ -177,6 +207,23 @@ class CommandItem(pytest.Item):
         self.last_attempt: Attempt | None = None
         self._rerun_policy: RerunPolicy | None = None
         self._apply_settings()
+
+    @property
+    def ihook(self) -> Any:
+        """pytest's hook relay for this item, without pytest's output capture around setup, call and teardown.
+
+        A command's output never reaches this process's stdout or stderr (it goes
+        to the command's own pipes and becomes the report's sections, see
+        :meth:`runtest`), so pytest's file-descriptor capture around each phase
+        (three redirections, three reads of its temporary files) would only cost
+        time: about a fifth of the per-command time of a run of ``true``. Where
+        some ``conftest.py`` does not apply to the batch file, the full relay is
+        kept (the subset below would include it).
+        """
+        hooks = self.__dict__.get("_hooks")
+        if hooks is None:
+            hooks = self.__dict__["_hooks"] = _command_hooks(self.session, self.path)
+        return hooks
 
     def _apply_settings(self) -> None:
         s = self.spec.settings

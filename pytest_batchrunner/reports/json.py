@@ -30,6 +30,7 @@ produces) is replaced rather than breaking the file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -76,9 +77,13 @@ def json_chunks(
     yield head[: head.rindex("}")].rstrip().encode("utf-8", "replace") + b',\n  "results": ['
     first = True
     for result in results:
-        text = json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
-        # JSON strings hold no raw newline: every line break is the layout's.
-        text = "\n    ".join(text.split("\n"))
+        fields = {name: getattr(result, name) for name in _FIELDS}
+        try:
+            text = _indented(fields, "    ")
+        except TypeError:  # something _indented does not write: json's own encoder, then re-indented
+            text = json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
+            # JSON strings hold no raw newline: every line break is the layout's.
+            text = "\n    ".join(text.split("\n"))
         yield (b"\n    " if first else b",\n    ") + text.encode("utf-8", "replace")
         first = False
     end = b"]" if first else b"\n  ]"
@@ -86,6 +91,60 @@ def json_chunks(
         text = "\n  ".join(json.dumps(shard, ensure_ascii=False, indent=2).split("\n"))
         end += b',\n  "shard": ' + text.encode("utf-8", "replace")
     yield end + b"\n}\n"
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(CommandResult))
+
+
+def _indented(value: Any, indent: str) -> str:
+    """``json.dumps(value, ensure_ascii=False, indent=2)``, its lines after the first indented by *indent*.
+
+    The same text, about three times as fast: ``json`` writes indented output
+    with its pure-Python encoder (its C encoder only writes compact text), and
+    the results of a large run are written at the end of it, one after another.
+    Strings go through ``json``'s own (C) string encoder. Raises TypeError for
+    anything but dicts with string keys, lists, strings, numbers, booleans and None.
+    """
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _float(value)
+    inner = indent + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        parts = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(key)
+            parts.append(f"{inner}{_string(key)}: {_indented(item, inner)}")
+        return "{\n" + ",\n".join(parts) + "\n" + indent + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + _indented(item, inner) for item in value) + "\n" + indent + "]"
+    raise TypeError(type(value).__name__)
+
+
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C function where there is one
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == float("inf"):
+        return "Infinity"
+    if value == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(value)
 
 
 def write_json_report(

@@ -96,6 +96,7 @@ _CACHE_KIB = 2048
 # Commands whose row id is remembered (the most recent ones).
 _ID_CACHE = 256
 _ORDER = "coalesce(file, ''), coalesce(line, 0), nodeid"
+_ORDER_JOINED = "coalesce(c.file, ''), coalesce(c.line, 0), c.nodeid"
 _SCHEMA = f"""
 CREATE TABLE command (
     id INTEGER PRIMARY KEY,
@@ -296,17 +297,6 @@ class Recorder:
             f"ORDER BY {_ORDER}"
         )
 
-    def _records(self, command_id: int, output: bool = True) -> list[dict[str, Any]]:
-        if not output:
-            rows = self._db.execute("SELECT record FROM attempt WHERE command_id = ? ORDER BY id", (command_id,))
-            return [{**pickle.loads(blob), "stdout": "", "stderr": ""} for (blob,) in rows]
-        rows = self._db.execute(
-            "SELECT record, stdout, stderr FROM attempt WHERE command_id = ? ORDER BY id", (command_id,)
-        )
-        return [
-            {**pickle.loads(blob), "stdout": _decode(out), "stderr": _decode(err)} for blob, out, err in rows
-        ]
-
     def results_with_records(self, *, output: bool = True) -> Iterator[tuple[CommandResult, list[dict[str, Any]]]]:
         """``(result, attempt records)`` per command, in file and line order, one at a time.
 
@@ -314,9 +304,27 @@ class Recorder:
         dict, with the attempt's kept output (empty strings with ``output=False``,
         which reads less). Nothing is held between two steps.
         """
-        for row in self._commands():
-            records = self._records(row[0], output) if row[7] else []
-            yield _result(row, records, row[1] in self._running, self.interrupted), records
+        # One joined pass (commands in file order, each one's attempts in order),
+        # not a query per command: a third of the time of writing 100,000 results.
+        columns = "a.record, a.stdout, a.stderr" if output else "a.record, NULL, NULL"
+        rows = self._db.execute(
+            "SELECT c.id, c.nodeid, c.command, c.file, c.line, c.outcome, c.message, c.attempts, "
+            f"{columns} FROM command c LEFT JOIN attempt a ON a.command_id = c.id ORDER BY {_ORDER_JOINED}, a.id"
+        )
+        current: tuple[Any, ...] | None = None
+        records: list[dict[str, Any]] = []
+        for row in rows:
+            if current is None or row[0] != current[0]:
+                if current is not None:
+                    yield _result(current, records, current[1] in self._running, self.interrupted), records
+                current, records = row[:8], []
+            blob = row[8]
+            if blob is not None:
+                out, err = row[9], row[10]
+                records.append({**pickle.loads(blob), "stdout": _decode(out) if out is not None else "",
+                                "stderr": _decode(err) if err is not None else ""})
+        if current is not None:
+            yield _result(current, records, current[1] in self._running, self.interrupted), records
 
     def results(self, *, output: bool = True) -> Iterator[CommandResult]:
         """One :class:`CommandResult` per command, in file and line order, one at a time (a streaming pass).
