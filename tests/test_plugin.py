@@ -434,3 +434,37 @@ def test_every_dist_mode_gives_the_in_process_outcomes(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess(*common, "-n", "2", "--dist", dist)
     assert outcomes(result) == expected == {"passed": 3, "failed": 3, "rerun": 4}
     result.stdout.fnmatch_lines(["Total Commands: 6 | Successful: 3 | Failed: 3 (of them timed out: 1) | Flaky: 1 | Reruns: 4"])
+
+
+def test_python_tests_keep_their_capture_beside_commands_that_skip_it(pytester: pytest.Pytester, run, mode: str) -> None:
+    """Batch items leave pytest's output capture out of their phases; Python tests in the same run keep it."""
+    write(pytester, "echo from-the-command\necho to-stderr >&2\n")
+    pytester.makepyfile(test_py="""
+        import sys
+
+        def test_prints():
+            print("from-python-stdout")
+            print("from-python-stderr", file=sys.stderr)
+    """)
+    pytester.makeconftest("""
+        import os
+
+        def pytest_runtest_call(item):
+            # Written straight to this process's descriptor 1 while the item runs:
+            # captured into a Python test's report; a batch item's phase captures nothing.
+            os.write(1, f"conftest-fd-write {item.name}\\n".encode())
+    """)
+    result = run("-rP")
+    assert result.ret == 0, result.stdout.str()
+    text = result.stdout.str()
+    # The Python test's own output and the fd write during it are in its report, not loose on the terminal.
+    result.stdout.fnmatch_lines(["*_ test_prints _*", "*Captured stdout call*", "conftest-fd-write test_prints",
+                                 "from-python-stdout", "*Captured stderr call*", "from-python-stderr"])
+    # The command's output is its report's section, as before.
+    result.stdout.fnmatch_lines(["*$ echo from-the-command _*", "*Captured stdout call*", "from-the-command"])
+    result.stdout.fnmatch_lines(["*$ echo to-stderr >&2 _*", "*Captured stderr call*", "to-stderr"])
+    assert text.count("\nfrom-the-command\n") == 1
+    if mode == "inprocess":  # (an xdist worker's descriptor 1 is not the terminal)
+        # What a hook writes during a batch item is not captured (documented): it reaches the terminal as written.
+        assert -1 < text.find("conftest-fd-write echo from-the-command") < text.index("= PASSES =")
+    assert "Captured stdout setup" not in text and "Captured stdout teardown" not in text
