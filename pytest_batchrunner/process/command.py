@@ -464,6 +464,15 @@ class RunningCommand:
         )
 
 
+try:
+    # The C functions behind the signal module's wrappers, which convert every
+    # handler and number to an enum: ten times the cost, on every spawn in a
+    # main thread (an xdist worker's), about 40 us a command.
+    import _signal as _raw_signal
+except ImportError:  # another Python than CPython
+    _raw_signal = signal  # type: ignore[assignment]
+
+
 class DeferredSignals:
     """Hold Python-level SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers for a moment; :meth:`replay` runs them.
 
@@ -489,10 +498,10 @@ class DeferredSignals:
         """Start holding the signals (what entering the context does)."""
         if threading.current_thread() is threading.main_thread():
             for sig in self._SIGNALS:
-                handler = signal.getsignal(sig)
+                handler = _raw_signal.getsignal(sig)
                 if callable(handler):
                     self.previous[sig] = handler
-                    signal.signal(sig, self._defer)
+                    _raw_signal.signal(sig, self._defer)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -503,8 +512,8 @@ class DeferredSignals:
     def restore(self) -> None:
         """Put the held handlers back (signals caught so far wait for :meth:`replay`)."""
         for sig, handler in self.previous.items():
-            if signal.getsignal(sig) == self._defer:
-                signal.signal(sig, handler)
+            if _raw_signal.getsignal(sig) == self._defer:
+                _raw_signal.signal(sig, handler)
 
     def replay(self) -> None:
         """Run the held handlers for the signals caught (``KeyboardInterrupt`` for a Ctrl+C)."""
