@@ -7,6 +7,7 @@ still alive afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -468,3 +469,43 @@ def test_python_tests_keep_their_capture_beside_commands_that_skip_it(pytester: 
         # What a hook writes during a batch item is not captured (documented): it reaches the terminal as written.
         assert -1 < text.find("conftest-fd-write echo from-the-command") < text.index("= PASSES =")
     assert "Captured stdout setup" not in text and "Captured stdout teardown" not in text
+
+
+def test_a_worker_sends_records_as_values_in_the_records_key_order() -> None:
+    """xdist workers send an attempt record's values alone (RECORD_KEYS order): the keys must be the record's."""
+    import ast
+    import inspect
+    import textwrap
+
+    from pytest_batchrunner.plugin.items import RECORD_KEYS, CommandItem
+
+    source = textwrap.dedent(inspect.getsource(CommandItem.attempt_record))
+    returned = [node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Return)]
+    record = next(value for value in returned if isinstance(value, ast.Dict))
+    assert tuple(key.value for key in record.keys) == RECORD_KEYS  # type: ignore[union-attr]
+
+
+def test_records_cross_from_workers_whole(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    """Under -n 2 the controller's reports carry the whole record (the values were sent without their keys)."""
+    from pytest_batchrunner.plugin.items import RECORD_KEYS
+
+    write(pytester, "echo out\nexit 3\n")
+    pytester.makeconftest(f"""
+        import json
+
+        def pytest_configure(config):
+            global CONTROLLER
+            CONTROLLER = not hasattr(config, "workerinput")
+
+        def pytest_runtest_logreport(report):
+            record = getattr(report, "batch", None)
+            if CONTROLLER and record is not None:
+                with open("records.jsonl", "a") as f:
+                    f.write(json.dumps([type(record).__name__, sorted(record) == sorted({list(RECORD_KEYS)!r}),
+                                        record["command"], record["exit_code"], record["worker"]]) + "\\n")
+    """)
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "-p", "no:cacheprovider")
+    assert result.ret == 1
+    rows = sorted(json.loads(line) for line in (pytester.path / "records.jsonl").read_text().splitlines())
+    assert [row[:4] for row in rows] == [["dict", True, "echo out", 0], ["dict", True, "exit 3", 3]]
+    assert all(row[4].startswith("gw") for row in rows)

@@ -453,6 +453,34 @@ def _regular_batch_file(path: Path, config: pytest.Config) -> bool:
     return False
 
 
+# An xdist worker sends a report's attempt record as its values alone, in
+# RECORD_KEYS order: execnet's serialiser (pure Python, on both ends) then writes
+# and reads half as much for each command.
+_RECORD_MARK = "batchrunner-record-values"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report):  # type: ignore[no-untyped-def]
+    data = yield
+    if hasattr(config, "workerinput") and isinstance(data, dict):
+        from pytest_batchrunner.plugin.items import RECORD_KEYS
+
+        record = data.get("batch")
+        if type(record) is dict and tuple(record) == RECORD_KEYS:
+            data["batch"] = [_RECORD_MARK, list(record.values())]
+    return data
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_from_serializable(config: pytest.Config, data: dict[str, Any]) -> None:
+    record = data.get("batch")
+    if type(record) is list and len(record) == 2 and record[0] == _RECORD_MARK:
+        from pytest_batchrunner.plugin.items import RECORD_KEYS
+
+        data["batch"] = dict(zip(RECORD_KEYS, record[1], strict=True))
+    # None: pytest's own hook builds the report from *data*.
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     report = yield

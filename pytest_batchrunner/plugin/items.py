@@ -190,6 +190,14 @@ def _command_hooks(session: pytest.Session, path: Path) -> Any:
     return hooks
 
 
+RECORD_KEYS = (
+    "nodeid", "command", "file", "line", "attempt", "success", "exit_code", "signal", "timed_out", "timeout",
+    "status", "stdout", "stderr", "stdout_bytes", "stderr_bytes", "started", "timestamp", "duration_ms",
+    "leftovers", "expected_exit", "worker", "host", "pid", "max_attempts", "retry_delay",
+)
+"""The keys of :meth:`CommandItem.attempt_record`, in its order (a worker sends the values alone, see the plugin)."""
+
+
 class CommandItem(pytest.Item):
     """One command of a batch file, run by :func:`~pytest_batchrunner.process.command.run_command`."""
 
