@@ -1,6 +1,7 @@
 """Remote xdist workers (issue 12, point 5): real gateways on this machine.
 
-``popen//chdir=DIR`` workers and a worker behind an execnet socket server on
+``popen//chdir=DIR`` workers, a worker behind an execnet socket server on
+127.0.0.1 and ``ssh=`` workers logged in to an sshd of the test's own on
 127.0.0.1 collect the *copies* that ``--rsyncdir`` sends them, under ids of
 their own. The controller learns every command and group from what they send
 (see ``pytest_batchrunner/plugin/remote.py``): groups stay whole and in order,
@@ -10,10 +11,17 @@ folder, and the reports say where commands ran.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pwd
 import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import execnet
@@ -79,6 +87,71 @@ def socket_server(pytester: pytest.Pytester, no_leftovers: str):
         server.stdout.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(path)], check=True, timeout=30,
+                   stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def ssh_server(pytester: pytest.Pytester, no_leftovers: str):
+    """An sshd on 127.0.0.1 (a free port) that lets this user in with a key of the test's own.
+
+    Yields the ``ssh=`` gateway spec's part for it: ``"127.0.0.1//ssh_config=CONFIG//python=PYTHON"``, the
+    client config naming the port, the key and no host-key checks, and the remote worker running this Python.
+    An ssh login does not inherit the controller's environment the way a ``popen`` worker does: the client
+    sends, and sshd accepts, the suite's ``PYTEST_ADDOPTS`` (the plugins it turns off) and the test's token.
+    """
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("no sshd on this machine (apt-get install openssh-server)")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation folder
+    home = pytester.path / "sshd"
+    home.mkdir()
+    _keygen(home / "host_key")
+    _keygen(home / "client_key")
+    (home / "authorized_keys").write_text((home / "client_key.pub").read_text())
+    port = _free_port()
+    (home / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {home / 'host_key'}\n"
+        f"AuthorizedKeysFile {home / 'authorized_keys'}\nPidFile {home / 'sshd.pid'}\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin yes\nAcceptEnv PYTEST_ADDOPTS BATCHRUNNER_TEST_TOKEN\n"
+    )
+    config = home / "ssh_config"
+    config.write_text(
+        f"Host 127.0.0.1\n  Port {port}\n  User {pwd.getpwuid(os.geteuid()).pw_name}\n  IdentityFile {home / 'client_key'}\n"
+        "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        "  BatchMode yes\n  SendEnv PYTEST_ADDOPTS BATCHRUNNER_TEST_TOKEN\n"
+    )
+    log = home / "sshd.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([sshd, "-D", "-e", "-f", str(home / "sshd_config")], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while b"Server listening on 127.0.0.1" not in log.read_bytes():
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sshd did not start (exit status {server.poll()}):\n{log.read_text()}")
+            time.sleep(0.02)
+        yield f"127.0.0.1//ssh_config={config}//python={sys.executable}"
+    finally:
+        # The whole sshd session: SIGTERM, then SIGKILL for whatever of it is left.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+
 def test_popen_chdir_workers_keep_groups_whole_and_run_in_the_copy(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    no_leftovers: str) -> None:
     remote = pytester.path / "remote"
@@ -131,6 +204,45 @@ def test_an_interrupted_remote_run_counts_every_command(pytester: pytest.Pyteste
     result = _run(pytester, monkeypatch, project, str(project / "fail.batch"), "--tx", f"2*popen//chdir={remote}", "-x",
                   "--batch-json=r.json")
     assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)  # xdist stops with the latter
+    summary, results = _results(project / "r.json")
+    assert summary["total_commands"] == 6, result.stdout.str()
+    assert len(results) == 6
+    assert summary["failed"] == 1
+    assert summary["successful"] + summary["not_run"] + summary["failed"] == 6
+    result.stdout.fnmatch_lines(["Total Commands: 6 | *"])
+
+
+def test_ssh_workers_keep_groups_whole_and_run_in_the_copy(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            ssh_server: str, no_leftovers: str) -> None:
+    """Two workers over a real ssh login to 127.0.0.1: execnet's ssh gateway, rsync over it, the ssh host in the reports."""
+    sshwork = pytester.path / "sshwork"
+    result = _run(pytester, monkeypatch, project, str(project / "cmds.batch"), "--tx", f"2*ssh={ssh_server}//chdir={sshwork}",
+                  "--batch-json=r.json", "--batch-joblog=j.log")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["Total Commands: 5 | Successful: 5 | Failed: 0*"])
+    copy = sshwork / "proj"
+    assert (copy / "order.txt").read_text() == "one\ntwo\nthree\n"
+    assert not (project / "order.txt").exists()
+    summary, results = _results(project / "r.json")
+    assert (summary["mode"], summary["workers"], summary["total_commands"]) == ("parallel", 2, 5)
+    by_command = {r["command"]: r for r in results}
+    assert by_command["pwd"]["stdout"] == f"{copy}\n"
+    steps = [by_command[f"echo {n} >> order.txt"]["attempt_log"][0]["worker"] for n in ("one", "two", "three")]
+    assert len(set(steps)) == 1, steps
+    assert {r["attempt_log"][0]["host"] for r in results} == {"127.0.0.1"}  # the ssh= login
+    hosts = _joblog_hosts(project / "j.log")
+    assert len(hosts) == 5
+    assert set(hosts.values()) == {"127.0.0.1"}
+    # Both workers came in through the sshd: one key login each.
+    assert (pytester.path / "sshd" / "sshd.log").read_text().count("Accepted publickey for ") == 2
+
+
+def test_an_interrupted_ssh_run_counts_every_command(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     ssh_server: str, no_leftovers: str) -> None:
+    (project / "fail.batch").write_text("exit 4\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n")
+    result = _run(pytester, monkeypatch, project, str(project / "fail.batch"),
+                  "--tx", f"2*ssh={ssh_server}//chdir={pytester.path / 'sshwork'}", "-x", "--batch-json=r.json")
+    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
     summary, results = _results(project / "r.json")
     assert summary["total_commands"] == 6, result.stdout.str()
     assert len(results) == 6
