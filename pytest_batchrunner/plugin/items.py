@@ -406,6 +406,7 @@ class CommandItem(pytest.Item):
         if a is None:
             return None
         self.last_attempt = None
+        policy = self.rerun_policy()
         return {
             "nodeid": self.nodeid,
             "command": self.spec.command,
@@ -430,8 +431,8 @@ class CommandItem(pytest.Item):
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "host": self.config.stash.get(HOST_KEY, ":"),
             "pid": os.getpid(),
-            "max_attempts": self.rerun_policy().reruns + 1,
-            "retry_delay": self.rerun_policy().delay(self.attempt_number),
+            "max_attempts": policy.reruns + 1,
+            "retry_delay": policy.delay(self.attempt_number),
         }
 
 
