@@ -152,14 +152,28 @@ def ssh_server(pytester: pytest.Pytester, no_leftovers: str):
         server.wait(10)
 
 
-def test_popen_chdir_workers_keep_groups_whole_and_run_in_the_copy(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   no_leftovers: str) -> None:
-    remote = pytester.path / "remote"
-    result = _run(pytester, monkeypatch, project, str(project / "cmds.batch"), "--tx", f"2*popen//chdir={remote}",
+@pytest.fixture(params=["popen", "ssh"])
+def gateway(request: pytest.FixtureRequest, pytester: pytest.Pytester) -> tuple[str, Path, str]:
+    """``(--tx spec for two workers, the folder they work in, the host the reports name)``.
+
+    ``popen//chdir=``: this machine (``:``); ``ssh=``: a real login to an sshd on
+    127.0.0.1 (skipped without sshd).
+    """
+    work = pytester.path / f"{request.param}work"
+    if request.param == "popen":
+        return f"2*popen//chdir={work}", work, ":"
+    ssh_server = request.getfixturevalue("ssh_server")
+    return f"2*ssh={ssh_server}//chdir={work}", work, "127.0.0.1"
+
+
+def test_remote_workers_keep_groups_whole_and_run_in_the_copy(pytester: pytest.Pytester, project: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, gateway, no_leftovers: str) -> None:
+    spec, work, host = gateway
+    result = _run(pytester, monkeypatch, project, str(project / "cmds.batch"), "--tx", spec,
                   "--batch-json=r.json", "--batch-joblog=j.log", "--junitxml=j.xml")
-    assert result.ret == 0, result.stdout.str()
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["Total Commands: 5 | Successful: 5 | Failed: 0*"])
-    copy = remote / "proj"
+    copy = work / "proj"
     # The group ran whole, in file order, in the copy; nothing ran in the original folder.
     assert (copy / "order.txt").read_text() == "one\ntwo\nthree\n"
     assert not (project / "order.txt").exists()
@@ -169,9 +183,27 @@ def test_popen_chdir_workers_keep_groups_whole_and_run_in_the_copy(pytester: pyt
     assert by_command["pwd"]["stdout"] == f"{copy}\n"
     steps = [by_command[f"echo {n} >> order.txt"]["attempt_log"][0]["worker"] for n in ("one", "two", "three")]
     assert len(set(steps)) == 1, steps  # one worker ran the whole group
-    assert {r["attempt_log"][0]["host"] for r in results} == {":"}  # popen: this machine
-    assert set(_joblog_hosts(project / "j.log").values()) == {":"}
-    assert len(_joblog_hosts(project / "j.log")) == 5
+    assert {r["attempt_log"][0]["host"] for r in results} == {host}  # ":" for this machine, else the ssh login
+    hosts = _joblog_hosts(project / "j.log")
+    assert len(hosts) == 5
+    assert set(hosts.values()) == {host}
+    if host != ":":
+        # Both workers came in through the sshd: one key login each.
+        assert (pytester.path / "sshd" / "sshd.log").read_text().count("Accepted publickey for ") == 2
+
+
+def test_an_interrupted_remote_run_counts_every_command(pytester: pytest.Pytester, project: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, gateway, no_leftovers: str) -> None:
+    spec, _work, _host = gateway
+    (project / "fail.batch").write_text("exit 4\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n")
+    result = _run(pytester, monkeypatch, project, str(project / "fail.batch"), "--tx", spec, "-x", "--batch-json=r.json")
+    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)  # xdist stops with the latter
+    summary, results = _results(project / "r.json")
+    assert summary["total_commands"] == 6, result.stdout.str()
+    assert len(results) == 6
+    assert summary["failed"] == 1
+    assert summary["successful"] + summary["not_run"] + summary["failed"] == 6
+    result.stdout.fnmatch_lines(["Total Commands: 6 | *"])
 
 
 def test_a_worker_behind_a_socket_server_is_named_in_the_reports(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
@@ -195,60 +227,6 @@ def test_a_worker_behind_a_socket_server_is_named_in_the_reports(pytester: pytes
     assert (copy / "order.txt").read_text() == "one\ntwo\nthree\n"
     pwd = next(r for r in results if r["command"] == "pwd")
     assert pwd["stdout"] == f"{(sockwork if pwd['attempt_log'][0]['host'] == socket_server else remote) / 'proj'}\n"
-
-
-def test_an_interrupted_remote_run_counts_every_command(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        no_leftovers: str) -> None:
-    (project / "fail.batch").write_text("exit 4\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n")
-    remote = pytester.path / "remote"
-    result = _run(pytester, monkeypatch, project, str(project / "fail.batch"), "--tx", f"2*popen//chdir={remote}", "-x",
-                  "--batch-json=r.json")
-    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)  # xdist stops with the latter
-    summary, results = _results(project / "r.json")
-    assert summary["total_commands"] == 6, result.stdout.str()
-    assert len(results) == 6
-    assert summary["failed"] == 1
-    assert summary["successful"] + summary["not_run"] + summary["failed"] == 6
-    result.stdout.fnmatch_lines(["Total Commands: 6 | *"])
-
-
-def test_ssh_workers_keep_groups_whole_and_run_in_the_copy(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            ssh_server: str, no_leftovers: str) -> None:
-    """Two workers over a real ssh login to 127.0.0.1: execnet's ssh gateway, rsync over it, the ssh host in the reports."""
-    sshwork = pytester.path / "sshwork"
-    result = _run(pytester, monkeypatch, project, str(project / "cmds.batch"), "--tx", f"2*ssh={ssh_server}//chdir={sshwork}",
-                  "--batch-json=r.json", "--batch-joblog=j.log")
-    assert result.ret == 0, result.stdout.str() + result.stderr.str()
-    result.stdout.fnmatch_lines(["Total Commands: 5 | Successful: 5 | Failed: 0*"])
-    copy = sshwork / "proj"
-    assert (copy / "order.txt").read_text() == "one\ntwo\nthree\n"
-    assert not (project / "order.txt").exists()
-    summary, results = _results(project / "r.json")
-    assert (summary["mode"], summary["workers"], summary["total_commands"]) == ("parallel", 2, 5)
-    by_command = {r["command"]: r for r in results}
-    assert by_command["pwd"]["stdout"] == f"{copy}\n"
-    steps = [by_command[f"echo {n} >> order.txt"]["attempt_log"][0]["worker"] for n in ("one", "two", "three")]
-    assert len(set(steps)) == 1, steps
-    assert {r["attempt_log"][0]["host"] for r in results} == {"127.0.0.1"}  # the ssh= login
-    hosts = _joblog_hosts(project / "j.log")
-    assert len(hosts) == 5
-    assert set(hosts.values()) == {"127.0.0.1"}
-    # Both workers came in through the sshd: one key login each.
-    assert (pytester.path / "sshd" / "sshd.log").read_text().count("Accepted publickey for ") == 2
-
-
-def test_an_interrupted_ssh_run_counts_every_command(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     ssh_server: str, no_leftovers: str) -> None:
-    (project / "fail.batch").write_text("exit 4\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\nsleep 0.3\n")
-    result = _run(pytester, monkeypatch, project, str(project / "fail.batch"),
-                  "--tx", f"2*ssh={ssh_server}//chdir={pytester.path / 'sshwork'}", "-x", "--batch-json=r.json")
-    assert result.ret in (pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.INTERRUPTED)
-    summary, results = _results(project / "r.json")
-    assert summary["total_commands"] == 6, result.stdout.str()
-    assert len(results) == 6
-    assert summary["failed"] == 1
-    assert summary["successful"] + summary["not_run"] + summary["failed"] == 6
-    result.stdout.fnmatch_lines(["Total Commands: 6 | *"])
 
 
 def test_a_relative_path_with_rsyncdir_is_named_not_an_internal_error(pytester: pytest.Pytester, project: Path, monkeypatch: pytest.MonkeyPatch,
