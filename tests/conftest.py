@@ -154,7 +154,10 @@ def scan_processes(read_token: bool = True) -> dict[int, Proc]:
             cmdline = _read(f"/proc/{entry}/cmdline").replace(b"\0", b" ").strip() or b"[" + name + b"]"
             token = None
             if read_token:
-                environ = _read(f"/proc/{entry}/environ")
+                try:
+                    environ = _read(f"/proc/{entry}/environ")
+                except OSError:
+                    environ = b""  # a zombie has none (ESRCH): it is still listed, to be reaped
                 at = environ.find(needle)
                 if at >= 0:
                     token = environ[at + len(needle) :].split(b"\0", 1)[0].decode(errors="replace")
