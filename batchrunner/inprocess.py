@@ -212,7 +212,10 @@ class InnerRun:
             return
         jobs = item.config.stash.get(JOBS_KEY, None)
         ahead = jobs.ahead(item) if jobs is not None else None
-        if ahead is not None and ahead.done() and (interrupts.caught or _passed(ahead)):
+        # Not through the protocol of a command that failed and may be rerun:
+        # its rerun may already run in its job slot (or will, in the protocol),
+        # and a Ctrl+C held through it would wait for that rerun to end.
+        if ahead is not None and ahead.done() and (_passed(ahead) or (interrupts.caught and not _may_rerun(item))):
             return
         self.interrupts = None
         interrupts.restore()
@@ -251,6 +254,12 @@ class InnerRun:
         results = list(recording.recorder.results())
         summary = recording.recorder.summary()
         self.outcome = results, summary
+
+
+def _may_rerun(item: pytest.Item) -> bool:
+    """Whether pytest-rerunfailures may run *item*'s command again after a failure."""
+    policy = getattr(item, "rerun_policy", None)
+    return policy is None or policy().reruns > 0
 
 
 def _passed(attempt: Future[Attempt]) -> bool:
