@@ -9,7 +9,7 @@ import pytest
 
 from pytest_batchrunner.batchfile import display_command
 from pytest_batchrunner.reports.results import CommandResult
-from pytest_batchrunner.reports.summary import duration, slowest
+from pytest_batchrunner.reports.summary import Slowest, duration
 
 
 def write(pytester: pytest.Pytester, text: str, name: str = "cmds.batch") -> None:
@@ -33,6 +33,12 @@ def test_slowest_lists_only_measurable_times() -> None:
     def result(line: int, ms: float, attempts: int = 1) -> CommandResult:
         return CommandResult(f"cmd{line}", True, 0, "", "", ms, "t", file="c.batch", line=line,
                              attempts=attempts, attempt_log=[{}] * attempts)
+
+    def slowest(results: list[CommandResult]) -> list[CommandResult]:
+        slow = Slowest()
+        for r in results:
+            slow.add(r)
+        return slow.result()
 
     results = [result(1, 4.9), result(2, 300.0), result(3, 5.0, attempts=2), result(4, 0.0)]
     assert [r.line for r in slowest(results)] == [2, 3]

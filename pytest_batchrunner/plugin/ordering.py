@@ -112,7 +112,6 @@ class Ordering:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.reordered = False
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -125,7 +124,6 @@ class Ordering:
         if estimates is None:
             return
         items[:] = longest_first(items, estimates)
-        self.reordered = True
         runner = config.stash.get(JOBS_KEY, None)
         if runner is not None:
             # Short commands fill the other slots while a long one, started first, runs.

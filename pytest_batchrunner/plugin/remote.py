@@ -120,7 +120,7 @@ class RemoteWorkers:
         _check_rsync_arguments(config, specs)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_rsyncstart(self, source: Any, gateways: list[Any]) -> None:
+    def pytest_xdist_rsyncstart(self, source: Any) -> None:
         root = Path(source).resolve()
         if root not in self.roots:
             self.roots.append(root)

@@ -16,12 +16,11 @@ so a run of a million commands needs no more memory than a run of ten.
 from __future__ import annotations
 
 import datetime
-import heapq
 import pickle
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -290,13 +289,6 @@ class Recorder:
 
     # -- reading it back ------------------------------------------------------------------
 
-    def _commands(self, where: str = "") -> Iterator[tuple[Any, ...]]:
-        # A cursor of its own, read row by row through the ordering index.
-        return self._db.execute(
-            f"SELECT id, nodeid, command, file, line, outcome, message, attempts FROM command {where} "
-            f"ORDER BY {_ORDER}"
-        )
-
     def results_with_records(self, *, output: bool = True) -> Iterator[tuple[CommandResult, list[dict[str, Any]]]]:
         """``(result, attempt records)`` per command, in file and line order, one at a time.
 
@@ -359,11 +351,6 @@ class Recorder:
         summary = counter.summary(**options)
         self._summary = (key, summary)
         return dict(summary)
-
-    def slowest(self, count: int) -> list[CommandResult]:
-        """The *count* commands that took longest (ran at least once), slowest first."""
-        ran = (r for r in self.results(output=False) if r.attempt_log)
-        return heapq.nlargest(count, ran, key=lambda r: r.duration_ms)
 
     def failed(self) -> Iterator[CommandResult]:
         """The failed and interrupted commands, in file order, one at a time."""
@@ -543,5 +530,3 @@ def _reason(record: dict[str, Any] | None, outcome: str, message: str) -> str:
         return "Command interrupted: the run was stopped while it ran"
     return record["status"] if record is not None else message
 
-
-Listener = Callable[..., None]

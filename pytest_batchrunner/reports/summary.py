@@ -1,6 +1,6 @@
 """The BatchRunner summary at the end of pytest's terminal report.
 
-Its helpers (:func:`name`, :func:`duration`, :func:`slowest`) are shared by the
+Its helpers (:func:`name`, :func:`duration`, :class:`Slowest`) are shared by the
 Markdown and HTML reports, so that every summary names and times commands alike.
 """
 
@@ -141,14 +141,6 @@ class Slowest:
             return []
         ordered = sorted(self._heap, key=lambda e: e[:2], reverse=True)
         return [r for _duration, _order, r in ordered if measurable(r.attempts_duration_ms or 0.0)]
-
-
-def slowest(results: Iterable[CommandResult], count: int = SLOWEST) -> list[CommandResult]:
-    """The *count* slowest commands that took measurable time (none when only one command ran); one pass."""
-    slow = Slowest(count)
-    for r in results:
-        slow.add(r)
-    return slow.result()
 
 
 def _over(r: CommandResult) -> str:
