@@ -179,16 +179,10 @@ def configure(config: pytest.Config, is_controller: bool) -> RemoteWorkers | Non
         if channel is not None:
             config.pluginmanager.register(RemoteCollection(channel), "batchrunner-remote-collection")
         return None
-    if not is_controller:
-        return None
-    specs = worker_specs(config)
-    remote = None
-    if any(is_remote(_xspec(spec)) for spec in specs):
-        remote = RemoteWorkers(config)
-        config.stash[REMOTE_KEY] = remote
-    # Also for plain popen workers: their host name goes to them in workerinput.
-    if specs:
-        config.pluginmanager.register(remote or RemoteWorkers(config), "batchrunner-remote")
+    if not is_controller or not any(is_remote(_xspec(spec)) for spec in worker_specs(config)):
+        return None  # plain popen workers (-n N): this machine's files, host ":" (the default)
+    remote = config.stash[REMOTE_KEY] = RemoteWorkers(config)
+    config.pluginmanager.register(remote, "batchrunner-remote")
     return remote
 
 
