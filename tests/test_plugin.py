@@ -509,3 +509,32 @@ def test_records_cross_from_workers_whole(pytester: pytest.Pytester, no_leftover
     rows = sorted(json.loads(line) for line in (pytester.path / "records.jsonl").read_text().splitlines())
     assert [row[:4] for row in rows] == [["dict", True, "echo out", 0], ["dict", True, "exit 3", 3]]
     assert all(row[4].startswith("gw") for row in rows)
+
+
+FREEZE_PROBE = """
+import gc
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):  # the process that reports: in-process, or the xdist controller
+        with open("frozen.txt", "w") as f:
+            f.write(str(gc.get_freeze_count()))
+"""
+
+
+@pytest.mark.parametrize("with_python_test", [False, True], ids=["batch-alone", "with-a-python-test"])
+def test_a_batch_alone_is_frozen_before_pytests_last_collections(pytester: pytest.Pytester, run,
+                                                                   with_python_test: bool) -> None:
+    """pytest's five gc.collect() calls at the end walk nothing after a batch alone, on the xdist controller too.
+
+    With a Python test in the run they stay: they are how pytest reports objects whose __del__ failed.
+    """
+    write(pytester, "true\ntrue\n")
+    pytester.makeconftest(FREEZE_PROBE)
+    if with_python_test:
+        pytester.makepyfile(test_py="def test_it():\n    pass\n")
+    result = run()
+    assert result.ret == 0, result.stdout.str()
+    frozen = int((pytester.path / "frozen.txt").read_text())
+    assert (frozen == 0) == with_python_test, frozen

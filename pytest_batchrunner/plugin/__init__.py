@@ -33,6 +33,7 @@ from pytest_batchrunner.plugin.engine import (
     ENGINE_KEY,
     JOBS_KEY,
     LIVE_KEY,
+    ONLY_COMMANDS_KEY,
     MIN_RELATIVE_TIMEOUT,
     RECORDING_KEY,
     EngineSettings,
@@ -275,7 +276,6 @@ def _check_other_plugins_values(config: pytest.Config) -> None:
 # collector's reach (they live until the session ends anyway).
 _FREEZE_ITEMS = 10_000
 _FROZEN_KEY = pytest.StashKey[bool]()
-_ONLY_COMMANDS_KEY = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -301,7 +301,7 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
         items = getattr(session, "items", ())
         from pytest_batchrunner.plugin.items import CommandItem
 
-        session.config.stash[_ONLY_COMMANDS_KEY] = bool(items) and all(isinstance(i, CommandItem) for i in items)
+        session.config.stash[ONLY_COMMANDS_KEY] = bool(items) and all(isinstance(i, CommandItem) for i in items)
         if len(items) >= _FREEZE_ITEMS and not session.config.stash.get(_FROZEN_KEY, False):
             gc.collect()
             gc.freeze()
@@ -312,7 +312,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from pytest_batchrunner.process.command import stop_adopting
 
     stop_adopting()
-    if config.stash.get(_FROZEN_KEY, False) or config.stash.get(_ONLY_COMMANDS_KEY, False):
+    if config.stash.get(ONLY_COMMANDS_KEY, False):
         # What is alive now (pytest keeps every report until the end) is frozen:
         # pytest's five gc.collect() calls after this hook then walk nothing,
         # instead of a second each at 100,000 commands, or 20-30 ms for a small

@@ -15,7 +15,7 @@ from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KI
 
 __all__ = [
     "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
-    "RECORDING_KEY", "REMOTE_KEY", "HOST_KEY", "WORKDIR_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT",
+    "ONLY_COMMANDS_KEY", "RECORDING_KEY", "REMOTE_KEY", "HOST_KEY", "WORKDIR_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT",
     "default_timeout", "has_timeout_plugin",
 ]
 
@@ -54,6 +54,8 @@ HOST_KEY = pytest.StashKey[str]()
 """Where this process runs commands, as the reports name it (see :mod:`~pytest_batchrunner.plugin.remote`); ``:`` if unset."""
 WORKDIR_KEY = pytest.StashKey[Any]()
 """Where a remote worker runs commands (a :class:`~pathlib.Path`); unset: pytest's start directory."""
+ONLY_COMMANDS_KEY = pytest.StashKey[bool]()
+"""Whether the session's items are batch commands alone (collected here, or, on the xdist controller, by the workers)."""
 PRESTART_KEY = pytest.StashKey[Any]()
 """The Python API's :class:`~pytest_batchrunner.process.prestart.Prestart`: commands started before pytest was ready."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
-from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, REMOTE_KEY
+from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
 from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
 from pytest_batchrunner.reports.summary import write_terminal_summary
@@ -40,6 +40,8 @@ class BatchRecording:
         )
         self._is_batch: dict[str, bool] = {}
         self.remote = config.stash.get(REMOTE_KEY, None)
+        self.only_commands: bool | None = None
+        """Under xdist: whether every worker collected batch commands alone (None before the first)."""
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
 
@@ -94,6 +96,10 @@ class BatchRecording:
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
+        # The controller collects nothing: whether the run is batch commands alone
+        # (see the plugin's pytest_unconfigure) is what every worker collected.
+        self.only_commands = self.only_commands is not False and bool(ids) and all(map(self.is_batch_nodeid, ids))
+        self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs.
         if len(self.recorder):
