@@ -462,11 +462,11 @@ _RECORD_MARK = "batchrunner-record-values"
 @pytest.hookimpl(wrapper=True)
 def pytest_report_to_serializable(config: pytest.Config, report):  # type: ignore[no-untyped-def]
     data = yield
-    if hasattr(config, "workerinput") and isinstance(data, dict):
+    record = data.get("batch") if isinstance(data, dict) and hasattr(config, "workerinput") else None
+    if type(record) is dict:  # a call report of a batch command (setup and teardown reports carry none)
         from pytest_batchrunner.plugin.items import RECORD_KEYS
 
-        record = data.get("batch")
-        if type(record) is dict and tuple(record) == RECORD_KEYS:
+        if tuple(record) == RECORD_KEYS:
             data["batch"] = [_RECORD_MARK, list(record.values())]
     return data
 
