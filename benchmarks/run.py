@@ -288,16 +288,43 @@ def _with_reports(*extra: str, file: str = "w.batch") -> Callable[[dict[str, int
     return _pytest(*REPORT_ARGS, *extra, file=file)
 
 
+# The foundation's floor under -n 2: the same number of Python tests, run by
+# pytest and pytest-xdist without this plugin (-p no:batchrunner), with the same
+# --junitxml. "empty" tests do nothing; "sh -c" tests run the command the way a
+# hand-written test would. What pytest and xdist cost per item is paid by every
+# variant that runs one item per command, whatever the item does.
+def _python_tests(count: int, body: str) -> str:
+    return (
+        "import subprocess\n\nimport pytest\n\n\n"
+        f"@pytest.mark.parametrize('i', range({count}))\n"
+        f"def test_command(i):\n    {body}\n"
+    )
+
+
+RUN_TRUE = ("subprocess.run(['/bin/sh', '-c', 'true'], check=True, stdin=subprocess.DEVNULL, "
+            "capture_output=True, start_new_session=True)")
+
+
+def _floor(file: str) -> Callable[[dict[str, int]], list[str]]:
+    return _pytest("-n", "2", "-p", "no:batchrunner", "--junitxml", "out/junit.xml", file=file)
+
+
 W11 = Workload(
     key="W11",
     title="100,000 lines of `true` with `--junitxml` and `--batch-json`: memory and time at scale "
           "(and 10,000 lines, to see how peak memory grows)",
     sizes={"lines": 100_000, "small": 10_000},
     quick_sizes={"lines": 2_000, "small": 200},
-    files=lambda s: {"w.batch": _lines("true", s["lines"]), "small.batch": _lines("true", s["small"])},
+    files=lambda s: {"w.batch": _lines("true", s["lines"]), "small.batch": _lines("true", s["small"]),
+                     "test_empty.py": _python_tests(s["lines"], "pass"),
+                     "test_sh.py": _python_tests(s["lines"], RUN_TRUE)},
     variants=[
         Variant("xargs -P1", _xargs(1)),
         Variant("xargs -P2", _xargs(2)),
+        Variant("floor: pytest -n 2, empty Python tests, no plugin", _floor("test_empty.py"), _passed("lines"),
+                ref="xargs -P2"),
+        Variant("floor: pytest -n 2, Python tests running sh -c true, no plugin", _floor("test_sh.py"),
+                _passed("lines"), ref="xargs -P2"),
         Variant("pytest --collect-only", _pytest("--collect-only"), lambda s: rf"\b{s['lines']} tests collected\b"),
         Variant("pytest in-process", _with_reports(), _passed("lines"), ref="xargs -P1",
                 verify=_reports_complete("lines")),
