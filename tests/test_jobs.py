@@ -75,6 +75,29 @@ def test_skipped_lines_are_never_started(pytester: pytest.Pytester, run) -> None
     assert not (pytester.path / "must-not-exist").exists()
 
 
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_a_conftest_setup_hook_runs_before_the_command(pytester: pytest.Pytester, run, jobs: str) -> None:
+    # A setup hook that skips a line or prepares its input must run before the
+    # command starts, as with --batch-jobs 0: such items are not started ahead.
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_runtest_setup(item):
+            if "DANGER" in item.nodeid:
+                pytest.skip("not here")
+            if "prepared" in item.nodeid:
+                with open("prepared.txt", "w") as f:
+                    f.write("made by setup")
+        """
+    )
+    write(pytester, "echo a >> log\necho DANGER >> log\ncat prepared.txt\necho c >> log\n")
+    result = run("--batch-jobs", jobs, "-p", "no:randomly")
+    result.assert_outcomes(passed=3, skipped=1)
+    assert sorted((pytester.path / "log").read_text().split()) == ["a", "c"]
+    result.stdout.fnmatch_lines(["*Total Commands: 4 | Successful: 3 | Failed: 0 |*Skipped: 1*"])
+
+
 def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run) -> None:
     # One worker under -n (pytest-xdist lets an item already running on another
     # worker finish when -x stops the run).

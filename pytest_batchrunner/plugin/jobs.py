@@ -11,7 +11,9 @@ item's protocol with its own timeout, a failed command is reported by its own
 item, and capture stays bounded.
 
 Not started ahead: items with a ``skip``/``skipif``/``xfail(run=False)``
-marker, steps of a ``sequential`` group (they must wait for the step before),
+marker, items for which a ``conftest.py`` or another plugin implements
+``pytest_runtest_setup`` (or ``_protocol``, ``_call``: it may skip the item or
+prepare what the command needs), steps of a ``sequential`` group (they must wait for the step before),
 anything after a Python test that has not finished (it may prepare what the
 command needs), and anything once the session is stopping (``-x``,
 ``--maxfail``). With ``--maxfail`` (``-x``), a failed attempt holds every
@@ -64,6 +66,8 @@ class JobRunner:
         self.claimed: set[pytest.Item] = set()
         """Items whose first attempt has started (ahead or in their own protocol)."""
         self.startable: dict[CommandItem, bool] = {}
+        self.foreign: dict[int, bool] = {}
+        """Per hook relay (by id: relays live as long as the session): whether some conftest or plugin sets items up."""
         """Whether an item may start ahead of its turn (see _may_start), once looked up."""
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
@@ -446,15 +450,21 @@ class JobRunner:
             allowed = self.startable[item] = self._allowed_ahead(item)
         return allowed
 
-    @staticmethod
-    def _allowed_ahead(item: CommandItem) -> bool:
+    def _allowed_ahead(self, item: CommandItem) -> bool:
         if item.spec.settings.sequential:
             return False
         for name in ("skip", "skipif"):
             if item.get_closest_marker(name) is not None:
                 return False
         xfail = item.get_closest_marker("xfail")
-        return xfail is None or xfail.kwargs.get("run", True)
+        if xfail is not None and not xfail.kwargs.get("run", True):
+            return False
+        # One answer per hook relay: items of the same folder share it.
+        hooks = item.ihook
+        foreign = self.foreign.get(id(hooks))
+        if foreign is None:
+            foreign = self.foreign[id(hooks)] = _foreign_setup(hooks)
+        return not foreign
 
     def _upcoming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
         items = item.session.items
@@ -490,6 +500,33 @@ class JobRunner:
         self.pool.shutdown(wait=True)
         if self.prestart is not None:
             self.prestart.close()
+
+
+# Hooks that run in an item's protocol before its command: an implementation of
+# one of them may skip the item or prepare what its command needs.
+_BEFORE_THE_COMMAND = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytest_runtest_call")
+# Whose implementations of them are known not to do either for a batch item:
+# pytest's own, the plugin's, and its foundation's (pytest-timeout arms its
+# timer, rerunfailures reads its settings, both read ahead here too); and
+# pytest-randomly, which reseeds Python's random generators, which a shell
+# command never reads.
+_KNOWN_MODULES = ("_pytest.", "pytest_batchrunner.", "xdist.", "pytest_timeout", "pytest_rerunfailures",
+                  "pytest_randomly")
+
+
+def _foreign_setup(hooks: Any) -> bool:
+    """Whether a ``conftest.py`` or another plugin implements a hook (of an item's relay *hooks*) that runs before its command.
+
+    Such an item is not started ahead: ``pytest_runtest_setup`` may skip it, or
+    create a file its command reads, and both must happen before the command
+    starts, as they do with ``--batch-jobs 0``.
+    """
+    for name in _BEFORE_THE_COMMAND:
+        for impl in getattr(hooks, name).get_hookimpls():
+            module = getattr(impl.function, "__module__", None) or ""
+            if not module.startswith(_KNOWN_MODULES) and module != "pytest_batchrunner":
+                return True
+    return False
 
 
 class _NotStarted(Exception):
