@@ -538,3 +538,36 @@ def test_a_batch_alone_is_frozen_before_pytests_last_collections(pytester: pytes
     assert result.ret == 0, result.stdout.str()
     frozen = int((pytester.path / "frozen.txt").read_text())
     assert (frozen == 0) == with_python_test, frozen
+
+
+def test_a_batch_file_outside_the_rootdir_is_reported_as_one(
+    pytester: pytest.Pytester, mode: str, no_leftovers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest names a file outside the rootdir relative to the argument that found
+    # it: "" for the file itself, so its items were "::echo ok", not a batch
+    # file's, and every report called them "not run".
+    (pytester.path / "proj").mkdir()
+    (pytester.path / "proj" / "pytest.ini").write_text("")
+    (pytester.path / "ext").mkdir()
+    (pytester.path / "ext" / "b.batch").write_text("echo ok\nexit 3\n")
+    monkeypatch.chdir(pytester.path / "proj")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    result = pytester.runpytest_subprocess(
+        "../ext/b.batch", "--rootdir=.", "-rA", "-p", "no:cacheprovider", "--batch-json", "r.json",
+        "--junitxml", "j.xml", *extra,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*Total Commands: 2 | Successful: 1 | Failed: 1 | Flaky: 0 | Reruns: 0*",
+        "PASSED ../ext/b.batch::echo ok",
+    ])
+    results = json.loads((pytester.path / "proj" / "r.json").read_text())["results"]
+    assert [(r["command"], r["status"]) for r in results] == [("echo ok", "passed"), ("exit 3", "failed")]
+    junit = (pytester.path / "proj" / "j.xml").read_text()
+    assert junit.count("<testcase ") == 2 and 'type="batchrunner.notrun"' not in junit
+    # The id works as pytest's arguments do.
+    result = pytester.runpytest_subprocess(
+        "../ext/b.batch", "--rootdir=.", "--deselect", "../ext/b.batch::exit 3", "-p", "no:cacheprovider", *extra
+    )
+    # (xdist's controller does not count what its workers deselected.)
+    result.assert_outcomes(passed=1, deselected=0 if extra else 1)

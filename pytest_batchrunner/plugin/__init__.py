@@ -413,7 +413,25 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ign
             return None
         from pytest_batchrunner.plugin.items import BatchFile
 
-        return BatchFile.from_parent(parent, path=file_path)
+        return BatchFile.from_parent(parent, path=file_path, nodeid=_outside_nodeid(file_path, parent.config))
+    return None
+
+
+def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
+    """The node id of a batch file outside the rootdir: its path relative to the rootdir (``../ext/b.batch``).
+
+    pytest would name it relative to the argument that found it, which is the
+    empty string for a file named on the command line: its commands' ids
+    (``::echo ok``) would no longer say they are a batch file's, and two such
+    files' would clash. ``None`` (pytest's own id) inside the rootdir.
+    """
+    try:
+        path.relative_to(config.rootpath)
+    except ValueError:
+        try:
+            return Path(os.path.relpath(path, config.rootpath)).as_posix()
+        except ValueError:  # another drive (Windows): no relative path
+            return path.as_posix()
     return None
 
 
