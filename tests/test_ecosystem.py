@@ -258,6 +258,18 @@ def test_durations_of_commands_started_ahead(pytester: pytest.Pytester, ecosyste
     assert len(stored) == 4 and min(stored.values()) >= 0.5, stored
 
 
+def test_store_durations_reads_every_command_s_own_time(pytester: pytest.Pytester, ecosystem, mode: str) -> None:
+    # Without --durations or -rA: the passed reports the statistics keep for
+    # memory's sake (one for all) must not stand in for the others here.
+    write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
+    result = ecosystem("cmds.batch", "--store-durations", "--durations-path", "d.json", plugins=("pytest-split",))
+    assert outcomes(result) == {"passed": 4}
+    stored = read_json(pytester.path / "d.json")
+    assert sorted(stored) == ["cmds.batch::echo a", "cmds.batch::echo b", "cmds.batch::echo c", "cmds.batch::sleep 0.5"]
+    assert 0.5 <= stored["cmds.batch::sleep 0.5"] < 5, stored
+    assert max(stored[f"cmds.batch::echo {x}"] for x in "abc") < 0.4, stored
+
+
 # -- 4. ids round-trip -----------------------------------------------------------------------------
 
 TRICKY = [

@@ -511,6 +511,9 @@ class ReportCopies:
       place, the first passed batch report again: the count is the same, and
       the list holds one report however many commands passed.
 
+    With pytest-split's ``--store-durations``, which reads every report's
+    duration from the statistics, they keep every report.
+
     Failed, skipped and rerun reports are kept whole (their longrepr is a short,
     bounded tail of the output).
     """
@@ -521,6 +524,9 @@ class ReportCopies:
         chars = str(getattr(config.option, "reportchars", "") or "")
         durations = getattr(config.option, "durations", None)
         self.keep_passes = any(c in chars for c in "pPA") or durations is not None
+        # pytest-split's --store-durations sums every report's duration in the
+        # statistics, setup and teardown included, per node id.
+        self.keep_all = bool(getattr(config.option, "store_durations", False))
         self.first_pass: pytest.TestReport | None = None
 
     @pytest.hookimpl(wrapper=True)
@@ -549,6 +555,8 @@ class ReportCopies:
                 item.__dict__ = dict(item.__dict__)
 
     def _forget(self, report: pytest.TestReport) -> None:
+        if self.keep_all:
+            return
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         stats = getattr(terminal, "stats", None)
         if not isinstance(stats, dict):
