@@ -571,3 +571,11 @@ def test_a_batch_file_outside_the_rootdir_is_reported_as_one(
     )
     # (xdist's controller does not count what its workers deselected.)
     result.assert_outcomes(passed=1, deselected=0 if extra else 1)
+
+
+def test_tb_line_locates_a_failure_at_its_batch_line(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "echo a\necho x; exit 1\n")
+    result = run("--tb=line")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["cmds.batch:2: exit code 1 · cmds.batch:2 ·*"])
+    assert "items.py" not in result.stdout.str()

@@ -368,7 +368,9 @@ class CommandItem(pytest.Item):
             shown = {"all": ("stdout", "stderr"), "stdout": ("stdout",), "stderr": ("stderr",)}
             showcapture = getattr(self.config.option, "showcapture", "no")
             hidden = tuple(s for s in ("stderr", "stdout") if s not in shown.get(showcapture, ()))
-            return _failure_repr(excinfo, excinfo.value.describe(self.engine.output_lines, hidden))
+            return _failure_repr(
+                excinfo, excinfo.value.describe(self.engine.output_lines, hidden), self.location[0], self.spec.line
+            )
         if isinstance(excinfo.value, (CommandSetupError, SpawnError)):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
@@ -436,8 +438,8 @@ class CommandItem(pytest.Item):
         }
 
 
-def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str):  # type: ignore[no-untyped-def]
-    """*text* as the failure's report, with its first line as the one-line message.
+def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str, path: str, line: int):  # type: ignore[no-untyped-def]
+    """*text* as the failure's report, with its first line as the one-line message, located at *path*:*line*.
 
     A plain string would be its own one-line message too, so that ``-vv`` (and
     CI, where pytest never shortens it) printed the whole block again in the
@@ -453,6 +455,8 @@ def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str):  # t
         return text
     entries[0].lines = text.split("\n")
     crash.message = text.split("\n", 1)[0]
+    # The batch file's line, not where the plugin raised (what --tb=line prints).
+    crash.path, crash.lineno = path, line
     return rep
 
 
