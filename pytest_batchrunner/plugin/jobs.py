@@ -506,12 +506,12 @@ class JobRunner:
 # one of them may skip the item or prepare what its command needs.
 _BEFORE_THE_COMMAND = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytest_runtest_call")
 # Whose implementations of them are known not to do either for a batch item:
-# pytest's own, the plugin's, and its foundation's (pytest-timeout arms its
-# timer, rerunfailures reads its settings, both read ahead here too); and
-# pytest-randomly, which reseeds Python's random generators, which a shell
-# command never reads.
-_KNOWN_MODULES = ("_pytest.", "pytest_batchrunner.", "xdist.", "pytest_timeout", "pytest_rerunfailures",
-                  "pytest_randomly")
+# pytest's own, the plugin's and the Python API's (which holds Ctrl+C around a
+# protocol), and its foundation's (pytest-timeout arms its timer, rerunfailures
+# reads its settings, both read ahead here too); and pytest-randomly, which
+# reseeds Python's random generators, which a shell command never reads.
+_KNOWN_MODULES = ("_pytest.", "pytest_batchrunner.", "batchrunner.", "xdist.", "pytest_timeout",
+                  "pytest_rerunfailures", "pytest_randomly")
 
 
 def _foreign_setup(hooks: Any) -> bool:
