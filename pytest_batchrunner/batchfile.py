@@ -410,11 +410,20 @@ def _exit_codes(value: str) -> tuple[int, ...]:
     )
 
 
+# The operators of pytest's -m expressions: a tag so named could never be selected.
+_MARK_OPERATORS = frozenset({"and", "or", "not"})
+
+
 def _names(value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     for name in names:
         if not name.isidentifier():
             raise ValueError(f"'{name}' is not a valid tag name (letters, digits, underscores)")
+        if name.startswith("_"):
+            # pytest refuses marker names starting with an underscore (with a traceback).
+            raise ValueError(f"'{name}' is not a valid tag name: a marker name cannot start with an underscore")
+        if name in _MARK_OPERATORS:
+            raise ValueError(f"'{name}' is not a valid tag name: -m could not select it (and, or, not are its operators)")
     return names or _fail("give one or more tags, e.g. tags=smoke,db")
 
 

@@ -105,3 +105,18 @@ def test_bad_settings_name_file_line_and_key(line: str, message: str) -> None:
     with pytest.raises(BatchFileError) as info:
         parse_batch_text(line + "\n", "c.batch")
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ("_x", "'_x' is not a valid tag name: a marker name cannot start with an underscore"),
+        ("ok,__init__", "'__init__' is not a valid tag name: a marker name cannot start with an underscore"),
+        ("not", "'not' is not a valid tag name: -m could not select it"),
+        ("slow-one", "'slow-one' is not a valid tag name (letters, digits, underscores)"),
+    ],
+)
+def test_tags_must_be_marker_names_that_m_can_select(tags: str, problem: str) -> None:
+    with pytest.raises(BatchFileError) as info:
+        parse_batch_text(f"true # batch: tags={tags}\n", "c.batch")
+    assert str(info.value).startswith(f"c.batch:1: bad value for batch setting 'tags': {problem}")
