@@ -116,3 +116,9 @@ def test_plugins_and_conftests_markers_are_refused_the_ini_files_are_tags(pytest
     assert result.parseoutcomes()["passed"] == 2
     assert "PASSED mine.batch::echo slow" in text and "PASSED mine.batch::echo fresh" in text
     assert "mine.batch::echo plain" not in text
+    # Markers set with -o are the ini file's too (read before any plugin adds its own).
+    result = run("mine.batch", "-o", "markers=fresh: set on the command line", "-m", "fresh", "-rA")
+    text = clean(result)
+    assert result.ret == pytest.ExitCode.OK
+    assert "PASSED mine.batch::echo fresh" in text
+    assert "mine.batch::echo slow" not in text

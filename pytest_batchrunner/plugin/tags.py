@@ -24,7 +24,7 @@ import pytest
 
 __all__ = ["TagRules", "remember_ini_markers", "tag_rules"]
 
-TAG_DESCRIPTION = "tag set in a batch file"
+_TAG_DESCRIPTION = "tag set in a batch file"
 
 _INI_MARKERS_KEY = pytest.StashKey[list[str]]()
 _RULES_KEY = pytest.StashKey["TagRules"]()
@@ -90,6 +90,6 @@ class TagRules:
         for name in names:
             if name not in self.ours:
                 self.ours.add(name)
-                self.config.addinivalue_line("markers", f"{name}: {TAG_DESCRIPTION}")
+                self.config.addinivalue_line("markers", f"{name}: {_TAG_DESCRIPTION}")
                 if self._lines_seen >= 0:
                     self._lines_seen += 1  # our own line: what others() found still holds
