@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pytest_batchrunner.values import non_negative_float, non_negative_int, share, timeout_seconds
@@ -168,8 +169,19 @@ def read_batch_file(path: str | os.PathLike[str]) -> bytes:
         os.close(fd)
 
 
-def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<commands>") -> list[CommandSpec]:
-    """Parse the content of a batch file (bytes are decoded as strict UTF-8)."""
+def parse_batch_text(
+    data: bytes | str,
+    path: str | os.PathLike[str] = "<commands>",
+    *,
+    check_tag: Callable[[str], str | None] | None = None,
+) -> list[CommandSpec]:
+    """Parse the content of a batch file (bytes are decoded as strict UTF-8).
+
+    *check_tag*, if given, is asked about each name of a ``tags=`` where it is
+    written: what it returns, if not ``None``, is why that name cannot be a tag
+    (the pytest plugin refuses markers that something gives a meaning to), and
+    becomes a :class:`BatchFileError` for that line.
+    """
     if isinstance(data, bytes):
         text = _decode(data, path)
     else:
@@ -193,7 +205,7 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
         if stripped.startswith("#"):
             body = stripped[1:].lstrip()
             if _DIRECTIVE.match(body):
-                defaults = _parse_settings(body[len("batch:"):], path, start + 1)
+                defaults = _parse_settings(body[len("batch:"):], path, start + 1, check_tag)
             continue
         parts = [raw]
         while _continues(parts[-1]):
@@ -214,7 +226,7 @@ def parse_batch_text(data: bytes | str, path: str | os.PathLike[str] = "<command
             body, settings_text = command, None
         settings = defaults
         if settings_text is not None:
-            settings = _parse_settings(settings_text, path, start + 1).over(defaults)
+            settings = _parse_settings(settings_text, path, start + 1, check_tag).over(defaults)
         display = one_line(body).strip() if len(parts) > 1 else body
         specs.append(CommandSpec(path, start + 1, command, display or command, settings))
     return specs
@@ -337,7 +349,9 @@ def _split_settings_comment(command: str) -> tuple[str, str | None]:
     return command, None
 
 
-def _parse_settings(text: str, path: str, line: int) -> LineSettings:
+def _parse_settings(
+    text: str, path: str, line: int, check_tag: Callable[[str], str | None] | None = None
+) -> LineSettings:
     try:
         tokens = shlex.split(text)
     except ValueError as exc:
@@ -357,6 +371,8 @@ def _parse_settings(text: str, path: str, line: int) -> LineSettings:
             raise BatchFileError(path, line, f"batch setting '{key}' needs a value: {key}=...")
         try:
             parsed = parse(value)
+            if key == "tags" and check_tag is not None:
+                _check_tags(parsed, check_tag)  # type: ignore[arg-type]
         except ValueError as exc:
             raise BatchFileError(path, line, f"bad value for batch setting '{key}': {exc}") from None
         if key == "env":
@@ -410,12 +426,50 @@ def _exit_codes(value: str) -> tuple[int, ...]:
     )
 
 
+# The operators of pytest's -m expressions: a tag so named could never be selected.
+_MARK_OPERATORS = frozenset({"and", "or", "not"})
+# Markers that pytest or the plugins the settings map onto act on, whether or
+# not they are registered: a tag so named would change what its line does
+# (``skip`` skips it, a bare ``timeout`` stops pytest-timeout with an
+# INTERNALERROR). The pytest plugin also refuses markers that other plugins
+# register (see ``check_tag`` of :func:`parse_batch_text`).
+_RESERVED_TAGS: dict[str, tuple[str, str | None]] = {  # name: (whose marker, the setting that does it)
+    "skip": ("pytest's", "skip="),
+    "skipif": ("pytest's", "skip="),
+    "xfail": ("pytest's", "xfail="),
+    "parametrize": ("pytest's", None),
+    "usefixtures": ("pytest's", None),
+    "filterwarnings": ("pytest's", None),
+    "tryfirst": ("pytest's", None),
+    "trylast": ("pytest's", None),
+    "timeout": ("pytest-timeout's", "timeout="),
+    "flaky": ("pytest-rerunfailures'", "retries="),
+    "xdist_group": ("pytest-xdist's", "group="),
+}
+
+
 def _names(value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     for name in names:
         if not name.isidentifier():
             raise ValueError(f"'{name}' is not a valid tag name (letters, digits, underscores)")
+        if name.startswith("_"):
+            # pytest refuses marker names starting with an underscore (with a traceback).
+            raise ValueError(f"'{name}' is not a valid tag name: a marker name cannot start with an underscore")
+        if name in _MARK_OPERATORS:
+            raise ValueError(f"'{name}' is not a valid tag name: -m could not select it (and, or, not are its operators)")
+        if name in _RESERVED_TAGS:
+            owner, setting = _RESERVED_TAGS[name]
+            instead = f"; use {setting} instead" if setting else ""
+            raise ValueError(f"'{name}' is {owner} marker and cannot be a tag{instead}")
     return names or _fail("give one or more tags, e.g. tags=smoke,db")
+
+
+def _check_tags(names: tuple[str, ...], check_tag: Callable[[str], str | None]) -> None:
+    for name in names:
+        problem = check_tag(name)
+        if problem is not None:
+            raise ValueError(problem)
 
 
 def _env(value: str) -> tuple[str, str]:

@@ -105,3 +105,35 @@ def test_bad_settings_name_file_line_and_key(line: str, message: str) -> None:
     with pytest.raises(BatchFileError) as info:
         parse_batch_text(line + "\n", "c.batch")
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ("_x", "'_x' is not a valid tag name: a marker name cannot start with an underscore"),
+        ("ok,__init__", "'__init__' is not a valid tag name: a marker name cannot start with an underscore"),
+        ("not", "'not' is not a valid tag name: -m could not select it"),
+        ("slow-one", "'slow-one' is not a valid tag name (letters, digits, underscores)"),
+        ("smoke,timeout", "'timeout' is pytest-timeout's marker and cannot be a tag; use timeout= instead"),
+        ("flaky", "'flaky' is pytest-rerunfailures' marker and cannot be a tag; use retries= instead"),
+        ("skipif", "'skipif' is pytest's marker and cannot be a tag; use skip= instead"),
+        ("parametrize", "'parametrize' is pytest's marker and cannot be a tag"),
+    ],
+)
+def test_tags_must_be_marker_names_that_m_can_select(tags: str, problem: str) -> None:
+    with pytest.raises(BatchFileError) as info:
+        parse_batch_text(f"true # batch: tags={tags}\n", "c.batch")
+    assert str(info.value).startswith(f"c.batch:1: bad value for batch setting 'tags': {problem}")
+
+
+def test_check_tag_refuses_a_name_on_the_line_that_sets_it() -> None:
+    text = "echo a\n# batch: tags=ok,theirs\necho b\n"
+
+    def check(name: str) -> str | None:
+        return f"'{name}' is taken" if name == "theirs" else None
+
+    with pytest.raises(BatchFileError) as info:
+        parse_batch_text(text, "c.batch", check_tag=check)
+    # The defaults line, not the command that inherits the tag.
+    assert str(info.value) == "c.batch:2: bad value for batch setting 'tags': 'theirs' is taken"
+    assert parse_batch_text("echo a # batch: tags=ok\n", "c.batch", check_tag=check)[0].settings.tags == ("ok",)

@@ -74,6 +74,7 @@ def test_commands_run_in_the_current_directory(tmp_path: Path) -> None:
         (b"# nothing but comments\n\n", "No commands found in x.txt"),
         (b"echo \xff\n", "x.txt:1: not valid UTF-8"),
         (b"echo a # batch: retries=lots\n", "x.txt:1: bad value for batch setting 'retries'"),
+        (b"echo a # batch: tags=skip\n", "x.txt:1: bad value for batch setting 'tags': 'skip' is pytest's marker"),
     ],
 )
 def test_bad_input_exits_1_with_a_one_line_message(tmp_path: Path, content: bytes | None, message: str) -> None:

@@ -9,7 +9,8 @@ them a run was asked to execute), :mod:`.items` (the collector and the item), :m
 the status of running commands, shown as the run goes), :mod:`.environment` (the
 environment commands start from), :mod:`.engine` (settings and stash keys),
 :mod:`.history` (earlier runs' durations in pytest's cache), :mod:`.ordering`
-(longest first) and :mod:`.shards` (``--batch-shard K/N``).
+(longest first), :mod:`.shards` (``--batch-shard K/N``) and :mod:`.tags` (the
+names ``tags=`` may take, registered as markers).
 
 May import the parser (:mod:`pytest_batchrunner.batchfile`), the process layer
 and the reports; must not import :mod:`batchrunner` (the original's face sits
@@ -169,6 +170,15 @@ def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
 def is_controller(config: pytest.Config) -> bool:
     """True in the process that reports: the xdist controller, or a run without xdist."""
     return not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before any conftest.py is loaded and any plugin's pytest_configure: the
+    # markers registered now are the ini file's own, which tags may name.
+    from pytest_batchrunner.plugin.tags import remember_ini_markers
+
+    remember_ini_markers(early_config)
 
 
 def pytest_configure(config: pytest.Config) -> None:

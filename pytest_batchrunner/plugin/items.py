@@ -25,6 +25,7 @@ from pytest_batchrunner.process.environment import command_environment
 from pytest_batchrunner.plugin.engine import (
     ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, WORKDIR_KEY, EngineSettings,
 )
+from pytest_batchrunner.plugin.tags import tag_rules
 from pytest_batchrunner.process.command import Attempt, RunningCommand, SpawnError, start_command
 
 
@@ -128,7 +129,9 @@ class BatchFile(pytest.File):
 
     def collect(self):  # type: ignore[no-untyped-def]
         try:
-            specs = parse_batch_text(read_batch_file(self.path), self.display_path())
+            # A tag that names a marker pytest or a plugin acts on is refused on the line that sets it.
+            check_tag = tag_rules(self.config).problem
+            specs = parse_batch_text(read_batch_file(self.path), self.display_path(), check_tag=check_tag)
         except BatchFileError as exc:
             # CollectError is shown as its message alone, without a traceback.
             raise self.CollectError(f"batch file error: {exc}") from None
@@ -139,12 +142,12 @@ class BatchFile(pytest.File):
         if not specs:
             self.warn(BatchFileWarning(f"{self.path.name}: no commands found, nothing to run"))
             return
+        rules = tag_rules(self.config)
         steps: dict[str, int] = {}
         self.group_lines: dict[str, list[int]] = {}
         """The lines of each sequential group's steps in this file (step N at index N - 1)."""
         for spec, name in zip(specs, item_names(specs), strict=True):
-            for tag in spec.settings.tags:
-                self.config.addinivalue_line("markers", f"{tag}: tag set in a batch file")
+            rules.register(spec.settings.tags)
             item = CommandItem.from_parent(self, name=name, spec=spec)
             if spec.settings.sequential:
                 key = group_key(spec)
