@@ -246,18 +246,27 @@ def one_line(command: str) -> str:
     return re.sub(r"[ \t]*\\\n\s*", " ", command).replace("\n", " ")
 
 
-_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
     r"""*text* with control characters (C0 but tab, DEL, C1) as ``\xNN``: safe to show on a terminal.
 
     A command or a file name holding ESC or BEL could otherwise retitle the
-    terminal window or move its cursor.
+    terminal window or move its cursor. A file name's bytes that are not UTF-8
+    (surrogate escapes in Python) show as ``\xNN`` too: no report, terminal or
+    pytest-xdist message can encode them as they are.
     """
     if _CONTROLS.search(text) is None:
         return text
-    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, escaped by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
 
 
 _ID_BRACKETS = str.maketrans("[]", "()")

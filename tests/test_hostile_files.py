@@ -86,8 +86,38 @@ def test_a_file_name_with_double_colons_is_reported_right(pytester: pytest.Pytes
     assert cases[1].find("failure") is not None and cases[0].find("skipped") is None
 
 
+def test_a_file_name_that_is_not_utf8_is_reported_escaped(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    # Its bytes reach pytest's ids as surrogate escapes, which no report (nor
+    # the results spool, nor pytest's junitxml) can encode: an INTERNALERROR.
+    name = os.fsdecode(b"n\xffame.batch")
+    (pytester.path / name).write_text("echo 1\nexit 3\n")
+    reports = ["--batch-json=r.json", "--junitxml=j.xml", "--batch-log=a.log", "--batch-joblog=j.tsv"]
+    if mode == "xdist":
+        # pytest-xdist sends arguments to its workers as UTF-8: a usage error first.
+        result = pytester.runpytest_subprocess(name, "-n", "2", "-p", "no:cacheprovider", *reports)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["ERROR: n\\xffame.batch: a file name that is not UTF-8 cannot be sent*"])
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+        return
+    result = pytester.runpytest_subprocess(name, "-rA", "-p", "no:cacheprovider", *reports)
+    result.assert_outcomes(passed=1, failed=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*Total Commands: 2 | Successful: 1 | Failed: 1*", "PASSED n\\xffame.batch::echo 1"])
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [(r["command"], r["status"], r["file"]) for r in results] == [
+        ("echo 1", "passed", "n\\xffame.batch"), ("exit 3", "failed", "n\\xffame.batch"),
+    ]
+    cases = list(ET.parse(pytester.path / "j.xml").iter("testcase"))
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("n\\xffame.batch", "echo 1"), ("n\\xffame.batch", "exit 3"),
+    ]
+    assert len((pytester.path / "j.tsv").read_text().splitlines()) == 3
+    assert "exit 3" in (pytester.path / "a.log").read_text()
+
+
 def test_printable_escapes_controls_but_tabs() -> None:
     assert printable("a\tb\x1b[0m\x07\x7f\x9b\n") == "a\tb\\x1b[0m\\x07\\x7f\\x9b\\x0a"
+    assert printable(os.fsdecode(b"n\xff.batch") + "\ud800") == "n\\xff.batch\\ud800"
     assert item_names(parse_batch_text("echo \x1b[2J\n", "x.batch")) == ["echo \\x1b(2J"]
 
 

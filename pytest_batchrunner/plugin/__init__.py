@@ -450,7 +450,7 @@ def _check_named_batch_files(config: pytest.Config) -> None:
 
     (pytest itself would only say "not found" for a FIFO or a device.)
     """
-    from pytest_batchrunner.batchfile import not_a_regular_file
+    from pytest_batchrunner.batchfile import not_a_regular_file, printable
 
     for arg in config.args:
         path = Path(config.invocation_params.dir, arg.split("::", 1)[0])
@@ -458,6 +458,16 @@ def _check_named_batch_files(config: pytest.Config) -> None:
             kind = not_a_regular_file(path)
             if kind is not None and kind != "a directory":
                 raise pytest.UsageError(f"{arg}: not a regular file ({kind}); batch files must be regular files")
+            if getattr(config.option, "dist", "no") != "no" and is_controller(config):
+                try:
+                    arg.encode("utf-8")
+                except UnicodeEncodeError:
+                    # pytest-xdist sends the arguments to its workers as UTF-8 text:
+                    # it would stop with an INTERNALERROR (for any test file).
+                    raise pytest.UsageError(
+                        f"{printable(arg)}: a file name that is not UTF-8 cannot be sent to pytest-xdist's "
+                        "workers; rename the file, or run without -n"
+                    ) from None
 
 
 def _regular_batch_file(path: Path, config: pytest.Config) -> bool:
@@ -466,7 +476,7 @@ def _regular_batch_file(path: Path, config: pytest.Config) -> bool:
     One named on the command line is a usage error; one found in a folder is
     skipped with a warning.
     """
-    from pytest_batchrunner.batchfile import not_a_regular_file
+    from pytest_batchrunner.batchfile import not_a_regular_file, printable
 
     kind = not_a_regular_file(path)
     if kind is None:

@@ -120,6 +120,16 @@ CREATE INDEX attempt_command ON attempt (command_id, id);
 """
 
 
+def _storable(value: Any) -> Any:
+    """*value*, with a str's surrogate escapes (undecodable bytes of a file name) as ``\\xNN``."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return value.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 class Recorder:
     """Collects attempt records and final outcomes in a spool, then streams results and the summary.
 
@@ -163,11 +173,19 @@ class Recorder:
             self._db.execute("BEGIN")
             self._writes = 0
         self._summary = None
-        cursor = self._db.execute(sql, args)
+        cursor = self._execute(sql, args)
         self._writes += 1
         if self._writes >= _COMMIT_EVERY:
             self._db.execute("COMMIT")
         return cursor
+
+    def _execute(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except UnicodeEncodeError:
+            # A file name that is not UTF-8 reaches pytest's ids as surrogate
+            # escapes, which SQLite cannot store: its bytes are kept as \xNN.
+            return self._db.execute(sql, tuple(_storable(a) for a in args))
 
     def _id(self, nodeid: str) -> int:
         # A command's start, attempts and outcome come one after the other (a
@@ -175,7 +193,7 @@ class Recorder:
         cached = self._ids.get(nodeid)
         if cached is not None:
             return cached
-        row = self._db.execute("SELECT id FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
+        row = self._execute("SELECT id FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
         if row is not None:
             command_id = row[0]
         else:
@@ -251,7 +269,7 @@ class Recorder:
         return self._count
 
     def __contains__(self, nodeid: object) -> bool:
-        return self._db.execute("SELECT 1 FROM command WHERE nodeid = ?", (nodeid,)).fetchone() is not None
+        return self._execute("SELECT 1 FROM command WHERE nodeid = ?", (nodeid,)).fetchone() is not None
 
     @property
     def active(self) -> bool:
@@ -260,7 +278,7 @@ class Recorder:
 
     def info(self, nodeid: str) -> CommandInfo | None:
         """What is known of *nodeid*, without its records; ``None`` for an unknown command."""
-        row = self._db.execute(
+        row = self._execute(
             "SELECT command, file, line, attempts FROM command WHERE nodeid = ?", (nodeid,)
         ).fetchone()
         return None if row is None else CommandInfo(nodeid, *row)
@@ -279,7 +297,7 @@ class Recorder:
             db.execute(f"CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY {_ORDER}) AS n FROM command")
             self._write("UPDATE command SET seq = (SELECT n FROM numbered WHERE numbered.id = command.id)", ())
             db.execute("DROP TABLE numbered")
-        row = self._db.execute("SELECT id, seq FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
+        row = self._execute("SELECT id, seq FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
         if row is not None and row[1] is not None:
             return row[1]
         command_id = row[0] if row is not None else self._id(nodeid)
