@@ -113,6 +113,19 @@ def test_a_shard_with_nothing_to_run_passes(pytester: pytest.Pytester, mode: str
     assert sorted(r.parseoutcomes().get("passed", 0) for r in results) == [0, 1]
 
 
+@pytest.mark.parametrize("total", ["1000000000", "99999999999999999999"])
+def test_a_huge_shard_count_costs_no_more_than_the_commands(pytester: pytest.Pytester, total: str) -> None:
+    # Only as many shards as commands can get one: the first two shards take
+    # the two lines, every other is empty (was an INTERNALERROR, or a list of N loads).
+    write(pytester, "true\ntrue\n")
+    outcomes = [
+        pytester.runpytest_subprocess("--batch-shard", f"{k}/{total}", "-p", "no:cacheprovider", timeout=60)
+        for k in ("1", "2", "3")
+    ]
+    assert [r.ret for r in outcomes] == [0, 0, 0]
+    assert [r.parseoutcomes().get("passed", 0) for r in outcomes] == [1, 1, 0]
+
+
 def run_shards(pytester: pytest.Pytester, mode: str, total: int) -> list[Path]:
     extra = ["-n", "2"] if mode == "xdist" else []
     paths = []

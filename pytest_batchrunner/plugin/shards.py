@@ -22,6 +22,7 @@ ran in no shard ("not run") from one that ran in two (an error).
 from __future__ import annotations
 
 import argparse
+import heapq
 import os
 from typing import Any
 
@@ -69,13 +70,16 @@ def shard_from_environment(environ: Any = None) -> tuple[int, int]:
 
 def partition(units: list[tuple[str, float]], total: int) -> list[int]:
     """The shard (0-based) of each unit ``(first node id, weight)``: heaviest first, to the lightest shard."""
-    loads = [0.0] * total
+    # A heap of (load, shard): the lightest shard, the lowest index on a tie.
+    # Only as many shards as units can ever get one: a huge N (--batch-shard
+    # 1/1000000000) costs no more than the units.
+    loads = [(0.0, s) for s in range(min(total, len(units)))]
     shard_of = [0] * len(units)
     order = sorted(range(len(units)), key=lambda i: (-units[i][1], i))
     for i in order:
-        shard = min(range(total), key=lambda s: (loads[s], s))
+        load, shard = loads[0]
         shard_of[i] = shard
-        loads[shard] += units[i][1]
+        heapq.heapreplace(loads, (load + units[i][1], shard))
     return shard_of
 
 
