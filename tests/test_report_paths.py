@@ -148,3 +148,15 @@ def test_unusable_paths_are_refused_before_anything_runs(
     result.stderr.fnmatch_lines([message])
     assert not (pytester.path / "ran").exists()
     assert batch.read_text() == COMMANDS
+
+
+def test_a_step_summary_that_is_the_batch_file_is_refused(
+    pytester: pytest.Pytester, batch: Path, run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Appending the Markdown to the batch file would make the next run execute it.
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", "./cmds.batch")
+    result = run("cmds.batch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*$GITHUB_STEP_SUMMARY *cmds.batch is the same file as the batch file *cmds.batch*"])
+    assert not (pytester.path / "ran").exists()
+    assert batch.read_text() == COMMANDS

@@ -138,6 +138,10 @@ def check_paths(config: pytest.Config, patterns: list[str]) -> None:
         value = config.getoption(dest, None)
         if value:
             reports.append((option, base / os.path.expanduser(value)))
+    step_summary = os.environ.get(STEP_SUMMARY, "").strip()
+    if step_summary:
+        # Appended to, never replaced; still not into a batch file or another report.
+        reports.append((f"${STEP_SUMMARY}", base / step_summary))
     try:
         check_report_paths(reports, input_files(config, patterns, reports))
     except ReportPathError as exc:
