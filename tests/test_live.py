@@ -91,6 +91,9 @@ def test_status_interval_lines(pytester: pytest.Pytester, run, mode: str) -> Non
     bad = run("--batch-status-interval", "soon")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--batch-status-interval: 'soon' is not a number*"])
+    flood = run("--batch-status-interval", "0.0001")
+    assert flood.ret == pytest.ExitCode.USAGE_ERROR
+    flood.stderr.fnmatch_lines(["*--batch-status-interval: '0.0001' is too short: at least 0.1 s, or 0 for no lines"])
 
 
 def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, interrupt_when=None) -> bytes:

@@ -65,6 +65,10 @@ LINE_LIMIT = 64 * 1024
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+MIN_INTERVAL = 0.1
+"""The shortest ``--batch-status-interval`` (seconds) other than 0."""
+
+
 def add_options(group: Any, parser: pytest.Parser) -> None:
     """Add ``--batch-live`` and ``--batch-status-interval`` to the plugin's option group."""
     from pytest_batchrunner.values import cli_float
@@ -544,14 +548,19 @@ def configure(config: pytest.Config, is_controller: bool) -> WorkerLive | None:
     if not config.pluginmanager.hasplugin("terminal"):
         return None  # nothing to show it on (-p no:terminal, the Python API's quiet inner run)
     interval = config.getoption("batch_status_interval")
+    source = "--batch-status-interval"
     if interval is None:
         ini = config.getini("batch_status_interval")
+        source = "ini value batch_status_interval"
         try:
             from pytest_batchrunner.values import non_negative_float
 
             interval = non_negative_float(str(ini).strip()) if ini not in (None, "") else DEFAULT_INTERVAL
         except ValueError as exc:
-            raise pytest.UsageError(f"ini value batch_status_interval: {exc}") from None
+            raise pytest.UsageError(f"{source}: {exc}") from None
+    if 0 < interval < MIN_INTERVAL:
+        # A line per long command every interval: 0.0001 s printed thousands of lines a second.
+        raise pytest.UsageError(f"{source}: '{interval:g}' is too short: at least {MIN_INTERVAL:g} s, or 0 for no lines")
     tty = sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
     # With -s, tests may print to the terminal behind the writer's back: no status area then.
     status_line = tty and config.getoption("capture", "fd") != "no" and not config.option.collectonly
