@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import leftovers
+
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
@@ -62,3 +64,47 @@ def test_a_second_ctrl_c_while_stopping_still_writes_the_reports(pytester: pytes
     assert "Traceback" not in text
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["summary"]["total_commands"] == 2
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_controller_alone_stops_the_workers_commands_at_once(
+    pytester: pytest.Pytester, no_leftovers: str, sig: str
+) -> None:
+    # `kill PID` (a CI runner, a supervisor) reaches the xdist controller only:
+    # pytest-xdist would stop its workers only after its own wait (5 s here).
+    (pytester.path / "cmds.batch").write_text("touch started; sleep 331\nsleep 332\n")
+    start = []
+
+    def stop(pid: int) -> None:
+        start.append(time.monotonic())
+        os.kill(pid, getattr(signal, sig))
+
+    returncode, text = stopped_run(pytester, "xdist", stop, "--batch-kill-grace", "0.3")
+    assert returncode == pytest.ExitCode.INTERRUPTED, text
+    assert time.monotonic() - start[0] < 3.5, text
+    assert "Traceback" not in text and "already stopping" not in text
+    # no_leftovers: both sleeps were killed.
+
+
+def test_a_killed_controller_takes_its_local_workers_commands_along(
+    pytester: pytest.Pytester, no_leftovers: str
+) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("a worker learns of its controller's death from the kernel on Linux only")
+    (pytester.path / "cmds.batch").write_text("touch started; sleep 333\nsleep 334\n")
+    killed = []
+
+    def kill(pid: int) -> None:
+        killed.append(time.monotonic())
+        os.kill(pid, signal.SIGKILL)
+
+    returncode, _ = stopped_run(pytester, "xdist", kill)
+    assert returncode == -signal.SIGKILL
+    # Within a few seconds (execnet's own fallback took 15 s).
+    deadline = killed[0] + 5
+    while time.monotonic() < deadline:
+        left = [p.cmdline for p, _ in leftovers(no_leftovers).values() if "sleep 33" in p.cmdline]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left, f"the workers' commands outlived their killed controller: {left}"

@@ -23,6 +23,7 @@ import gc
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+_ECHO_SECONDS = 1.0
 
 
 class Interrupts:
@@ -356,6 +358,11 @@ class Interrupts:
         self.stopping = False
         self.ignored = 0
         self.closed = False
+        self.first: tuple[int, float] = (0, 0.0)
+        self.parent: int | None = None
+        """In a local xdist worker, its controller's pid: a signal once it is gone ends the worker at once."""
+        self.on_stop: list[Any] = []
+        """Called with the signal's number when it first stops the run (the xdist controller passes it on)."""
 
     def install(self) -> None:
         """Take over the signals whose handler is still Python's default (main thread only)."""
@@ -371,6 +378,10 @@ class Interrupts:
                 self.previous[sig] = signal.signal(sig, self.handle)
 
     def handle(self, signum: int, frame: Any) -> None:
+        if self.parent is not None and os.getppid() != self.parent:
+            # A local xdist worker whose controller died (see .workerstop): nobody
+            # reads its reports any more; its guardian kills its commands.
+            os._exit(128 + signum)
         if self.closed:
             # The run is over but something put this handler back (a holder of
             # handlers restoring what it saw): behave as the handler before ours.
@@ -381,7 +392,14 @@ class Interrupts:
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
         if not self.stopping or not self.protect:
             self.stopping = True
+            self.first = (signum, time.monotonic())
+            for stop in self.on_stop:
+                stop(signum)
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+        if self.parent is not None and self.first[0] == signum and time.monotonic() - self.first[1] < _ECHO_SECONDS:
+            # The same stop twice at once (a local xdist worker: the signal to the
+            # process group, and the controller passing it on): one stop.
+            return
         self.ignored += 1
         if self.ignored >= 2:
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name} again")
@@ -415,6 +433,16 @@ def _install_sigterm(config: pytest.Config) -> None:
     config.stash[_SIGTERM_KEY] = interrupts
     config.pluginmanager.register(interrupts, "batchrunner-interrupts")
     config.add_cleanup(interrupts.restore)
+    if config.pluginmanager.hasplugin("xdist"):
+        from pytest_batchrunner.plugin.workerstop import LocalWorkers, stop_with_controller
+
+        if is_controller(config):
+            if getattr(config.option, "dist", "no") != "no":
+                workers = LocalWorkers()
+                config.pluginmanager.register(workers, "batchrunner-local-workers")
+                interrupts.on_stop.append(workers.stop)
+        elif stop_with_controller(config):
+            interrupts.parent = os.getppid()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]

@@ -816,6 +816,29 @@ def _set_subreaper(on: bool) -> None:
         prctl(_PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def signal_when_parent_dies(signum: int) -> bool:
+    """Ask the kernel to send *signum* to this process when its parent dies (Linux); whether it took.
+
+    An xdist worker's commands are its own: killed outright, its controller
+    cannot stop them, and the worker would go on until its link times out.
+    """
+    if not _HAVE_PROC:
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        parent = os.getppid()
+        if prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent died before the request: act now
+        os.kill(os.getpid(), signum)
+    return True
+
+
 def stop_adopting() -> None:
     """Stop being the child subreaper if no command runs (at the end of a run; a no-op normally)."""
     with _running_changed:
