@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
 from pytest_batchrunner.process.prestart import Prestart
 from pytest_batchrunner.process.command import DeferredSignals
+
+_ONE_RUN_AT_A_TIME = threading.RLock()
+"""Held by a run: pytest's in-process runs share the process (plugins, ``os.environ``), so threads take turns."""
 
 if TYPE_CHECKING:
     from batchrunner.inprocess import InnerRun
@@ -84,7 +88,9 @@ class BatchRunner:
 
     Arguments are checked by :meth:`run`, as in the original. A process runs
     one batch at a time: :meth:`run` calls :func:`pytest.main`, which is not
-    made to run in several threads at once.
+    made to run in several threads at once (it registers plugins and sets
+    environment variables for the whole process), so runs started from several
+    threads take turns, each whole.
     """
 
     def __init__(
@@ -142,6 +148,10 @@ class BatchRunner:
         ran, and :class:`KeyboardInterrupt` is raised again.
         """
         self._check()
+        with _ONE_RUN_AT_A_TIME:
+            return self._run()
+
+    def _run(self) -> tuple[list[CommandResult], dict[str, Any]]:
         self.results, self.summary = [], {}
         self.start_time = time.time()
         recorded: list[CommandResult] = []

@@ -710,3 +710,27 @@ def test_a_held_ctrl_c_is_not_held_through_a_rerun_in_its_slot(tmp_path: Path, m
     result = interrupt_once_started([sys.executable, "run.py"], tmp_path, tmp_path / "started")
     assert result.returncode == 130, result.stdout + result.stderr
     assert time.monotonic() - start < 20
+
+
+THREADS = """
+import os
+from concurrent.futures import ThreadPoolExecutor
+from batchrunner import BatchRunner
+os.environ["PYTEST_ADDOPTS"] = "-q"
+before = dict(os.environ)
+def one(i):
+    results, summary = BatchRunner([f"echo {i}", "sleep 0.1"], verbose=False).run()
+    return [r.stdout.strip() for r in results], summary["successful"]
+with ThreadPoolExecutor(4) as pool:
+    print(list(pool.map(one, range(8))))
+print(dict(os.environ) == before)
+"""
+
+
+def test_runs_from_several_threads_take_turns_each_whole(tmp_path: Path, no_leftovers: str) -> None:
+    # pytest.main registers plugins and sets environment variables for the whole
+    # process: two at once raised "Plugin already registered" or lost options.
+    done = subprocess.run([sys.executable, "-c", THREADS], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [str([([str(i), ""], 2) for i in range(8)]), "True"]
