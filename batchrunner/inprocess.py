@@ -14,6 +14,8 @@ running pytest test. Commands run in the caller's current directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import gc
 import glob
 import importlib
@@ -251,9 +253,31 @@ class InnerRun:
         if recording is None:
             return
         # The API hands back a list: the caller asked for every result.
-        results = list(recording.recorder.results())
+        results = [_as_the_original(r) for r in recording.recorder.results()]
         summary = recording.recorder.summary()
         self.outcome = results, summary
+
+
+def _as_the_original(result: CommandResult) -> CommandResult:
+    """*result* with the original's text: universal newlines in the output, a naive local timestamp.
+
+    The original ran commands with ``text=True``, which turns ``\r\n`` and
+    ``\r`` into ``\n``, and stamped them with ``datetime.now().isoformat()``,
+    which code compares with other naive local times. (The plugin's own JSON
+    keeps the bytes' line ends and an offset, which merged shards from other
+    machines need.)
+    """
+    stdout, stderr, stamp = result.stdout, result.stderr, result.timestamp
+    if "\r" in stdout:
+        stdout = stdout.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in stderr:
+        stderr = stderr.replace("\r\n", "\n").replace("\r", "\n")
+    if stamp:
+        try:
+            stamp = datetime.datetime.fromisoformat(stamp).astimezone().replace(tzinfo=None).isoformat()
+        except ValueError:
+            pass
+    return dataclasses.replace(result, stdout=stdout, stderr=stderr, timestamp=stamp)
 
 
 def _may_rerun(item: pytest.Item) -> bool:

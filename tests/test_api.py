@@ -734,3 +734,12 @@ def test_runs_from_several_threads_take_turns_each_whole(tmp_path: Path, no_left
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.splitlines() == [str([([str(i), ""], 2) for i in range(8)]), "True"]
+
+
+def test_results_have_the_original_s_newlines_and_local_timestamps(no_leftovers: str) -> None:
+    # The original ran commands with text=True (universal newlines) and stamped
+    # them with datetime.now().isoformat(), which callers subtract from now().
+    results, _ = BatchRunner(["printf 'a\\r\\nb\\rc'", "printf 'x\\r\\n' >&2"], verbose=False).run()
+    assert (results[0].stdout, results[1].stderr) == ("a\nb\nc", "x\n")
+    stamp = datetime.fromisoformat(results[0].timestamp)
+    assert stamp.tzinfo is None and abs((datetime.now() - stamp).total_seconds()) < 60
