@@ -29,7 +29,7 @@ from typing import IO, Any, Protocol
 import pytest
 
 from pytest_batchrunner.batchfile import CommandSpec
-from pytest_batchrunner.plugin.engine import JOBS_KEY, PRESTART_KEY, RECORDING_KEY
+from pytest_batchrunner.plugin.engine import ENVIRONMENT_KEY, JOBS_KEY, PRESTART_KEY, RECORDING_KEY
 from pytest_batchrunner.plugin.items import BatchFile
 from pytest_batchrunner.process.prestart import Prestart
 from pytest_batchrunner.process.command import Attempt, DeferredSignals
@@ -233,6 +233,11 @@ class InnerRun:
             interrupts.replay()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.prestart is not None:
+            # Every command gets the caller's environment, as the ones started
+            # before pytest did: not pytest's additions (PYTEST_VERSION, which
+            # programs read to tell whether they run under pytest).
+            session.config.stash[ENVIRONMENT_KEY] = self.prestart.base_env
         recorder = session.config.stash[RECORDING_KEY].recorder
         # The mode asked for, as the original reports it (the plugin infers it from the job count).
         recorder.mode = self.runner.mode

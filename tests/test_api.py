@@ -743,3 +743,15 @@ def test_results_have_the_original_s_newlines_and_local_timestamps(no_leftovers:
     assert (results[0].stdout, results[1].stderr) == ("a\nb\nc", "x\n")
     stamp = datetime.fromisoformat(results[0].timestamp)
     assert stamp.tzinfo is None and abs((datetime.now() - stamp).total_seconds()) < 60
+
+
+def test_every_command_gets_the_caller_s_environment_without_pytest_s_additions(
+    monkeypatch: pytest.MonkeyPatch, no_leftovers: str
+) -> None:
+    # Started before pytest was ready or after: the same environment, without the
+    # PYTEST_VERSION pytest sets while it runs (programs read it to detect pytest).
+    monkeypatch.delenv("PYTEST_VERSION", raising=False)
+    monkeypatch.setenv("CALLER_VAR", "mine")
+    commands = ["sleep 0.2", "sleep 0.2", 'echo "${PYTEST_VERSION-unset} $CALLER_VAR"']
+    results, _ = BatchRunner(commands, verbose=False).run()
+    assert results[2].stdout == "unset mine\n"
