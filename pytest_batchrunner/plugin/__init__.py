@@ -455,6 +455,34 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ign
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport | None:
+    """Collect a batch file that failed last time under ``--lf`` even when pytest cannot find it by its ids.
+
+    pytest's ``--lf`` finds the files of the failed ids by cutting them at the
+    first ``::``, and skips every other file: a file whose name holds ``::``, or
+    whose id escapes a character (``\\x01``), was skipped and its failed
+    commands never ran again. Such a file is collected as usual; ``--lf`` still
+    deselects its commands that passed.
+    """
+    from pytest_batchrunner.plugin.items import BatchFile
+
+    if not isinstance(collector, BatchFile) or not collector.config.getoption("lf", False):
+        return None
+    if collector.config.rootpath / collector.nodeid.split("::")[0] == collector.path:
+        return None  # pytest finds it
+    cache = collector.config.cache
+    failed = cache.get("cache/lastfailed", {}) if cache is not None else {}
+    prefix = collector.nodeid + "::"
+    if not any(nodeid.startswith(prefix) for nodeid in failed):
+        return None
+    try:
+        from _pytest.runner import pytest_make_collect_report as collect
+    except ImportError:  # pragma: no cover - a pytest that moved it: its own --lf applies
+        return None
+    return collect(collector)
+
+
 def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
     """The node id of a batch file outside the rootdir: its path relative to the rootdir (``../ext/b.batch``).
 
