@@ -755,3 +755,16 @@ def test_every_command_gets_the_caller_s_environment_without_pytest_s_additions(
     commands = ["sleep 0.2", "sleep 0.2", 'echo "${PYTEST_VERSION-unset} $CALLER_VAR"']
     results, _ = BatchRunner(commands, verbose=False).run()
     assert results[2].stdout == "unset mine\n"
+
+
+def test_parallel_mode_logs_each_command_when_it_ends(tmp_path: Path, no_leftovers: str) -> None:
+    # As the original's threads did: a command that ends early is logged (and
+    # counted in "Progress") at once, not after the slow one before it.
+    log = tmp_path / "run.log"
+    BatchRunner(["sleep 1.5", "echo a", "exit 3"], mode="parallel", log_file=str(log), verbose=False).run()
+    messages = [e.message for e in parse_log(log.read_text())]
+    slow = next(i for i, m in enumerate(messages) if re.fullmatch(r"\[OK\] Command completed \(1[5-9]\d\d\.\dms\)", m))
+    assert messages.index("Progress: 1/3 completed") < messages.index("Progress: 2/3 completed") < slow
+    assert messages.index("[X] Command failed (exit code 3)") < slow
+    assert messages[slow + 1] == "Progress: 3/3 completed"
+    assert messages.count("Progress: 3/3 completed") == 1

@@ -14,7 +14,7 @@ import pytest
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
 
 __all__ = [
-    "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
+    "ATTEMPT_ENDED_KEY", "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
     "ONLY_COMMANDS_KEY", "RECORDING_KEY", "REMOTE_KEY", "HOST_KEY", "WORKDIR_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT",
     "default_timeout", "has_timeout_plugin",
 ]
@@ -48,6 +48,11 @@ ATTEMPT_STARTED_KEY = pytest.StashKey[Any]()
 
 Set by the controller's recording (see :mod:`~pytest_batchrunner.plugin.recording`), so
 in a run without xdist; the logs announce a command when it really starts."""
+ATTEMPT_ENDED_KEY = pytest.StashKey[Any]()
+"""``(item, attempt_number, attempt, rerun)``: called in a job slot's thread when a command started ahead of its
+item's turn has ended, before pytest reports it; *rerun* says whether the slot runs it again (see
+:mod:`~pytest_batchrunner.plugin.jobs`). Set by the controller's recording, so that logs written as commands
+end (the audit log in parallel mode) need not wait for the item's turn."""
 REMOTE_KEY = pytest.StashKey[Any]()
 """The controller's :class:`~pytest_batchrunner.plugin.remote.RemoteWorkers`, when some xdist gateway is remote."""
 HOST_KEY = pytest.StashKey[str]()

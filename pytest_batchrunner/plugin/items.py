@@ -401,6 +401,16 @@ class CommandItem(pytest.Item):
         if hasattr(report, "start") and hasattr(report, "stop"):
             report.start, report.stop = a.started, a.started + a.duration
 
+    def ended_record(self, number: int, a: Attempt) -> dict[str, Any]:
+        """What the logs write of attempt *number* when it ends: :meth:`attempt_record`'s keys for it, without the output."""
+        policy = self.rerun_policy()
+        return {
+            "nodeid": self.nodeid, "command": self.spec.command, "attempt": number, "success": a.success,
+            "exit_code": a.exit_code, "signal": a.signal, "timed_out": a.timed_out, "timeout": a.timeout,
+            "stderr": a.stderr, "started": a.started, "duration_ms": round(a.duration * 1000, 3),
+            "leftovers": a.leftovers, "max_attempts": policy.reruns + 1, "retry_delay": policy.delay(number),
+        }
+
     def attempt_record(self) -> dict[str, Any] | None:
         """The last attempt as plain data: travels on the report, through xdist, to the reports.
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, ENGINE_KEY, PRESTART_KEY
+from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ENGINE_KEY, PRESTART_KEY
 from pytest_batchrunner.plugin.items import CommandFailed, CommandItem
 from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
 from pytest_batchrunner.process.command import Attempt, RunningCommand, kill_group, terminate_in_flight
@@ -226,7 +226,7 @@ class JobRunner:
                 future.add_done_callback(lambda done, item=item, proxy=proxy: self._adopted_chain(item, done, proxy))
             else:
                 # Called at once for a command that has already ended.
-                future.add_done_callback(lambda done, key=key: self._adopted_done(done, key))
+                future.add_done_callback(lambda done, key=key, item=item: self._adopted_done(done, key, item))
         for key, future in left.items():  # not collected (cannot happen: the specs are the items')
             future.add_done_callback(lambda done, key=key: self._adopted_done(done, key))
 
@@ -243,8 +243,10 @@ class JobRunner:
             with self.lock:
                 self.running -= 1
 
-    def _adopted_done(self, future: Future[Attempt], key: PrestartKey | None = None) -> None:
+    def _adopted_done(self, future: Future[Attempt], key: PrestartKey | None = None, item: CommandItem | None = None) -> None:
         success = not future.cancelled() and future.exception() is None and future.result().success
+        if item is not None and not future.cancelled() and future.exception() is None:
+            self._announce_end(item, 1, future.result(), False)
         with self.lock:
             self.running -= 1
             if not success and self.maxfail > 0 and key is not None:
@@ -330,6 +332,7 @@ class JobRunner:
             return None  # type: ignore[return-value]
         self._ended(item, failed=not attempt.success)
         self.finished(attempt.pid)
+        self._announce_end(item, 1, attempt, False)
         try:
             # Refill as soon as a command ends, while pytest still reports the
             # items before it: its bookkeeping overlaps the next command. Only
@@ -398,6 +401,7 @@ class JobRunner:
                     rerun = Future()
                     with self.lock:
                         self.retries[(item, number + 1)] = rerun
+                self._announce_end(item, number, attempt, again)
                 future.set_result(attempt)
                 if rerun is None:
                     return
@@ -414,6 +418,12 @@ class JobRunner:
                 self.running -= 1
             if success:
                 self._fill()
+
+    def _announce_end(self, item: CommandItem, number: int, attempt: Attempt, rerun: bool) -> None:
+        """Tell the recording that attempt *number* of *item* ended here, ahead of its report (see ATTEMPT_ENDED_KEY)."""
+        ended = self.config.stash.get(ATTEMPT_ENDED_KEY, None)
+        if ended is not None:
+            ended(item, number, attempt, rerun)
 
     def _ended(self, item: CommandItem, failed: bool) -> None:
         # One step under the lock: no other job can see the free slot before

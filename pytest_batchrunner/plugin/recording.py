@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
-from pytest_batchrunner.plugin.engine import ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
+from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
 from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
 from pytest_batchrunner.reports.summary import write_terminal_summary
@@ -44,6 +44,7 @@ class BatchRecording:
         """Under xdist: whether every worker collected batch commands alone (None before the first)."""
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
+        config.stash[ATTEMPT_ENDED_KEY] = self.attempt_ended
 
     def attempt_started(self, nodeid: str, number: int, max_attempts: int, started: float) -> None:
         """An attempt's command has started in this process (any thread): tell the listeners that care."""
@@ -52,6 +53,22 @@ class BatchRecording:
             on_command_start = getattr(listener, "on_command_start", None)
             if on_command_start is not None:
                 on_command_start(nodeid, number, max_attempts, started)
+
+    def attempt_ended(self, item: Any, number: int, attempt: Any, rerun: bool) -> None:
+        """A command started ahead of its item's turn ended, in a job slot (any thread): tell the listeners that care.
+
+        They get the attempt's record without its output, and the outcome the
+        slot expects (``"rerun"``, ``"passed"`` or ``"failed"``); pytest's report
+        of it follows in the item's turn (:meth:`pytest_runtest_logreport`).
+        """
+        listeners = [lsn.on_command_end for lsn in self.recorder.listeners if hasattr(lsn, "on_command_end")]
+        if not listeners:
+            return
+        record = item.ended_record(number, attempt)
+        record["nodeid"] = self.key(record["nodeid"])
+        outcome = "rerun" if rerun else "passed" if attempt.success else "failed"
+        for on_command_end in listeners:
+            on_command_end(record, outcome)
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
