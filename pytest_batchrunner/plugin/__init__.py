@@ -333,7 +333,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-_ECHO_SECONDS = 1.0
+_ECHO_SECONDS = 3.0
 
 
 class Interrupts:
@@ -378,10 +378,17 @@ class Interrupts:
                 self.previous[sig] = signal.signal(sig, self.handle)
 
     def handle(self, signum: int, frame: Any) -> None:
-        if self.parent is not None and os.getppid() != self.parent:
-            # A local xdist worker whose controller died (see .workerstop): nobody
-            # reads its reports any more; its guardian kills its commands.
-            os._exit(128 + signum)
+        if self.parent is not None:
+            if os.getppid() != self.parent:
+                # A local xdist worker whose controller died (see .workerstop): nobody
+                # reads its reports any more; its guardian kills its commands.
+                os._exit(128 + signum)
+            if self.closed or (self.first[0] == signum and time.monotonic() - self.first[1] < _ECHO_SECONDS):
+                # The same stop twice (the signal to the process group, and the
+                # controller passing it on, maybe late) is one stop; and a worker
+                # whose session is over (xdist had nothing more for it) only
+                # waits to exit: a stop there would raise in its exit handlers.
+                return
         if self.closed:
             # The run is over but something put this handler back (a holder of
             # handlers restoring what it saw): behave as the handler before ours.
@@ -396,10 +403,6 @@ class Interrupts:
             for stop in self.on_stop:
                 stop(signum)
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-        if self.parent is not None and self.first[0] == signum and time.monotonic() - self.first[1] < _ECHO_SECONDS:
-            # The same stop twice at once (a local xdist worker: the signal to the
-            # process group, and the controller passing it on): one stop.
-            return
         self.ignored += 1
         if self.ignored >= 2:
             raise KeyboardInterrupt(f"received {signal.Signals(signum).name} again")
@@ -419,6 +422,11 @@ class Interrupts:
         """Put the previous handlers back (a cleanup of the config: after every unconfigure hook,
         pytest's own included, so that a late second Ctrl+C cannot land in them)."""
         self.closed = True
+        if self.parent is not None:
+            # A local xdist worker ends with its session: a stop passed on late by
+            # its controller must still land here (see handle), not in Python's
+            # handler, which would raise in the worker's exit handlers.
+            return
         for sig, handler in self.previous.items():
             if signal.getsignal(sig) == self.handle:
                 signal.signal(sig, handler)
