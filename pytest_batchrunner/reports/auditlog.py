@@ -52,6 +52,8 @@ from pytest_batchrunner.reports.summary import format_rate
 __all__ = ["AuditLog", "log_line"]
 
 INFO, SUCCESS, WARNING, ERROR = "INFO", "SUCCESS", "WARNING", "ERROR"
+# The worker name of the attempts this process runs itself (its records say so too).
+_HERE = "main"
 RULE = "=" * 70
 FAILED_STDERR_CHARS = 100
 """Characters of stderr shown per failed command in the summary, as the original."""
@@ -99,8 +101,10 @@ class AuditLog:
         """Files written before this log's end (``--batch-json``), named by ``Results saved to:`` lines."""
         self.lock = threading.RLock()
         self._header_written = False
-        self._emitted: set[tuple[str, int]] = set()
-        self._waiting: dict[tuple[str, int], tuple[float, int]] = {}
+        # Attempts by (nodeid, worker, number): the same item may run more than
+        # once (--keep-duplicates, --dist each), so a run's keys go when it ends.
+        self._emitted: set[tuple[str, str, int]] = set()
+        self._waiting: dict[tuple[str, str, int], tuple[float, int]] = {}
         self._logstarts: dict[str, int] = {}
         self._started_commands = 0
         self._completed = 0
@@ -146,9 +150,9 @@ class AuditLog:
         entry = self.recorder.info(nodeid)
         return entry.command if entry is not None and entry.command else nodeid
 
-    def _executing(self, nodeid: str, number: int, max_attempts: int, when: float) -> None:
-        self._emitted.add((nodeid, number))
-        self._waiting.pop((nodeid, number), None)
+    def _executing(self, nodeid: str, worker: str, number: int, max_attempts: int, when: float) -> None:
+        self._emitted.add((nodeid, worker, number))
+        self._waiting.pop((nodeid, worker, number), None)
         self._header(when)
         if number == 1:
             self._started_commands += 1
@@ -167,11 +171,12 @@ class AuditLog:
         be announced before the one before it has been reported).
         """
         with self.lock:
-            key = (nodeid, number)
+            # Only the reporting process calls this, for the commands it runs itself.
+            key = (nodeid, _HERE, number)
             if key in self._emitted:
                 return
             if self.parallel or self._logstarts.get(nodeid, 0) >= number:
-                self._executing(nodeid, number, max_attempts, started)
+                self._executing(nodeid, _HERE, number, max_attempts, started)
             else:
                 self._waiting[key] = (started, max_attempts)
 
@@ -179,9 +184,9 @@ class AuditLog:
         """pytest starts an attempt of a command's item (its ``Executing`` line may be waiting for it)."""
         with self.lock:
             number = self._logstarts[nodeid] = self._logstarts.get(nodeid, 0) + 1
-            waiting = self._waiting.get((nodeid, number))
+            waiting = self._waiting.get((nodeid, _HERE, number))
             if waiting is not None:
-                self._executing(nodeid, number, waiting[1], waiting[0])
+                self._executing(nodeid, _HERE, number, waiting[1], waiting[0])
 
     def on_command_end(self, record: dict[str, Any], outcome: str) -> None:
         """A command started ahead of its turn ended (any thread): in parallel mode, its lines are written now.
@@ -222,9 +227,10 @@ class AuditLog:
 
     def _attempt(self, record: dict[str, Any], outcome: str) -> None:
         nodeid, number = record["nodeid"], record["attempt"]
+        worker = record.get("worker") or _HERE
         started = record["started"]
-        if (nodeid, number) not in self._emitted:
-            self._executing(nodeid, number, record.get("max_attempts") or number, started)
+        if (nodeid, worker, number) not in self._emitted:
+            self._executing(nodeid, worker, number, record.get("max_attempts") or number, started)
         ended = started + record["duration_ms"] / 1000
         if record["timed_out"]:
             timeout = record.get("timeout")
@@ -247,7 +253,11 @@ class AuditLog:
         if outcome == "rerun":
             delay = record.get("retry_delay") or 0.0
             self.log(INFO, f"Retrying in {seconds_text(delay)}s...", ended)
-        elif self.parallel:
+            return
+        # The run is over: a later run of the same item starts at attempt 1 again.
+        for earlier in range(1, number + 1):
+            self._emitted.discard((nodeid, worker, earlier))
+        if self.parallel:
             self._completed += 1
             self.log(INFO, f"Progress: {self._completed}/{len(self.recorder)} completed")
 
