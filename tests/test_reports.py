@@ -582,6 +582,23 @@ def test_every_worker_runs_each_item_as_its_own_command(pytester: pytest.Pyteste
     assert sorted(int(row[0]) for row in reports.joblog) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("dist", ["load", "loadgroup"])
+def test_duplicates_under_xdist_count_what_the_scheduler_ran(pytester: pytest.Pytester, no_leftovers: str,
+                                                            dist: str) -> None:
+    # --dist load runs an id collected twice twice; the load-scope schedulers run it once.
+    pytester.makeini("[pytest]\n")
+    write(pytester, "echo a\necho b\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "-n", "2",
+                                           "--dist", dist, "-p", "no:cacheprovider", *REPORTS)
+    ran = result.parseoutcomes()["passed"]
+    assert ran == (4 if dist == "load" else 2)
+    terminal = terminal_summary(result.stdout.str())
+    assert (terminal["total_commands"], terminal["successful"]) == (ran, ran)
+    reports = read_reports(pytester.path)
+    assert reports.json["summary"]["not_run"] == 0
+    assert_reports_agree(terminal, reports)
+
+
 def test_a_run_again_keeps_its_own_reruns(pytester: pytest.Pytester, no_leftovers: str) -> None:
     # Fails on its first attempt overall, passes afterwards: the first run is flaky (two attempts),
     # the second passes at once.

@@ -127,6 +127,12 @@ class BatchRecording:
         self._collections += 1
         if self._collections > 1 and not self.each:
             return
+        if not self.each:
+            # An id collected twice (--keep-duplicates) runs twice under --dist load
+            # and worksteal, once under the load-scope schedulers (theirs, and ours
+            # for groups and history order, see .pipelines): expected once, a second
+            # run is added when it starts.
+            ids = list(dict.fromkeys(ids))
         if self.remote is not None:
             # A remote worker's ids name its copies: what it sent is the truth (see .remote).
             for nodeid in ids:
@@ -144,7 +150,7 @@ class BatchRecording:
                 specs = parse_batch_text(read_batch_file(path), rel)
             except (OSError, BatchFileError):
                 continue
-            # A count, not a set: an item collected twice (--keep-duplicates) runs twice.
+            # A count, not a set: under --dist each an item collected twice runs twice.
             wanted = Counter(nodeids)
             for spec, name in zip(specs, item_names(specs), strict=True):
                 nodeid = f"{rel}::{name}"
