@@ -4,6 +4,8 @@ Registered in the process that prints the terminal report (the xdist
 controller, or the only process without xdist). Every attempt's data reaches
 it on ``report.batch``, which pytest-xdist serialises with the report; each
 rerun arrives as its own report, so reruns are counted wherever they ran.
+Reports are told to the recorder with the worker that sent them: an item run
+more than once (``--keep-duplicates``, ``--dist each``) is a command per run.
 """
 
 from __future__ import annotations
