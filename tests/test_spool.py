@@ -361,3 +361,37 @@ def test_runs_of_one_item_are_commands_of_their_own() -> None:
     assert (summary["total_commands"], summary["successful"], summary["failed"], summary["flaky"],
             summary["reruns"], summary["not_run"]) == (5, 2, 2, 2, 2, 1)
     recorder.close()
+
+
+@pytest.mark.parametrize("worker", ["main", "gw3"])
+def test_audit_log_of_an_item_run_twice_in_this_process(monkeypatch: pytest.MonkeyPatch, worker: str) -> None:
+    # In-process (worker "main"), or nested in a test of an xdist worker (the Python API under -n):
+    # each run of the item gets its Executing line once, whether the command's start or its report comes first.
+    import io
+
+    from pytest_batchrunner.reports.auditlog import AuditLog
+
+    if worker == "main":
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    recorder = Recorder()
+    stream = io.StringIO()
+    recorder.listeners.append(AuditLog(None, recorder, stream=stream))
+    nodeid = "a.batch::x"
+    recorder.expect(nodeid, "x", "a.batch", 1)
+    recorder.expect(nodeid, "x", "a.batch", 1)
+    for success in (False, True):
+        recorder.start(nodeid)
+        recorder.listeners[0].on_command_start(nodeid, 1, 1, 1.7e9)
+        recorder.begin(nodeid, worker)
+        recorder.attempt({**record(nodeid, 1, success=success), "worker": worker}, "passed" if success else "failed",
+                         worker)
+        recorder.outcome(nodeid, "passed" if success else "failed", worker=worker)
+    told = [line for line in stream.getvalue().splitlines() if "Starting command" in line or "Executing" in line]
+    assert [line.rpartition("] ")[2] if "Executing" in line else line for line in told] == [
+        "[1/2] Starting command...", "Executing: x (attempt 1/1)",
+        "[2/2] Starting command...", "Executing: x (attempt 1/1)",
+    ]
+    assert [(r.run, r.status) for r in recorder.results()] == [(1, "failed"), (2, "passed")]
+    recorder.close()

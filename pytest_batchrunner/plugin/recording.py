@@ -10,6 +10,7 @@ more than once (``--keep-duplicates``, ``--dist each``) is a command per run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -258,11 +259,12 @@ def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
 
 
 def _worker(report: pytest.TestReport) -> str:
-    """The xdist worker that sent *report* (``"main"`` without xdist), as its records name it."""
+    """The xdist worker that sent *report*, as its records name it (see ``CommandItem.attempt_record``)."""
     worker = getattr(report, "worker_id", None)  # set by pytest-xdist on a worker's reports
     if worker is None:
         gateway = getattr(getattr(report, "node", None), "gateway", None)  # xdist's crash report
-        worker = getattr(gateway, "id", None) or "main"
+        # Else this process ran it: "main", or the outer worker of a run nested in a test under -n.
+        worker = getattr(gateway, "id", None) or os.environ.get("PYTEST_XDIST_WORKER", "main")
     return worker
 
 

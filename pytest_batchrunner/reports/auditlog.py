@@ -52,11 +52,18 @@ from pytest_batchrunner.reports.summary import format_rate
 __all__ = ["AuditLog", "log_line"]
 
 INFO, SUCCESS, WARNING, ERROR = "INFO", "SUCCESS", "WARNING", "ERROR"
-# The worker name of the attempts this process runs itself (its records say so too).
-_HERE = "main"
 RULE = "=" * 70
 FAILED_STDERR_CHARS = 100
 """Characters of stderr shown per failed command in the summary, as the original."""
+
+
+def _here() -> str:
+    """The worker name the records of the attempts this process runs carry (see ``CommandItem.attempt_record``).
+
+    ``main``, or an outer xdist worker's id when this run is nested in one's test
+    (the Python API called from a test under ``-n``).
+    """
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 def log_line(level: str, message: str, when: float | None = None) -> str:
@@ -172,11 +179,12 @@ class AuditLog:
         """
         with self.lock:
             # Only the reporting process calls this, for the commands it runs itself.
-            key = (nodeid, _HERE, number)
+            here = _here()
+            key = (nodeid, here, number)
             if key in self._emitted:
                 return
             if self.parallel or self._logstarts.get(nodeid, 0) >= number:
-                self._executing(nodeid, _HERE, number, max_attempts, started)
+                self._executing(nodeid, here, number, max_attempts, started)
             else:
                 self._waiting[key] = (started, max_attempts)
 
@@ -184,9 +192,10 @@ class AuditLog:
         """pytest starts an attempt of a command's item (its ``Executing`` line may be waiting for it)."""
         with self.lock:
             number = self._logstarts[nodeid] = self._logstarts.get(nodeid, 0) + 1
-            waiting = self._waiting.get((nodeid, _HERE, number))
+            here = _here()
+            waiting = self._waiting.get((nodeid, here, number))
             if waiting is not None:
-                self._executing(nodeid, _HERE, number, waiting[1], waiting[0])
+                self._executing(nodeid, here, number, waiting[1], waiting[0])
 
     def on_command_end(self, record: dict[str, Any], outcome: str) -> None:
         """A command started ahead of its turn ended (any thread): in parallel mode, its lines are written now.
@@ -227,7 +236,7 @@ class AuditLog:
 
     def _attempt(self, record: dict[str, Any], outcome: str) -> None:
         nodeid, number = record["nodeid"], record["attempt"]
-        worker = record.get("worker") or _HERE
+        worker = record.get("worker") or _here()
         started = record["started"]
         if (nodeid, worker, number) not in self._emitted:
             self._executing(nodeid, worker, number, record.get("max_attempts") or number, started)
