@@ -623,6 +623,27 @@ def test_a_run_again_keeps_its_own_reruns(pytester: pytest.Pytester, no_leftover
     assert reports.events("Retrying in ") == ["Retrying in 0.0s..."]
 
 
+def test_runs_of_one_item_started_ahead_at_once(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # --batch-jobs starts the second run while the first is in flight, in this one process: the
+    # first run's first attempt fails after the second run's has passed. Each attempt gets its lines,
+    # once, in every report.
+    pytester.makeini("[pytest]\n")
+    command = "if [ -e seen ]; then exit 0; fi; touch seen; sleep 0.6; exit 1"
+    write(pytester, command + "\nsleep 0.1\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "--reruns", "1",
+                                           "--batch-jobs", "2", "-p", "no:cacheprovider", *REPORTS)
+    assert result.parseoutcomes() == {"passed": 4, "rerun": 1}
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 4, "successful": 4, "failed": 0, "timed_out": 0,
+                        "flaky": 1, "reruns": 1, "success_rate": 100.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)  # an Executing line and a job log row per attempt
+    assert [(c, run, status, attempts) for c, run, status, attempts, _ in _runs(reports)] == [
+        (command, 1, "passed", 2), (command, 2, "passed", 1), ("sleep 0.1", 1, "passed", 1),
+        ("sleep 0.1", 2, "passed", 1)]
+    assert len(reports.events("[X] Command failed (exit code 1)")) == 1
+
+
 def test_runs_in_flight_at_once_on_two_workers_keep_their_reruns(pytester: pytest.Pytester, no_leftovers: str) -> None:
     # Both workers run the command at once; gw0's first attempt fails and is rerun while gw1's passes.
     pytester.makeini("[pytest]\n")

@@ -108,14 +108,14 @@ class AuditLog:
         """Files written before this log's end (``--batch-json``), named by ``Results saved to:`` lines."""
         self.lock = threading.RLock()
         self._header_written = False
-        # Attempts by (nodeid, worker, number): the same item may run more than
-        # once (--keep-duplicates, --dist each), so a run's keys go when it ends.
+        # Attempts by (nodeid, worker, number), from their Executing line to their
+        # end: the same item may run more than once (--keep-duplicates, --dist each).
         self._emitted: set[tuple[str, str, int]] = set()
         self._waiting: dict[tuple[str, str, int], tuple[float, int]] = {}
         self._logstarts: dict[str, int] = {}
         self._started_commands = 0
         self._completed = 0
-        self._ended: dict[tuple[str, int], str] = {}
+        self._ended: dict[tuple[str, str, int, float], str] = {}
         """Attempts written when they ended (parallel mode), with the outcome expected then."""
 
     # -- lines ----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class AuditLog:
         if not self.parallel:
             return
         with self.lock:
-            key = (record["nodeid"], record["attempt"])
+            key = _attempt_key(record)
             if key not in self._ended:
                 self._ended[key] = outcome
                 self._attempt(record, outcome)
@@ -214,7 +214,7 @@ class AuditLog:
     def on_attempt(self, record: dict[str, Any], outcome: str) -> None:
         """An attempt ended; *outcome* is ``"rerun"`` when it will be retried."""
         with self.lock:
-            early = self._ended.pop((record["nodeid"], record["attempt"]), None)
+            early = self._ended.pop(_attempt_key(record), None)
             if early is None:
                 self._attempt(record, outcome)
             elif early != outcome:
@@ -240,6 +240,9 @@ class AuditLog:
         started = record["started"]
         if (nodeid, worker, number) not in self._emitted:
             self._executing(nodeid, worker, number, record.get("max_attempts") or number, started)
+        # Its Executing line is written: another attempt with the same key (a
+        # later run of the item) gets its own.
+        self._emitted.discard((nodeid, worker, number))
         ended = started + record["duration_ms"] / 1000
         if record["timed_out"]:
             timeout = record.get("timeout")
@@ -263,9 +266,6 @@ class AuditLog:
             delay = record.get("retry_delay") or 0.0
             self.log(INFO, f"Retrying in {seconds_text(delay)}s...", ended)
             return
-        # The run is over: a later run of the same item starts at attempt 1 again.
-        for earlier in range(1, number + 1):
-            self._emitted.discard((nodeid, worker, earlier))
         if self.parallel:
             self._completed += 1
             self.log(INFO, f"Progress: {self._completed}/{len(self.recorder)} completed")
@@ -321,6 +321,11 @@ class AuditLog:
         """Close the file (again is harmless); later lines are dropped."""
         if self.file is not None:
             self.file.close()
+
+
+def _attempt_key(record: dict[str, Any]) -> tuple[str, str, int, float]:
+    """``(nodeid, worker, attempt, started)`` of *record*: one attempt, also of an item run more than once."""
+    return record["nodeid"], record.get("worker") or _here(), record["attempt"], record["started"]
 
 
 def _value(value: Any) -> str:
