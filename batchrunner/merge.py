@@ -78,7 +78,10 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def _key(result: dict[str, Any]) -> str:
-    return result.get("nodeid") or f"{result.get('file')}:{result.get('line')}:{result.get('command')}"
+    key = result.get("nodeid") or f"{result.get('file')}:{result.get('line')}:{result.get('command')}"
+    # A shard may run an item more than once (--keep-duplicates): each run is a result.
+    run = result.get("run", 1)
+    return key if run == 1 else f"{key} (run {run})"
 
 
 def _result(data: dict[str, Any], path: str) -> CommandResult:

@@ -212,8 +212,12 @@ def test_command_killing_its_worker(pytester: pytest.Pytester) -> None:
 
 def test_worker_crash_is_rerun(pytester: pytest.Pytester) -> None:
     write(pytester, "test -f flag || { touch flag; kill -9 $PPID; }\n")
-    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--reruns", "1", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--reruns", "1", "-p", "no:cacheprovider",
+                                           "--batch-json", "results.json")
     assert outcomes(result) == {"passed": 1, "rerun": 1}
+    # The rerun ran on the worker that replaced the dead one: still an attempt of the same command.
+    (only,) = json.loads((pytester.path / "results.json").read_text())["results"]
+    assert (only["status"], only["attempts"], only["flaky"]) == ("passed", 2, True)
 
 
 def test_capture_off_streams_output_live(pytester: pytest.Pytester, run, mode: str) -> None:

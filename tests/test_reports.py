@@ -64,9 +64,13 @@ class Reports:
     log: list[LogEntry]
     joblog: list[list[str]]
 
+    def testcases(self, classname: str = "cmds.batch") -> list[ET.Element]:
+        """The batch testcases in file order (an item run twice has two)."""
+        return [c for c in self.junit.iter("testcase") if c.get("classname") == classname]
+
     def cases(self, classname: str = "cmds.batch") -> dict[str, ET.Element]:
         """The batch testcases by name (failing if a name occurs twice)."""
-        found = [c for c in self.junit.iter("testcase") if c.get("classname") == classname]
+        found = self.testcases(classname)
         names = [c.get("name") for c in found]
         assert len(names) == len(set(names)), f"a command has more than one testcase: {names}"
         return {c.get("name"): c for c in found}
@@ -135,17 +139,17 @@ def assert_reports_agree(terminal: dict[str, Any], reports: Reports) -> None:
         assert summary[key] == value, (key, summary[key], value)
     assert len(results) == summary["total_commands"]
 
-    cases = reports.cases()
+    cases = reports.testcases()
     assert len(cases) == summary["total_commands"]
-    failed = [c for c in cases.values() if c.find("failure") is not None]
-    skipped = [c for c in cases.values() if c.find("skipped") is not None]
+    failed = [c for c in cases if c.find("failure") is not None]
+    skipped = [c for c in cases if c.find("skipped") is not None]
     assert len(failed) == summary["failed"]
     assert len(skipped) == summary["skipped"] + summary["not_run"]
     assert len(cases) - len(failed) - len(skipped) == summary["successful"]
-    assert len([c for c in cases.values() if c.find("flakyFailure") is not None]) == summary["flaky"]
-    assert not [c for c in cases.values() if c.find("error") is not None]
+    assert len([c for c in cases if c.find("flakyFailure") is not None]) == summary["flaky"]
+    assert not [c for c in cases if c.find("error") is not None]
     if not summary["interrupted"]:
-        earlier = sum(len(c.findall("flakyFailure")) + len(c.findall("rerunFailure")) for c in cases.values())
+        earlier = sum(len(c.findall("flakyFailure")) + len(c.findall("rerunFailure")) for c in cases)
         assert earlier == summary["reruns"]
 
     (last,) = reports.events("SUMMARY ")[-1:]
@@ -509,6 +513,210 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
     assert reports.events("[!] Interrupted: the run was stopped", "ERROR")
     assert "[X] Command interrupted: touch started; sleep 300 # batch: timeout=120" in reports.events("[X]", "ERROR")
     assert reports.events("SUMMARY ")[-1].endswith("interrupted=true")
+
+
+# -- an item run more than once: a command per run -------------------------------------------------
+#
+# pytest runs an item collected twice twice (--keep-duplicates), and under
+# xdist's --dist each every worker runs every item: each run is a command of its
+# own, with its own attempts, in the summary and in every report.
+
+FAILS_THE_FIRST_TIME = "if [ -e seen ]; then exit 0; else touch seen; exit 1; fi"
+# Its item's name: "[" and "]" show as "(" and ")" in ids and testcase names.
+FAILS_THE_FIRST_TIME_NAME = "if ( -e seen ); then exit 0; else touch seen; exit 1; fi"
+
+
+def _runs(reports: Reports) -> list[tuple[str, int, str, int, list[str]]]:
+    """``(command, run, status, attempts, workers of the attempts)`` of each JSON result, in order."""
+    return [(r["command"], r["run"], r["status"], r["attempts"], [a["worker"] for a in r["attempt_log"]])
+            for r in reports.json["results"]]
+
+
+def _suite(reports: Reports) -> dict[str, str]:
+    (suite,) = reports.junit.iter("testsuite")
+    return {k: suite.get(k, "") for k in ("tests", "failures", "errors", "skipped")}
+
+
+def test_an_item_collected_twice_is_two_commands(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # The second run passes where the first failed: a failure and a pass, not a flaky command.
+    pytester.makeini("[pytest]\n")
+    write(pytester, FAILS_THE_FIRST_TIME + "\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "-p", "no:cacheprovider",
+                                           *REPORTS)
+    result.assert_outcomes(failed=1, passed=1)
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 2, "successful": 1, "failed": 1, "timed_out": 0,
+                        "flaky": 0, "reruns": 0, "success_rate": 50.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)
+    assert _runs(reports) == [(FAILS_THE_FIRST_TIME, 1, "failed", 1, ["main"]),
+                              (FAILS_THE_FIRST_TIME, 2, "passed", 1, ["main"])]
+    assert {r["nodeid"] for r in reports.json["results"]} == {f"cmds.batch::{FAILS_THE_FIRST_TIME_NAME}"}
+    first, second = reports.testcases()
+    assert first.get("name") == second.get("name") == FAILS_THE_FIRST_TIME_NAME
+    assert first.find("failure").get("message") == "exit code 1" and first.find("flakyFailure") is None
+    assert list(second) == []  # a pass: no failure of any kind
+    assert _suite(reports) == {"tests": "2", "failures": "1", "errors": "0", "skipped": "0"}
+    assert [row[0] for row in reports.joblog] == ["1", "2"]
+    assert reports.events("Executing: ") == [f"Executing: {FAILS_THE_FIRST_TIME} (attempt 1/1)"] * 2
+
+
+def test_every_worker_runs_each_item_as_its_own_command(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    pytester.makeini("[pytest]\n")
+    write(pytester, "echo o1\necho o2\necho o3\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--dist", "each", "-p", "no:cacheprovider",
+                                           *REPORTS)
+    result.assert_outcomes(passed=6)
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 6, "successful": 6, "failed": 0, "timed_out": 0,
+                        "flaky": 0, "reruns": 0, "success_rate": 100.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)
+    runs = _runs(reports)
+    assert [(command, run, status, attempts) for command, run, status, attempts, _ in runs] == [
+        (f"echo o{i}", run, "passed", 1) for i in (1, 2, 3) for run in (1, 2)]
+    for i in range(0, 6, 2):  # the two runs of a command: one per worker
+        assert sorted(runs[i][4] + runs[i + 1][4]) == ["gw0", "gw1"]
+    assert [[child.tag for child in c] for c in reports.testcases()] == [["system-out"]] * 6  # no flakyFailure
+    assert _suite(reports) == {"tests": "6", "failures": "0", "errors": "0", "skipped": "0"}
+    assert sorted(int(row[0]) for row in reports.joblog) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("dist", ["load", "loadgroup"])
+def test_duplicates_under_xdist_count_what_the_scheduler_ran(pytester: pytest.Pytester, no_leftovers: str,
+                                                            dist: str) -> None:
+    # --dist load runs an id collected twice twice; the load-scope schedulers run it once.
+    pytester.makeini("[pytest]\n")
+    write(pytester, "echo a\necho b\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "-n", "2",
+                                           "--dist", dist, "-p", "no:cacheprovider", *REPORTS)
+    ran = result.parseoutcomes()["passed"]
+    assert ran == (4 if dist == "load" else 2)
+    terminal = terminal_summary(result.stdout.str())
+    assert (terminal["total_commands"], terminal["successful"]) == (ran, ran)
+    reports = read_reports(pytester.path)
+    assert reports.json["summary"]["not_run"] == 0
+    assert_reports_agree(terminal, reports)
+
+
+def test_a_run_again_keeps_its_own_reruns(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Fails on its first attempt overall, passes afterwards: the first run is flaky (two attempts),
+    # the second passes at once.
+    pytester.makeini("[pytest]\n")
+    write(pytester, FAILS_THE_FIRST_TIME + "\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "--reruns", "1",
+                                           "-p", "no:cacheprovider", *REPORTS)
+    assert result.parseoutcomes() == {"passed": 2, "rerun": 1}
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 2, "successful": 2, "failed": 0, "timed_out": 0,
+                        "flaky": 1, "reruns": 1, "success_rate": 100.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)
+    assert _runs(reports) == [(FAILS_THE_FIRST_TIME, 1, "passed", 2, ["main", "main"]),
+                              (FAILS_THE_FIRST_TIME, 2, "passed", 1, ["main"])]
+    assert [r["flaky"] for r in reports.json["results"]] == [True, False]
+    first, second = reports.testcases()
+    assert [f.get("message") for f in first.findall("flakyFailure")] == ["exit code 1 (attempt 1)"]
+    assert list(second) == []
+    assert _suite(reports) == {"tests": "2", "failures": "0", "errors": "0", "skipped": "0"}
+    assert [row[0] for row in reports.joblog] == ["1", "1", "2"]
+    assert reports.events("Retrying in ") == ["Retrying in 0.0s..."]
+
+
+def test_runs_of_one_item_started_ahead_at_once(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # --batch-jobs starts the second run while the first is in flight, in this one process: the
+    # first run's first attempt fails after the second run's has passed. Each attempt gets its lines,
+    # once, in every report.
+    pytester.makeini("[pytest]\n")
+    command = "if [ -e seen ]; then exit 0; fi; touch seen; sleep 0.6; exit 1"
+    write(pytester, command + "\nsleep 0.1\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "--reruns", "1",
+                                           "--batch-jobs", "2", "-p", "no:cacheprovider", *REPORTS)
+    assert result.parseoutcomes() == {"passed": 4, "rerun": 1}
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 4, "successful": 4, "failed": 0, "timed_out": 0,
+                        "flaky": 1, "reruns": 1, "success_rate": 100.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)  # an Executing line and a job log row per attempt
+    assert [(c, run, status, attempts) for c, run, status, attempts, _ in _runs(reports)] == [
+        (command, 1, "passed", 2), (command, 2, "passed", 1), ("sleep 0.1", 1, "passed", 1),
+        ("sleep 0.1", 2, "passed", 1)]
+    assert len(reports.events("[X] Command failed (exit code 1)")) == 1
+
+
+def test_runs_in_flight_at_once_on_two_workers_keep_their_reruns(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Both workers run the command at once; gw0's first attempt fails and is rerun while gw1's passes.
+    pytester.makeini("[pytest]\n")
+    command = 'sleep 0.3; test "$BATCH_WORKER" != gw0 || test -e seen || { touch seen; exit 1; }'
+    write(pytester, command + "\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "-n", "2", "--dist", "each", "--reruns", "1",
+                                           "-p", "no:cacheprovider", *REPORTS)
+    assert result.parseoutcomes() == {"passed": 2, "rerun": 1}
+    terminal = terminal_summary(result.stdout.str())
+    assert terminal == {"total_commands": 2, "successful": 2, "failed": 0, "timed_out": 0,
+                        "flaky": 1, "reruns": 1, "success_rate": 100.0}
+    reports = read_reports(pytester.path)
+    assert_reports_agree(terminal, reports)
+    runs = sorted((workers, status, attempts) for _, _, status, attempts, workers in _runs(reports))
+    assert runs == [(["gw0", "gw0"], "passed", 2), (["gw1"], "passed", 1)]
+    started = sorted((r["attempt_log"][0]["started"], r["attempt_log"][-1]["started"] + r["attempt_log"][-1][
+        "duration_ms"] / 1000) for r in reports.json["results"])
+    assert started[1][0] < started[0][1], "the two runs did not overlap"
+    flaky = [c for c in reports.testcases() if c.find("flakyFailure") is not None]
+    assert len(flaky) == 1 and len(flaky[0].findall("flakyFailure")) == 1
+
+
+def test_a_run_stopped_before_the_second_run_of_its_item(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # -x after the first run's failure: the second run is "not run", a command of its own.
+    pytester.makeini("[pytest]\n")
+    write(pytester, "exit 1\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "-x",
+                                           "-p", "no:cacheprovider", *REPORTS)
+    result.assert_outcomes(failed=1)
+    reports = read_reports(pytester.path)
+    summary = reports.json["summary"]
+    assert (summary["total_commands"], summary["failed"], summary["not_run"]) == (2, 1, 1)
+    assert [(run, status) for _, run, status, _, _ in _runs(reports)] == [(1, "failed"), (2, "not run")]
+    first, second = reports.testcases()
+    assert first.find("failure") is not None
+    assert second.find("skipped").get("type") == "batchrunner.notrun"
+    assert_reports_agree(terminal_summary(result.stdout.str()), reports)
+
+
+@pytest.mark.parametrize("how", ["keep-duplicates", "dist-each"])
+def test_runs_of_one_item_after_interruption(pytester: pytest.Pytester, no_leftovers: str, how: str) -> None:
+    # Ctrl+C while the item runs: in-process its second run never starts; under
+    # --dist each both workers are running it. Each run is counted once.
+    write(pytester, "touch started; sleep 300\n")
+    extra = ["cmds.batch", "--keep-duplicates"] if how == "keep-duplicates" else ["-n", "2", "--dist", "each"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "cmds.batch", *extra, "-p", "no:cacheprovider", *REPORTS, *FAST[2:]],
+        cwd=pytester.path, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pytester.path / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    reports = read_reports(pytester.path)
+    statuses = [status for _, _, status, _, _ in _runs(reports)]
+    if how == "keep-duplicates":
+        assert statuses == ["interrupted", "not run"]
+    else:
+        assert statuses == ["interrupted", "interrupted"]
+    summary = reports.json["summary"]
+    assert (summary["total_commands"], summary["failed"]) == (2, statuses.count("interrupted"))
+    assert_reports_agree(terminal_summary(text), reports)
 
 
 # -- option handling and write failures ---------------------------------------------------------

@@ -227,6 +227,20 @@ def test_merge_refuses_conflicts_and_bad_files(pytester: pytest.Pytester, no_lef
     assert "Success Rate: 100.0%" in done.stdout
 
 
+def test_merge_keeps_the_runs_of_an_item_run_twice(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Two results with one nodeid are two runs (--keep-duplicates), not a command in two shards.
+    write(pytester, "echo a\n")
+    ran = pytester.runpytest_subprocess("cmds.batch", "cmds.batch", "--keep-duplicates", "-p", "no:cacheprovider",
+                                        "--batch-json", "one.json")
+    ran.assert_outcomes(passed=2)
+    done = merge("one.json", "-o", "all.json", cwd=pytester.path)
+    assert done.returncode == 0, done.stderr
+    results = load(pytester.path / "all.json")["results"]
+    assert [(r["nodeid"], r["run"], r["status"]) for r in results] == [
+        ("cmds.batch::echo a", 1, "passed"), ("cmds.batch::echo a", 2, "passed")]
+    assert "Total Commands: 2" in done.stdout
+
+
 def test_merge_records_history_for_the_next_split(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
     paths = run_shards(pytester, "inprocess", 2)

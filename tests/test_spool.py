@@ -322,3 +322,76 @@ def test_what_the_fast_writer_does_not_know_falls_back_to_json() -> None:
         _indented({1: "int key"}, "")
     with pytest.raises(TypeError):
         _indented({"set": {1}}, "")
+
+
+def test_runs_of_one_item_are_commands_of_their_own() -> None:
+    # What the controller tells the recorder when the same item runs more than once: the runs of
+    # two workers interleave, a teardown fails after its call's outcome, a worker dies before a
+    # rerun that another worker runs, and the run is stopped with one attempt just started.
+    recorder = Recorder()
+    a, b, c = "a.batch::x", "a.batch::y", "a.batch::z"
+    for nodeid, line in ((a, 1), (a, 1), (b, 2), (c, 3), (c, 3)):
+        recorder.expect(nodeid, nodeid.split("::")[1], "a.batch", line)
+    assert len(recorder) == 5
+    for worker in ("gw0", "gw1"):
+        recorder.start(a)
+        recorder.begin(a, worker)
+    recorder.attempt({**record(a, 1, success=False), "worker": "gw0"}, "rerun", "gw0")
+    recorder.attempt({**record(a, 1), "worker": "gw1"}, "passed", "gw1")
+    recorder.outcome(a, "passed", worker="gw1")
+    recorder.outcome(a, "failed", "teardown failed", worker="gw1")  # the same run
+    recorder.start(a)
+    recorder.begin(a, "gw0")  # gw0's rerun
+    recorder.attempt({**record(a, 1, attempt=2), "worker": "gw0"}, "passed", "gw0")
+    recorder.outcome(a, "passed", worker="gw0")
+    recorder.start(b)
+    recorder.begin(b, "gw0")
+    recorder.attempt({**record(b, 2, success=False), "worker": "gw0"}, "rerun", "gw0")
+    recorder.lost(b, "gw0")  # gw0 died: gw2 runs the rerun
+    recorder.start(b)
+    recorder.begin(b, "gw2")
+    recorder.attempt({**record(b, 2), "worker": "gw2"}, "passed", "gw2")
+    recorder.outcome(b, "passed", worker="gw2")
+    recorder.start(c)  # stopped before any report of it
+    recorder.interrupted = True
+    runs = [(r.nodeid, r.run, r.status, r.attempts, r.flaky) for r in recorder.results()]
+    assert runs == [(a, 1, "passed", 2, True), (a, 2, "failed", 1, False), (b, 1, "passed", 2, True),
+                    (c, 1, "interrupted", 0, False), (c, 2, "not run", 0, False)]
+    summary = recorder.summary()
+    assert (summary["total_commands"], summary["successful"], summary["failed"], summary["flaky"],
+            summary["reruns"], summary["not_run"]) == (5, 2, 2, 2, 2, 1)
+    recorder.close()
+
+
+@pytest.mark.parametrize("worker", ["main", "gw3"])
+def test_audit_log_of_an_item_run_twice_in_this_process(monkeypatch: pytest.MonkeyPatch, worker: str) -> None:
+    # In-process (worker "main"), or nested in a test of an xdist worker (the Python API under -n):
+    # each run of the item gets its Executing line once, whether the command's start or its report comes first.
+    import io
+
+    from pytest_batchrunner.reports.auditlog import AuditLog
+
+    if worker == "main":
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    recorder = Recorder()
+    stream = io.StringIO()
+    recorder.listeners.append(AuditLog(None, recorder, stream=stream))
+    nodeid = "a.batch::x"
+    recorder.expect(nodeid, "x", "a.batch", 1)
+    recorder.expect(nodeid, "x", "a.batch", 1)
+    for success in (False, True):
+        recorder.start(nodeid)
+        recorder.listeners[0].on_command_start(nodeid, 1, 1, 1.7e9)
+        recorder.begin(nodeid, worker)
+        recorder.attempt({**record(nodeid, 1, success=success), "worker": worker}, "passed" if success else "failed",
+                         worker)
+        recorder.outcome(nodeid, "passed" if success else "failed", worker=worker)
+    told = [line for line in stream.getvalue().splitlines() if "Starting command" in line or "Executing" in line]
+    assert [line.rpartition("] ")[2] if "Executing" in line else line for line in told] == [
+        "[1/2] Starting command...", "Executing: x (attempt 1/1)",
+        "[2/2] Starting command...", "Executing: x (attempt 1/1)",
+    ]
+    assert [(r.run, r.status) for r in recorder.results()] == [(1, "failed"), (2, "passed")]
+    recorder.close()

@@ -540,7 +540,7 @@ def _regular_batch_file(path: Path, config: pytest.Config) -> bool:
     One named on the command line is a usage error; one found in a folder is
     skipped with a warning.
     """
-    from pytest_batchrunner.batchfile import not_a_regular_file, printable
+    from pytest_batchrunner.batchfile import not_a_regular_file
 
     kind = not_a_regular_file(path)
     if kind is None:

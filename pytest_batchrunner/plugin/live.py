@@ -113,14 +113,15 @@ class Watch:
     """One attempt of one command, watched: its start, its output as tagged lines, its end.
 
     Output lines go to *live*'s ``send`` as ``("lines", [text...])``; the start and
-    end go to its :meth:`WorkerLive.started` and :meth:`WorkerLive.ended`; *key* is ``(nodeid, attempt)``.
+    end go to its :meth:`WorkerLive.started` and :meth:`WorkerLive.ended`; *key* is ``(nodeid, attempt, worker)``
+    (under ``--dist each`` two workers run the same item at once).
     """
 
     def __init__(self, live: WorkerLive, nodeid: str, command: str, where: str, attempt: int, worker: str,
                  output: bool) -> None:
         self.live = live
         self.send = live.send
-        self.key = (nodeid, attempt)
+        self.key = (nodeid, attempt, worker)
         self.info = {"command": display_command(command), "where": where, "attempt": attempt, "worker": worker}
         self.tag = f"[{where}]" if attempt == 1 else f"[{where} #{attempt}]"
         self.output = output
@@ -426,9 +427,14 @@ class LiveBoard:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        if not self.total and self.recording is not None:
+        if self.recording is None:
+            return
+        if not self.total:
             self.total = sum(1 for nodeid in ids if self.recording.is_batch_nodeid(nodeid))
             self._history_eta([nodeid for nodeid in ids if self.recording.is_batch_nodeid(nodeid)])
+        elif getattr(self.recording, "each", False):
+            # Under --dist each every worker runs every command: each run counts.
+            self.total += sum(1 for nodeid in ids if self.recording.is_batch_nodeid(nodeid))
 
     def _history_eta(self, nodeids: list[str]) -> None:
         from pytest_batchrunner.plugin.history import HistoryEta, history

@@ -4,13 +4,16 @@ Registered in the process that prints the terminal report (the xdist
 controller, or the only process without xdist). Every attempt's data reaches
 it on ``report.batch``, which pytest-xdist serialises with the report; each
 rerun arrives as its own report, so reruns are counted wherever they ran.
+Reports are told to the recorder with the worker that sent them: an item run
+more than once (``--keep-duplicates``, ``--dist each``) is a command per run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,9 @@ class BatchRecording:
         self.remote = config.stash.get(REMOTE_KEY, None)
         self.only_commands: bool | None = None
         """Under xdist: whether every worker collected batch commands alone (None before the first)."""
+        # Under --dist each every worker runs every item it collected: each is a run of its own.
+        self.each = getattr(config.option, "dist", "no") == "each"
+        self._collections = 0
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
         config.stash[ATTEMPT_ENDED_KEY] = self.attempt_ended
@@ -118,9 +124,18 @@ class BatchRecording:
         self.only_commands = self.only_commands is not False and bool(ids) and all(map(self.is_batch_nodeid, ids))
         self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
         # The controller collects nothing under xdist; it re-reads the batch files
-        # (cheap) to know every command that is meant to run, for interrupted runs.
-        if len(self.recorder):
+        # (cheap) to know every command that is meant to run, for interrupted runs:
+        # one worker's collection (the others are the same, and share its items),
+        # or under --dist each every worker's (each runs all of them).
+        self._collections += 1
+        if self._collections > 1 and not self.each:
             return
+        if not self.each:
+            # An id collected twice (--keep-duplicates) runs twice under --dist load
+            # and worksteal, once under the load-scope schedulers (theirs, and ours
+            # for groups and history order, see .pipelines): expected once, a second
+            # run is added when it starts.
+            ids = list(dict.fromkeys(ids))
         if self.remote is not None:
             # A remote worker's ids name its copies: what it sent is the truth (see .remote).
             for nodeid in ids:
@@ -138,10 +153,11 @@ class BatchRecording:
                 specs = parse_batch_text(read_batch_file(path), rel)
             except (OSError, BatchFileError):
                 continue
-            wanted = set(nodeids)
+            # A count, not a set: under --dist each an item collected twice runs twice.
+            wanted = Counter(nodeids)
             for spec, name in zip(specs, item_names(specs), strict=True):
                 nodeid = f"{rel}::{name}"
-                if nodeid in wanted:
+                for _ in range(wanted[nodeid]):
                     self.recorder.expect(nodeid, spec.command, spec.path, spec.line)
 
     # -- what ran -------------------------------------------------------------------------
@@ -154,27 +170,36 @@ class BatchRecording:
         if not self.is_batch_nodeid(report.nodeid):
             return
         nodeid = self.key(report.nodeid)
+        # A run is the nodeid on one worker: the same item may run more than once
+        # (--keep-duplicates, --dist each), each run a command of its own.
+        worker = _worker(report)
+        if report.when == "setup":  # the first report of every attempt
+            self.recorder.begin(nodeid, worker)
         record = getattr(report, "batch", None)
         if record is not None and record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
-        if record is None and report.when not in ("setup", "call", "teardown") and report.outcome in ("failed", "rerun"):
+        crashed = report.when not in ("setup", "call", "teardown")
+        if record is None and crashed and report.outcome in ("failed", "rerun"):
             # pytest-xdist's report for an item whose worker died under it.
-            record = _crash_record(report, nodeid, self.recorder)
+            record = _crash_record(report, nodeid, self.recorder, worker)
         if record is not None:
-            self.recorder.attempt(record, report.outcome)
+            self.recorder.attempt(record, report.outcome, worker)
         if report.outcome == "rerun":
+            if crashed:
+                # Its rerun runs on another worker.
+                self.recorder.lost(nodeid, worker)
             return
         if report.when not in ("setup", "teardown"):  # "call", or xdist's crash report
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 outcome = report.outcome
-            self.recorder.outcome(nodeid, outcome, _message(report, record))
+            self.recorder.outcome(nodeid, outcome, _message(report, record), worker)
         elif report.when == "setup" and not report.passed:
             outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
-            self.recorder.outcome(nodeid, outcome, _message(report, record))
+            self.recorder.outcome(nodeid, outcome, _message(report, record), worker)
         elif report.when == "teardown" and report.failed:
-            self.recorder.outcome(nodeid, "failed", "teardown failed")
+            self.recorder.outcome(nodeid, "failed", "teardown failed", worker)
 
     # -- the end --------------------------------------------------------------------------
 
@@ -233,11 +258,21 @@ def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:
     return ""
 
 
-def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) -> dict[str, Any]:
+def _worker(report: pytest.TestReport) -> str:
+    """The xdist worker that sent *report*, as its records name it (see ``CommandItem.attempt_record``)."""
+    worker = getattr(report, "worker_id", None)  # set by pytest-xdist on a worker's reports
+    if worker is None:
+        gateway = getattr(getattr(report, "node", None), "gateway", None)  # xdist's crash report
+        # Else this process ran it: "main", or the outer worker of a run nested in a test under -n.
+        worker = getattr(gateway, "id", None) or os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return worker
+
+
+def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder, worker: str) -> dict[str, Any]:
     import datetime
     import time
 
-    entry = recorder.info(nodeid)
+    entry = recorder.info(nodeid, worker)
     text = str(report.longrepr or "worker crashed").strip()
     now = time.time()
     return {
@@ -261,7 +296,7 @@ def _crash_record(report: pytest.TestReport, nodeid: str, recorder: Recorder) ->
         "duration_ms": round(float(getattr(report, "duration", 0.0)) * 1000, 3),
         "leftovers": [],
         "expected_exit": 0,
-        "worker": getattr(getattr(report, "node", None), "gateway", None) and report.node.gateway.id or "?",
+        "worker": worker if worker != "main" else "?",
         "host": _host(report),
         "pid": None,
     }

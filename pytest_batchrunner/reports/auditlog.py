@@ -57,6 +57,15 @@ FAILED_STDERR_CHARS = 100
 """Characters of stderr shown per failed command in the summary, as the original."""
 
 
+def _here() -> str:
+    """The worker name the records of the attempts this process runs carry (see ``CommandItem.attempt_record``).
+
+    ``main``, or an outer xdist worker's id when this run is nested in one's test
+    (the Python API called from a test under ``-n``).
+    """
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
 def log_line(level: str, message: str, when: float | None = None) -> str:
     """One line in the original's shape: ``[YYYY-MM-DD HH:MM:SS] [LEVEL] message`` (no newline at the end)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() if when is None else when))
@@ -99,12 +108,14 @@ class AuditLog:
         """Files written before this log's end (``--batch-json``), named by ``Results saved to:`` lines."""
         self.lock = threading.RLock()
         self._header_written = False
-        self._emitted: set[tuple[str, int]] = set()
-        self._waiting: dict[tuple[str, int], tuple[float, int]] = {}
+        # Attempts by (nodeid, worker, number), from their Executing line to their
+        # end: the same item may run more than once (--keep-duplicates, --dist each).
+        self._emitted: set[tuple[str, str, int]] = set()
+        self._waiting: dict[tuple[str, str, int], tuple[float, int]] = {}
         self._logstarts: dict[str, int] = {}
         self._started_commands = 0
         self._completed = 0
-        self._ended: dict[tuple[str, int], str] = {}
+        self._ended: dict[tuple[str, str, int, float], str] = {}
         """Attempts written when they ended (parallel mode), with the outcome expected then."""
 
     # -- lines ----------------------------------------------------------------------------
@@ -146,9 +157,9 @@ class AuditLog:
         entry = self.recorder.info(nodeid)
         return entry.command if entry is not None and entry.command else nodeid
 
-    def _executing(self, nodeid: str, number: int, max_attempts: int, when: float) -> None:
-        self._emitted.add((nodeid, number))
-        self._waiting.pop((nodeid, number), None)
+    def _executing(self, nodeid: str, worker: str, number: int, max_attempts: int, when: float) -> None:
+        self._emitted.add((nodeid, worker, number))
+        self._waiting.pop((nodeid, worker, number), None)
         self._header(when)
         if number == 1:
             self._started_commands += 1
@@ -167,11 +178,13 @@ class AuditLog:
         be announced before the one before it has been reported).
         """
         with self.lock:
-            key = (nodeid, number)
+            # Only the reporting process calls this, for the commands it runs itself.
+            here = _here()
+            key = (nodeid, here, number)
             if key in self._emitted:
                 return
             if self.parallel or self._logstarts.get(nodeid, 0) >= number:
-                self._executing(nodeid, number, max_attempts, started)
+                self._executing(nodeid, here, number, max_attempts, started)
             else:
                 self._waiting[key] = (started, max_attempts)
 
@@ -179,9 +192,10 @@ class AuditLog:
         """pytest starts an attempt of a command's item (its ``Executing`` line may be waiting for it)."""
         with self.lock:
             number = self._logstarts[nodeid] = self._logstarts.get(nodeid, 0) + 1
-            waiting = self._waiting.get((nodeid, number))
+            here = _here()
+            waiting = self._waiting.get((nodeid, here, number))
             if waiting is not None:
-                self._executing(nodeid, number, waiting[1], waiting[0])
+                self._executing(nodeid, here, number, waiting[1], waiting[0])
 
     def on_command_end(self, record: dict[str, Any], outcome: str) -> None:
         """A command started ahead of its turn ended (any thread): in parallel mode, its lines are written now.
@@ -192,7 +206,7 @@ class AuditLog:
         if not self.parallel:
             return
         with self.lock:
-            key = (record["nodeid"], record["attempt"])
+            key = _attempt_key(record)
             if key not in self._ended:
                 self._ended[key] = outcome
                 self._attempt(record, outcome)
@@ -200,7 +214,7 @@ class AuditLog:
     def on_attempt(self, record: dict[str, Any], outcome: str) -> None:
         """An attempt ended; *outcome* is ``"rerun"`` when it will be retried."""
         with self.lock:
-            early = self._ended.pop((record["nodeid"], record["attempt"]), None)
+            early = self._ended.pop(_attempt_key(record), None)
             if early is None:
                 self._attempt(record, outcome)
             elif early != outcome:
@@ -222,9 +236,13 @@ class AuditLog:
 
     def _attempt(self, record: dict[str, Any], outcome: str) -> None:
         nodeid, number = record["nodeid"], record["attempt"]
+        worker = record.get("worker") or _here()
         started = record["started"]
-        if (nodeid, number) not in self._emitted:
-            self._executing(nodeid, number, record.get("max_attempts") or number, started)
+        if (nodeid, worker, number) not in self._emitted:
+            self._executing(nodeid, worker, number, record.get("max_attempts") or number, started)
+        # Its Executing line is written: another attempt with the same key (a
+        # later run of the item) gets its own.
+        self._emitted.discard((nodeid, worker, number))
         ended = started + record["duration_ms"] / 1000
         if record["timed_out"]:
             timeout = record.get("timeout")
@@ -247,7 +265,8 @@ class AuditLog:
         if outcome == "rerun":
             delay = record.get("retry_delay") or 0.0
             self.log(INFO, f"Retrying in {seconds_text(delay)}s...", ended)
-        elif self.parallel:
+            return
+        if self.parallel:
             self._completed += 1
             self.log(INFO, f"Progress: {self._completed}/{len(self.recorder)} completed")
 
@@ -302,6 +321,11 @@ class AuditLog:
         """Close the file (again is harmless); later lines are dropped."""
         if self.file is not None:
             self.file.close()
+
+
+def _attempt_key(record: dict[str, Any]) -> tuple[str, str, int, float]:
+    """``(nodeid, worker, attempt, started)`` of *record*: one attempt, also of an item run more than once."""
+    return record["nodeid"], record.get("worker") or _here(), record["attempt"], record["started"]
 
 
 def _value(value: Any) -> str:

@@ -82,20 +82,22 @@ class JobLog:
         self.file.write_line(JOBLOG_HEADER)
         self.recorder = recorder
 
-    def seq(self, nodeid: str) -> int:
+    def seq(self, nodeid: str, worker: str | None = None) -> int:
         """The command's ``Seq``: its position among the run's commands, in results order.
 
         Numbered at the first row, when every command is known (the controller
         learns them from collection before anything runs); kept in the recorder's spool.
+        An item run more than once (``--keep-duplicates``, ``--dist each``) has a
+        ``Seq`` per run: the one *worker* is running.
         """
-        return self.recorder.seq(nodeid)
+        return self.recorder.seq(nodeid, worker)
 
     def on_start(self, nodeid: str, command: str) -> None:
         """Nothing to write: GNU parallel writes a row when a job ends."""
 
     def on_attempt(self, record: dict[str, Any], outcome: str) -> None:
         """Append the row of the attempt that just ended."""
-        self.file.write_line(joblog_row(self.seq(record["nodeid"]), record))
+        self.file.write_line(joblog_row(self.seq(record["nodeid"], record.get("worker")), record))
 
     def finish(self, recorder: Recorder) -> None:
         """Close the file."""

@@ -209,10 +209,13 @@ class PytestCounts:
     errors: int = 0
     skipped: int = 0
     double_failures: int = 0
-    _failed_calls: set[str] = field(default_factory=set, repr=False)
+    _failed_calls: set[tuple[str, Any]] = field(default_factory=set, repr=False)
 
     def add(self, report: Any) -> None:
         """Count one ``pytest_runtest_logreport`` report, as pytest's junitxml does."""
+        # By item and worker, as pytest's junitxml tells them: under --dist each
+        # two workers' reports of the same item interleave.
+        key = _item_key(report)
         if report.passed:
             if report.when == "call":
                 self.passed += 1
@@ -221,25 +224,30 @@ class PytestCounts:
                 # A failing teardown after a failing call: one test less before
                 # pytest 9.2. After a passing call: one test less since 9.2
                 # (pytest#3850, one testcase for the item).
-                if (report.nodeid in self._failed_calls) != _PYTEST_9_2:
+                if (key in self._failed_calls) != _PYTEST_9_2:
                     self.double_failures += 1
             if report.when == "call":
                 if hasattr(report, "wasxfail"):
                     self.skipped += 1
                 else:
                     self.failures += 1
-                self._failed_calls.add(report.nodeid)
+                self._failed_calls.add(key)
             else:
                 self.errors += 1
         elif report.skipped:
             self.skipped += 1
         if report.when == "teardown":
-            self._failed_calls.discard(report.nodeid)
+            self._failed_calls.discard(key)
 
     @property
     def tests(self) -> int:
         """What pytest added to the suite's ``tests``."""
         return self.passed + self.failures + self.errors + self.skipped - self.double_failures
+
+
+def _item_key(report: Any) -> tuple[str, Any]:
+    """*report*'s item as pytest's junitxml keys it: its nodeid and the xdist worker that ran it."""
+    return report.nodeid, getattr(report, "node", None)
 
 
 # -- building testcases -------------------------------------------------------------------
@@ -637,7 +645,7 @@ class JUnitReport:
         self.config = config
         self._log: Any = False
         self._placeholder: Any = None
-        self._open: dict[str, Any] = {}
+        self._open: dict[tuple[str, Any], Any] = {}
 
     def _is_command(self, nodeid: str) -> bool:
         return "::" in nodeid and self.recording.is_batch_nodeid(nodeid)
@@ -680,11 +688,11 @@ class JUnitReport:
             if self._placeholder is None:
                 self._placeholder = ordered[-1]
             elif report.when != "teardown":
-                self._open[report.nodeid] = ordered[-1]
+                self._open[_item_key(report)] = ordered[-1]
                 return
         if report.when != "teardown":
             return
-        reporter = self._open.pop(report.nodeid, None)
+        reporter = self._open.pop(_item_key(report), None)
         if reporter is None:
             return
         # It was appended a few items ago at most (the items in flight).

@@ -11,6 +11,15 @@ database in a temporary file that the operating system removes when it is
 closed (or when the process dies). Writers read it back in one streaming pass,
 in file order (:meth:`Recorder.results`, :meth:`Recorder.results_with_records`),
 so a run of a million commands needs no more memory than a run of ten.
+
+A *command* here is one run of an item: a session may run the same item more
+than once (``pytest c.batch c.batch --keep-duplicates``, or xdist's ``--dist
+each``, where every worker runs every item). Each run is a result of its own,
+counted in the summary; its reruns (pytest-rerunfailures) are its attempts. A
+run is known by its nodeid and the worker running it (``"main"`` without
+xdist): a worker runs one item at a time, so its reports of a nodeid belong to
+the run it started last, and a report that starts an attempt after that run's
+final outcome starts the next run (see :meth:`Recorder.begin`).
 """
 
 from __future__ import annotations
@@ -65,6 +74,9 @@ class CommandResult:
     """Every attempt: ``attempt``, ``exit_code``, ``signal``, ``timed_out``, ``duration_ms``, ``timestamp``..."""
     attempts_duration_ms: float | None = None
     """Time spent running the command, all attempts added (retry delays excluded); ``duration_ms`` if not given."""
+    run: int = 1
+    """Which run of its item this is: 2, 3... when the session ran the same item again (``--keep-duplicates``,
+    xdist's ``--dist each``); such results share the nodeid, each with its own attempts."""
 
     def __post_init__(self) -> None:
         if self.attempts_duration_ms is None:
@@ -92,14 +104,17 @@ class CommandInfo:
 _COMMIT_EVERY = 1000
 # SQLite's page cache for the spool, in KiB (negative: a size, not pages).
 _CACHE_KIB = 2048
-# Commands whose row id is remembered (the most recent ones).
+# Runs kept in memory after their final outcome (the most recent ones): a
+# failing teardown reports after the outcome of its call.
 _ID_CACHE = 256
-_ORDER = "coalesce(file, ''), coalesce(line, 0), nodeid"
-_ORDER_JOINED = "coalesce(c.file, ''), coalesce(c.line, 0), c.nodeid"
+_ORDER = "coalesce(file, ''), coalesce(line, 0), nodeid, run"
+_ORDER_JOINED = "coalesce(c.file, ''), coalesce(c.line, 0), c.nodeid, c.run"
 _SCHEMA = f"""
 CREATE TABLE command (
     id INTEGER PRIMARY KEY,
-    nodeid TEXT NOT NULL UNIQUE,
+    nodeid TEXT NOT NULL,
+    run INTEGER NOT NULL DEFAULT 1,
+    expected INTEGER NOT NULL DEFAULT 0,
     command TEXT NOT NULL DEFAULT '',
     file TEXT,
     line INTEGER,
@@ -108,6 +123,7 @@ CREATE TABLE command (
     attempts INTEGER NOT NULL DEFAULT 0,
     seq INTEGER
 );
+CREATE UNIQUE INDEX command_run ON command (nodeid, run);
 CREATE INDEX command_order ON command ({_ORDER});
 CREATE TABLE attempt (
     id INTEGER PRIMARY KEY,
@@ -157,8 +173,15 @@ class Recorder:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
         self._writes = 0
-        self._ids: dict[str, int] = {}
-        self._running: set[str] = set()
+        # The runs in memory, by (nodeid, worker): those in flight, and the most
+        # recent finished ones (_done, oldest first); their rows, in _claimed.
+        self._live: dict[tuple[str, str], _Run] = {}
+        self._done: dict[tuple[str, str], None] = {}
+        self._claimed: set[int] = set()
+        # Runs whose worker died before their rerun: it may come from any worker.
+        self._orphans: dict[str, list[_Run]] = {}
+        # Attempts pytest started (logstart) that no report has spoken of yet, by nodeid.
+        self._pending: dict[str, int] = {}
         self._count = 0
         self._active = False
         self._sequenced = False
@@ -187,23 +210,60 @@ class Recorder:
             # escapes, which SQLite cannot store: its bytes are kept as \xNN.
             return self._db.execute(sql, tuple(_storable(a) for a in args))
 
-    def _id(self, nodeid: str) -> int:
-        # A command's start, attempts and outcome come one after the other (a
-        # few commands interleave under xdist): a small cache saves the lookups.
-        cached = self._ids.get(nodeid)
-        if cached is not None:
-            return cached
-        row = self._execute("SELECT id FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
-        if row is not None:
-            command_id = row[0]
+    def _new_run(self, nodeid: str) -> _Run:
+        # The first row of *nodeid* that no run has claimed (collection expects
+        # one per run it planned), else a new row: one lookup, as for any command.
+        rows = self._execute(
+            "SELECT id, run, attempts, outcome FROM command WHERE nodeid = ? ORDER BY run", (nodeid,)
+        ).fetchall()
+        for command_id, _number, attempts, outcome in rows:
+            if not attempts and outcome is None and command_id not in self._claimed:
+                return _Run(command_id)
+        number = rows[-1][1] + 1 if rows else 1
+        if self._count >= 0:  # else it is recounted when asked
+            self._count += 1
+        cursor = self._write("INSERT INTO command (nodeid, run) VALUES (?, ?)", (nodeid, number))
+        return _Run(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def _run(self, nodeid: str, worker: str, *, new: bool) -> _Run:
+        """The run of *nodeid* on *worker*; with *new*, a finished one is followed by the next run."""
+        key = (nodeid, worker)
+        run = self._live.get(key)
+        if run is not None and not (new and run.finished):
+            return run
+        if run is not None:
+            self._forget(key)
+        orphans = self._orphans.get(nodeid)
+        if orphans:
+            run = orphans.pop(0)
+            if not orphans:
+                del self._orphans[nodeid]
         else:
-            if self._count >= 0:  # else it is recounted when asked
-                self._count += 1
-            command_id = self._write("INSERT INTO command (nodeid) VALUES (?)", (nodeid,)).lastrowid
-        if len(self._ids) >= _ID_CACHE:
-            del self._ids[next(iter(self._ids))]
-        self._ids[nodeid] = command_id
-        return command_id  # type: ignore[return-value]
+            run = self._new_run(nodeid)
+            self._claimed.add(run.id)
+        self._live[key] = run
+        return run
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        run = self._live.pop(key)
+        self._done.pop(key, None)
+        self._claimed.discard(run.id)
+
+    def _finished(self, key: tuple[str, str], run: _Run) -> None:
+        run.finished = True
+        self._done[key] = None
+        if len(self._done) > _ID_CACHE:
+            oldest = next(iter(self._done))
+            self._forget(oldest)
+
+    def _started(self, nodeid: str) -> None:
+        # A report spoke of an attempt that pytest's logstart announced.
+        pending = self._pending.get(nodeid)
+        if pending is not None:
+            if pending > 1:
+                self._pending[nodeid] = pending - 1
+            else:
+                del self._pending[nodeid]
 
     def close(self) -> None:
         """Remove the spool (again is harmless); the summary is counted first, and kept."""
@@ -216,28 +276,57 @@ class Recorder:
     # -- what the plugin tells it ---------------------------------------------------------
 
     def expect(self, nodeid: str, command: str, file: str | None, line: int | None) -> None:
-        """Announce a collected command, so that one that never ran is still reported."""
-        self._write(
-            "INSERT INTO command (nodeid, command, file, line) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (nodeid) DO UPDATE SET command = excluded.command, file = excluded.file, line = excluded.line",
-            (nodeid, command, file, line),
+        """Announce a collected command, so that one that never ran is still reported.
+
+        Once per run planned: announced twice (an item collected twice, or run
+        by two workers under ``--dist each``), it is two commands.
+        """
+        values = (nodeid, command, file, line)
+        cursor = self._write(
+            "INSERT INTO command (nodeid, command, file, line, expected) VALUES (?, ?, ?, ?, 1) "
+            "ON CONFLICT (nodeid, run) DO UPDATE SET command = excluded.command, file = excluded.file, "
+            "line = excluded.line, expected = 1 WHERE expected = 0",
+            values,
         )
+        if not cursor.rowcount:
+            # Its first run is expected already: this is one more.
+            self._write(
+                "INSERT INTO command (nodeid, run, command, file, line, expected) "
+                "SELECT ?, max(run) + 1, ?, ?, ?, 1 FROM command WHERE nodeid = ?",
+                (nodeid, command, file, line, nodeid),
+            )
         self._count = -1  # recounted when asked: the insert may have been an update
 
     def start(self, nodeid: str) -> None:
-        """An attempt of *nodeid* started."""
-        command_id = self._id(nodeid)
-        # In memory: only the commands in flight are there (their outcome removes them).
-        self._running.add(nodeid)
+        """pytest started an attempt of *nodeid* (its logstart; the worker is not known yet)."""
+        # In memory: only the attempts that no report has spoken of yet are there.
+        self._pending[nodeid] = self._pending.get(nodeid, 0) + 1
         self._active = True
         if self.listeners:
-            row = self._db.execute("SELECT command FROM command WHERE id = ?", (command_id,)).fetchone()
+            row = self._execute(
+                "SELECT command FROM command WHERE nodeid = ? ORDER BY run LIMIT 1", (nodeid,)
+            ).fetchone()
             for listener in self.listeners:
-                listener.on_start(nodeid, row[0] or nodeid)
+                listener.on_start(nodeid, row[0] if row is not None and row[0] else nodeid)
 
-    def attempt(self, record: dict[str, Any], outcome: str) -> None:
+    def begin(self, nodeid: str, worker: str = "main") -> None:
+        """An attempt of *nodeid* begins on *worker* (the first report of it, pytest's setup report).
+
+        It is the next attempt of that worker's run of *nodeid* while the run has
+        no final outcome (a rerun), else the first attempt of a new run. Without
+        calls to :meth:`begin`, :meth:`attempt` decides the same from the reports.
+        """
+        self._started(nodeid)
+        self._run(nodeid, worker, new=True)
+        self._active = True
+
+    def attempt(self, record: dict[str, Any], outcome: str, worker: str = "main") -> None:
         """A finished attempt; *outcome* is the report's (``"rerun"`` for one that will be retried)."""
-        command_id = self._id(record["nodeid"])
+        nodeid = record["nodeid"]
+        key = (nodeid, worker)
+        if key not in self._live or self._live[key].finished:
+            self._started(nodeid)  # a run begins here: no begin() announced it
+        command_id = self._run(nodeid, worker, new=True).id
         self._write(
             "UPDATE command SET command = ?, file = ?, line = ?, attempts = attempts + 1 WHERE id = ?",
             (record["command"], record["file"], record["line"], command_id),
@@ -253,12 +342,26 @@ class Recorder:
         for listener in self.listeners:
             listener.on_attempt(record, outcome)
 
-    def outcome(self, nodeid: str, outcome: str, message: str = "") -> None:
-        """The final outcome of *nodeid* (``passed``, ``failed``, ``skipped``, ``xfailed``, ``xpassed``)."""
-        command_id = self._id(nodeid)
-        self._running.discard(nodeid)
-        self._write("UPDATE command SET outcome = ?, message = ? WHERE id = ?", (outcome, message, command_id))
+    def outcome(self, nodeid: str, outcome: str, message: str = "", worker: str = "main") -> None:
+        """The final outcome of *nodeid*'s run on *worker* (``passed``, ``failed``, ``skipped``, ``xfailed``, ``xpassed``).
+
+        Given again (a teardown that failed after its call), it replaces the first.
+        """
+        key = (nodeid, worker)
+        if key not in self._live:
+            self._started(nodeid)
+        run = self._run(nodeid, worker, new=False)
+        self._write("UPDATE command SET outcome = ?, message = ? WHERE id = ?", (outcome, message, run.id))
+        self._finished(key, run)
         self._active = True
+
+    def lost(self, nodeid: str, worker: str) -> None:
+        """*worker* died while running *nodeid*: a rerun of that run may come from any other worker."""
+        key = (nodeid, worker)
+        run = self._live.get(key)
+        if run is not None and not run.finished:
+            del self._live[key]
+            self._orphans.setdefault(nodeid, []).append(run)
 
     # -- questions about single commands (each an index lookup) ---------------------------
 
@@ -276,20 +379,28 @@ class Recorder:
         """Whether any command started, was reported or got an outcome."""
         return self._active
 
-    def info(self, nodeid: str) -> CommandInfo | None:
-        """What is known of *nodeid*, without its records; ``None`` for an unknown command."""
-        row = self._execute(
-            "SELECT command, file, line, attempts FROM command WHERE nodeid = ?", (nodeid,)
+    def _row(self, nodeid: str, worker: str | None, columns: str) -> tuple[Any, ...] | None:
+        # The row of *worker*'s run of *nodeid* when it is in memory, else *nodeid*'s first.
+        run = self._live.get((nodeid, worker)) if worker is not None else None
+        if run is not None:
+            return self._db.execute(f"SELECT {columns} FROM command WHERE id = ?", (run.id,)).fetchone()
+        return self._execute(
+            f"SELECT {columns} FROM command WHERE nodeid = ? ORDER BY run LIMIT 1", (nodeid,)
         ).fetchone()
+
+    def info(self, nodeid: str, worker: str | None = None) -> CommandInfo | None:
+        """What is known of *nodeid* (of its run on *worker*, if given and in flight), without its records;
+        ``None`` for an unknown command."""
+        row = self._row(nodeid, worker, "command, file, line, attempts")
         return None if row is None else CommandInfo(nodeid, *row)
 
     def files(self) -> int:
         """The number of distinct batch files of the known commands."""
         return self._db.execute("SELECT count(DISTINCT file) FROM command").fetchone()[0]
 
-    def seq(self, nodeid: str) -> int:
-        """*nodeid*'s position (1-based) among the commands in results order; a command
-        first heard of after the first call gets the next free number."""
+    def seq(self, nodeid: str, worker: str | None = None) -> int:
+        """*nodeid*'s position (1-based) among the commands in results order (of its run on *worker*, if
+        given and in flight); a command first heard of after the first call gets the next free number."""
         if not self._sequenced:
             # Once, when every command is known; a temporary table keeps it one sort.
             self._sequenced = True
@@ -297,10 +408,10 @@ class Recorder:
             db.execute(f"CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY {_ORDER}) AS n FROM command")
             self._write("UPDATE command SET seq = (SELECT n FROM numbered WHERE numbered.id = command.id)", ())
             db.execute("DROP TABLE numbered")
-        row = self._execute("SELECT id, seq FROM command WHERE nodeid = ?", (nodeid,)).fetchone()
+        row = self._row(nodeid, worker, "id, seq")
         if row is not None and row[1] is not None:
             return row[1]
-        command_id = row[0] if row is not None else self._id(nodeid)
+        command_id = row[0] if row is not None else self._new_run(nodeid).id
         number = self._db.execute("SELECT coalesce(max(seq), 0) + 1 FROM command").fetchone()[0]
         self._write("UPDATE command SET seq = ? WHERE id = ?", (number, command_id))
         return number
@@ -318,23 +429,37 @@ class Recorder:
         # not a query per command: a third of the time of writing 100,000 results.
         columns = "a.record, a.stdout, a.stderr" if output else "a.record, NULL, NULL"
         rows = self._db.execute(
-            "SELECT c.id, c.nodeid, c.command, c.file, c.line, c.outcome, c.message, c.attempts, "
+            "SELECT c.id, c.nodeid, c.command, c.file, c.line, c.outcome, c.message, c.attempts, c.run, "
             f"{columns} FROM command c LEFT JOIN attempt a ON a.command_id = c.id ORDER BY {_ORDER_JOINED}, a.id"
         )
+        # Attempts started that no report spoke of: each makes one of its
+        # nodeid's unclaimed runs a running one (interrupted, not "not run").
+        pending = dict(self._pending)
+        in_flight = self._claimed | {run.id for runs in self._orphans.values() for run in runs}
+
+        def running(row: tuple[Any, ...], records: list[dict[str, Any]]) -> bool:
+            if row[0] in in_flight:
+                return True
+            left = pending.get(row[1], 0)
+            if left and row[5] is None and not records:
+                pending[row[1]] = left - 1
+                return True
+            return False
+
         current: tuple[Any, ...] | None = None
         records: list[dict[str, Any]] = []
         for row in rows:
             if current is None or row[0] != current[0]:
                 if current is not None:
-                    yield _result(current, records, current[1] in self._running, self.interrupted), records
-                current, records = row[:8], []
-            blob = row[8]
+                    yield _result(current, records, running(current, records), self.interrupted), records
+                current, records = row[:9], []
+            blob = row[9]
             if blob is not None:
-                out, err = row[9], row[10]
+                out, err = row[10], row[11]
                 records.append({**pickle.loads(blob), "stdout": _decode(out) if out is not None else "",
                                 "stderr": _decode(err) if err is not None else ""})
         if current is not None:
-            yield _result(current, records, current[1] in self._running, self.interrupted), records
+            yield _result(current, records, running(current, records), self.interrupted), records
 
     def results(self, *, output: bool = True) -> Iterator[CommandResult]:
         """One :class:`CommandResult` per command, in file and line order, one at a time (a streaming pass).
@@ -375,6 +500,16 @@ class Recorder:
         for result in self.results():
             if result.status in ("failed", "interrupted"):
                 yield result
+
+
+class _Run:
+    """A run in memory: its row in the spool, and whether it has its final outcome."""
+
+    __slots__ = ("finished", "id")
+
+    def __init__(self, command_id: int) -> None:
+        self.id = command_id
+        self.finished = False
 
 
 def _encode(text: str) -> bytes:
@@ -482,7 +617,7 @@ _LOGGED = ("attempt", "success", "exit_code", "signal", "timed_out", "timeout", 
 
 
 def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, interrupted: bool) -> CommandResult:
-    _id, nodeid, command, file, line, outcome, message, _attempts = row
+    _id, nodeid, command, file, line, outcome, message, _attempts, run = row
     last = records[-1] if records else None
     if outcome is None:
         outcome = "interrupted" if (running or records) and interrupted else "not run"
@@ -520,6 +655,7 @@ def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, 
         nodeid=nodeid,
         attempt_log=attempt_log,
         attempts_duration_ms=round(sum(r["duration_ms"] for r in records), 3),
+        run=run,
     )
 
 
