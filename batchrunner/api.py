@@ -212,6 +212,8 @@ class BatchRunner:
         """
         from pytest_batchrunner.reports.json import write_json_report
 
+        # Never over the log, the JUnit file or the batch file the results came from.
+        self._check_report_paths([("output_file", output_file)])
         write_json_report(output_file, self.summary or self._empty_summary(), self.results)
         # As the original: a line on the console and in the log.
         from pytest_batchrunner.reports.auditlog import log_line
@@ -249,6 +251,20 @@ class BatchRunner:
                 check(value)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        # Before any command starts (run() starts some before pytest checks its own options).
+        self._check_report_paths()
+
+    def _check_report_paths(self, extra: list[tuple[str, Any]] = []) -> None:  # noqa: B006 - never changed
+        """Refuse, naming the arguments, a report path that is a directory, another report's file or the batch file.
+
+        :class:`~pytest_batchrunner.reports.files.ReportPathError`, a :class:`ValueError`.
+        """
+        from pytest_batchrunner.reports.files import check_report_paths
+
+        named = [("log_file", self.log_file), ("junitxml", self.junitxml), *extra]
+        reports = [(name, Path(os.path.expanduser(os.fspath(value)))) for name, value in named if value is not None]
+        inputs = [("the batch file", self.batch_file)] if self.batch_file is not None else []
+        check_report_paths(reports, inputs)
 
     def _jobs(self) -> int:
         """Commands run at once."""

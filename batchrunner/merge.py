@@ -194,10 +194,27 @@ def write_reports(output: str, junitxml: str | None, summary: dict[str, Any], re
         write_atomically(junitxml, junit_chunks(suite, lambda: ((r, _records(r)) for r in results)))
 
 
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Refuse, naming both, a report path that is a directory, the other report's file or a shard's file."""
+    from pathlib import Path
+
+    from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
+
+    reports = []
+    for option, value in (("-o/--output", args.output), ("--junitxml", args.junitxml)):
+        if value is None:
+            continue
+        if not value.strip():
+            raise ReportPathError(f"{option} needs a file name")
+        reports.append((option, Path(value)))
+    check_report_paths(reports, [("the shard", Path(path)) for path in args.shards])
+
+
 def main(argv: Sequence[str]) -> int:
     """``batchrunner merge`` with *argv* (the arguments after ``merge``); its exit status."""
     args = build_parser().parse_args(list(argv))
     try:
+        _check_report_paths(args)
         documents = [(path, _load(path)) for path in args.shards]
         summary, results, notes = merge_documents(documents)
         write_reports(args.output, args.junitxml, summary, results)

@@ -283,6 +283,34 @@ def test_a_log_file_that_cannot_be_opened_raises_value_error(tmp_path: Path) -> 
         runner.run()
 
 
+def test_reports_never_replace_the_batch_file_or_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cmds.txt").write_text("touch ran\n")
+    cases = [
+        (BatchRunner.from_file("cmds.txt", log_file="cmds.txt", verbose=False),
+         f"log_file cmds.txt is the same file as the batch file {tmp_path / 'cmds.txt'}: it would be overwritten"),
+        (BatchRunner(["touch ran"], log_file="r.xml", junitxml="r.xml", verbose=False),
+         "junitxml r.xml is the same file as log_file r.xml: give each report its own file"),
+        (BatchRunner(["touch ran"], log_file=".", verbose=False), "log_file .: is a directory, not a file name"),
+        (BatchRunner(["touch ran"], junitxml=".", verbose=False), "junitxml .: is a directory, not a file name"),
+    ]
+    for runner, message in cases:
+        with pytest.raises(ValueError) as raised:
+            runner.run()
+        assert str(raised.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmds.txt"]  # nothing ran, nothing written
+    assert capfd.readouterr() == ("", "")  # and nothing printed: verbose=False
+    runner = BatchRunner.from_file("cmds.txt", log_file="run.log", verbose=False)
+    runner.run()
+    for output, message in [("run.log", "output_file run.log is the same file as log_file run.log"),
+                            ("cmds.txt", "output_file cmds.txt is the same file as the batch file")]:
+        with pytest.raises(ValueError, match=message):
+            runner.save_results(output)
+    assert (tmp_path / "cmds.txt").read_text() == "touch ran\n"
+
+
 def test_junitxml(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     BatchRunner(["echo a", "false"], junitxml=junit, verbose=False).run()

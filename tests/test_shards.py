@@ -227,6 +227,25 @@ def test_merge_refuses_conflicts_and_bad_files(pytester: pytest.Pytester, no_lef
     assert "Success Rate: 100.0%" in done.stdout
 
 
+def test_merge_never_writes_over_a_shard_or_its_other_report(tmp_path: Path) -> None:
+    shard = '{"summary": {}, "results": []}'
+    for name in ("s1.json", "s2.json"):
+        (tmp_path / name).write_text(shard)
+    cases = {
+        ("-o", "s1.json"): "-o/--output s1.json is the same file as the shard s1.json: it would be overwritten",
+        ("-o", "s2.json", "--junitxml", "s1.json"): "--junitxml s1.json is the same file as the shard s1.json",
+        ("-o", "all.json", "--junitxml", "all.json"):
+            "--junitxml all.json is the same file as -o/--output all.json: give each report its own file",
+        ("-o", "."): "-o/--output .: is a directory, not a file name",
+    }
+    for args, message in cases.items():
+        done = merge("s1.json", "s2.json", *args, cwd=tmp_path)
+        assert done.returncode == 1
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("[X] Error: " + message), done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json", "s2.json"]
+        assert (tmp_path / "s1.json").read_text() == (tmp_path / "s2.json").read_text() == shard
+
+
 def test_merge_records_history_for_the_next_split(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
     paths = run_shards(pytester, "inprocess", 2)
