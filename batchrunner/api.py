@@ -86,7 +86,9 @@ class BatchRunner:
     ``Progress: i/N completed`` in parallel mode, the ``EXECUTION SUMMARY``);
     ``verbose=False`` prints nothing at all.
 
-    Arguments are checked by :meth:`run`, as in the original. A process runs
+    The arguments' types and values are checked here (:class:`TypeError`,
+    :class:`ValueError`, naming the argument), the mode by :meth:`run`, as in
+    the original (an unknown mode is a :class:`ValueError`). A process runs
     one batch at a time: :meth:`run` calls :func:`pytest.main`, which is not
     made to run in several threads at once (it registers plugins and sets
     environment variables for the whole process), so runs started from several
@@ -124,6 +126,7 @@ class BatchRunner:
         self.batch_file: Path | None = None
         """Set by :meth:`from_file`: the batch file that :meth:`run` hands to the plugin."""
         self._inner: InnerRun | None = None
+        self._check_arguments()
 
     @classmethod
     def from_file(cls, file_path: str | os.PathLike[str], **options: Any) -> BatchRunner:
@@ -232,8 +235,20 @@ class BatchRunner:
     # -- helpers ----------------------------------------------------------------------------
 
     def _check(self) -> None:
+        """Everything :meth:`run` needs, checked before any command starts (the attributes may have changed)."""
         if self.mode not in MODES:
             raise ValueError(f"Invalid mode: {self.mode!r} (use 'sequential' or 'parallel')")
+        self._check_arguments()
+        # run() starts commands before pytest checks its own options.
+        self._check_report_paths()
+
+    def _check_arguments(self) -> None:
+        """:class:`TypeError` for an argument of the wrong type, :class:`ValueError` for a bad value; both name it.
+
+        Called by the constructor and by :meth:`run`; the mode only by :meth:`run`,
+        as in the original. A wrong type would otherwise fail every command, or
+        the run, far from its cause (``timeout_sec="5"``).
+        """
         for i, command in enumerate(self.commands, 1):
             if not isinstance(command, str):
                 raise TypeError(f"command {i} is not a string: {command!r}")
@@ -241,18 +256,24 @@ class BatchRunner:
 
         # Bounded where they enter: nothing that cannot be waited for reaches a sleep or a poll.
         for name, value, least in (("max_retries", self.max_retries, 0), ("workers", self.workers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_COUNT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
+            if not least <= value <= MAX_COUNT:
                 raise ValueError(f"{name} must be a whole number, {least} to {MAX_COUNT}, not {value!r}")
         seconds = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
-        if self.timeout_sec is not None and self.timeout_sec != float("inf"):  # inf: no timeout
-            seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))
+        if self.timeout_sec is not None:
+            seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))  # inf is refused: None is no timeout
         for name, value, check in seconds:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                allowed = " or None" if name == "timeout_sec" else ""
+                raise TypeError(f"{name} must be a number of seconds{allowed}, not {value!r} ({type(value).__name__})")
             try:
                 check(value)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
-        # Before any command starts (run() starts some before pytest checks its own options).
-        self._check_report_paths()
+        for name, path in (("log_file", self.log_file), ("junitxml", self.junitxml)):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a file name (str or path) or None, not {path!r} ({type(path).__name__})")
 
     def _check_report_paths(self, extra: list[tuple[str, Any]] = []) -> None:  # noqa: B006 - never changed
         """Refuse, naming the arguments, a report path that is a directory, another report's file or the batch file.
