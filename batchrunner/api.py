@@ -70,6 +70,20 @@ def _read_batch_file(file_path: str | os.PathLike[str]) -> list[CommandSpec]:
     return specs
 
 
+def check_log_opens(name: str, path: str | os.PathLike[str]) -> None:
+    """Open the log *path* (an argument or option called *name*) as the run will, before any command starts.
+
+    :class:`ValueError` naming it, with the OS's words, if it cannot be opened
+    (pytest's own check comes after the first commands have started).
+    """
+    from pytest_batchrunner.reports.files import LineFile
+
+    try:
+        LineFile(path).close()
+    except OSError as exc:
+        raise ValueError(f"{name} {os.fspath(path)}: cannot open: {exc.strerror or exc}") from None
+
+
 class BatchRunner:
     """Run shell commands and summarise them, with the original BatchRunner's API.
 
@@ -108,6 +122,10 @@ class BatchRunner:
         workers: int = DEFAULT_WORKERS,
         junitxml: str | os.PathLike[str] | None = None,
     ) -> None:
+        if isinstance(commands, (str, bytes)):
+            # The original iterated it: one command per character.
+            hint = f": give [{commands!r}] to run it as one command" if isinstance(commands, str) else ""
+            raise TypeError(f"commands must be a list of strings, not a {type(commands).__name__}{hint}")
         self.commands = list(commands)
         self.mode = mode
         self.max_retries = max_retries
@@ -126,6 +144,8 @@ class BatchRunner:
         self.batch_file: Path | None = None
         """Set by :meth:`from_file`: the batch file that :meth:`run` hands to the plugin."""
         self._inner: InnerRun | None = None
+        self._names_in_messages: dict[str, str] | None = None
+        """How errors of the inner pytest run name its options (default: by these arguments' names)."""
         self._check_arguments()
 
     @classmethod
@@ -249,9 +269,14 @@ class BatchRunner:
         as in the original. A wrong type would otherwise fail every command, or
         the run, far from its cause (``timeout_sec="5"``).
         """
+        if isinstance(self.commands, (str, bytes)):
+            raise TypeError(f"commands must be a list of strings, not a {type(self.commands).__name__}")
         for i, command in enumerate(self.commands, 1):
             if not isinstance(command, str):
                 raise TypeError(f"command {i} is not a string: {command!r}")
+            if "\0" in command:
+                # No program can be given one (C strings end there): refused here, not by subprocess.
+                raise ValueError(f"command {i} holds a NUL character, which no command can: {command!r}")
         from pytest_batchrunner.values import MAX_COUNT, non_negative_float, timeout_seconds
 
         # Bounded where they enter: nothing that cannot be waited for reaches a sleep or a poll.
@@ -280,12 +305,20 @@ class BatchRunner:
 
         :class:`~pytest_batchrunner.reports.files.ReportPathError`, a :class:`ValueError`.
         """
-        from pytest_batchrunner.reports.files import check_report_paths
+        from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
 
         named = [("log_file", self.log_file), ("junitxml", self.junitxml), *extra]
-        reports = [(name, Path(os.path.expanduser(os.fspath(value)))) for name, value in named if value is not None]
+        reports = []
+        for name, value in named:
+            if value is None:
+                continue
+            if not os.fspath(value).strip():
+                raise ReportPathError(f"{name} needs a file name")
+            reports.append((name, Path(os.path.expanduser(os.fspath(value)))))
         inputs = [("the batch file", self.batch_file)] if self.batch_file is not None else []
         check_report_paths(reports, inputs)
+        if self.log_file is not None and not extra:
+            check_log_opens("log_file", reports[0][1])
 
     def _jobs(self) -> int:
         """Commands run at once."""

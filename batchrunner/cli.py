@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner = BatchRunner.from_file(args.file, **options)
         else:
             runner = BatchRunner(args.commands, **options)
+        # Errors of the engine's own checks name the options given here.
+        runner._names_in_messages = CLI_OPTIONS
         # Before any command runs: a report must not replace the commands file or another report.
         _check_report_paths(args)
     except (OSError, ValueError) as exc:
@@ -160,6 +162,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+CLI_OPTIONS = {
+    "--batch-log": "-l/--log",
+    "--junitxml": "--junitxml",
+    "--timeout": "--timeout",
+    "--reruns-delay": "--retry-delay",
+    "--reruns": "--retries",
+    "--batch-jobs": "--workers",
+}
+"""The engine's options, by the options of this command they come from."""
+
 # The command line's names of the report options, as its messages give them.
 REPORT_OPTIONS = (("-o/--output", "output"), ("-l/--log", "log"), ("--junitxml", "junitxml"))
 
@@ -178,6 +190,10 @@ def _check_report_paths(args: argparse.Namespace) -> None:
         reports.append((option, Path(value)))
     inputs = [("the commands file", Path(args.file))] if args.file is not None else []
     check_report_paths(reports, inputs)
+    if args.log is not None:
+        from batchrunner.api import check_log_opens
+
+        check_log_opens("-l/--log", args.log)
 
 
 def _save(runner: BatchRunner, output: str | None) -> None:

@@ -107,6 +107,18 @@ def test_a_report_that_cannot_be_written_exits_1_naming_it(tmp_path: Path) -> No
     no_traceback(result)
 
 
+def test_a_log_that_cannot_be_opened_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = batchrunner("-c", "touch ran", "-l", "file/x.log", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == ["[X] Error: -l/--log file/x.log: cannot open: File exists"]
+    assert not (tmp_path / "ran").exists()
+    result = batchrunner("-q", "-c", "true", "--junitxml", "file/x.xml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"[X] Error: --junitxml {tmp_path}/file/x.xml: not written: Not a directory"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
