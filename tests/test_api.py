@@ -289,6 +289,21 @@ def test_a_log_file_that_cannot_be_opened_raises_value_error_before_anything_run
     assert capfd.readouterr() == ("", "")  # verbose=False: not even pytest's usage error
 
 
+def test_what_the_inner_pytest_run_refuses_is_raised_naming_the_argument_and_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import batchrunner.api
+
+    # Without the API's own check, the plugin's refuses the log (a usage error pytest would print).
+    monkeypatch.setattr(batchrunner.api, "check_log_opens", lambda name, path: None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError) as raised:
+        BatchRunner(["echo a"], log_file="file/run.log", verbose=False).run()
+    assert str(raised.value) == f"log_file {tmp_path}/file/run.log: cannot open: File exists"
+    assert capfd.readouterr() == ("", "")
+
+
 def test_a_junit_file_that_cannot_be_written_is_named_after_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
