@@ -165,10 +165,13 @@ class BatchRunner:
     def run(self) -> tuple[list[CommandResult], dict[str, Any]]:
         """Run the commands; return their results, in the order of the commands, and the summary.
 
-        Raises :class:`ValueError` for an unknown mode or a bad argument. If the
-        run is interrupted (Ctrl+C, SIGTERM), the running commands are killed,
-        the reports are written, :attr:`results` and :attr:`summary` describe what
-        ran, and :class:`KeyboardInterrupt` is raised again.
+        Raises :class:`ValueError` for an unknown mode, a bad argument or a
+        report path that is a directory, another report's file or the batch
+        file, :class:`TypeError` for an argument of the wrong type; all before
+        any command starts. If the run is interrupted (Ctrl+C, SIGTERM), the
+        running commands are killed, the reports are written, :attr:`results`
+        and :attr:`summary` describe what ran, and :class:`KeyboardInterrupt`
+        is raised again.
         """
         self._check()
         with _ONE_RUN_AT_A_TIME:
