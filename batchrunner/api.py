@@ -239,7 +239,7 @@ class BatchRunner:
         from pytest_batchrunner.reports.json import write_json_report
 
         # Never over the log, the JUnit file or the batch file the results came from.
-        self._check_report_paths([("output_file", output_file)])
+        self._check_report_paths((("output_file", output_file),))
         write_json_report(output_file, self.summary or self._empty_summary(), self.results)
         # As the original: a line on the console and in the log.
         from pytest_batchrunner.reports.auditlog import log_line
@@ -303,7 +303,7 @@ class BatchRunner:
             if path is not None and not isinstance(path, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a file name (str or path) or None, not {path!r} ({type(path).__name__})")
 
-    def _check_report_paths(self, extra: list[tuple[str, Any]] = []) -> None:  # noqa: B006 - never changed
+    def _check_report_paths(self, extra: tuple[tuple[str, Any], ...] = ()) -> None:
         """Refuse, naming the arguments, a report path that is a directory, another report's file or the batch file.
 
         :class:`~pytest_batchrunner.reports.files.ReportPathError`, a :class:`ValueError`.
@@ -320,8 +320,9 @@ class BatchRunner:
             reports.append((name, Path(os.path.expanduser(os.fspath(value)))))
         inputs = [("the batch file", self.batch_file)] if self.batch_file is not None else []
         check_report_paths(reports, inputs)
-        if self.log_file is not None and not extra:
-            check_log_opens("log_file", reports[0][1])
+        log = dict(reports).get("log_file")
+        if log is not None and not extra:  # save_results: the run has opened it already
+            check_log_opens("log_file", log)
 
     def _jobs(self) -> int:
         """Commands run at once."""

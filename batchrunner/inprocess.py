@@ -134,9 +134,9 @@ class InnerRun:
         self.set_for_parsing: dict[str, str] = {}
         self.usage_error: pytest.UsageError | None = None
         self.outcome: tuple[list[CommandResult], dict[str, Any]] | None = None
+        """The results and the summary, once the session has finished."""
         self.report_files: Any = None
         """The run's :class:`~pytest_batchrunner.reports.options.ReportFiles`, if any: its problems are raised."""
-        """The results and the summary, once the session has finished."""
 
     def main(self, rootdir: Path) -> None:
         """Run pytest on :attr:`target` in *rootdir*; :attr:`outcome` holds the results, also when this raises."""
