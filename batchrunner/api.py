@@ -70,6 +70,20 @@ def _read_batch_file(file_path: str | os.PathLike[str]) -> list[CommandSpec]:
     return specs
 
 
+def check_log_opens(name: str, path: str | os.PathLike[str]) -> None:
+    """Open the log *path* (an argument or option called *name*) as the run will, before any command starts.
+
+    :class:`ValueError` naming it, with the OS's words, if it cannot be opened
+    (pytest's own check comes after the first commands have started).
+    """
+    from pytest_batchrunner.reports.files import LineFile
+
+    try:
+        LineFile(path).close()
+    except OSError as exc:
+        raise ValueError(f"{name} {os.fspath(path)}: cannot open: {exc.strerror or exc}") from None
+
+
 class BatchRunner:
     """Run shell commands and summarise them, with the original BatchRunner's API.
 
@@ -86,7 +100,9 @@ class BatchRunner:
     ``Progress: i/N completed`` in parallel mode, the ``EXECUTION SUMMARY``);
     ``verbose=False`` prints nothing at all.
 
-    Arguments are checked by :meth:`run`, as in the original. A process runs
+    The arguments' types and values are checked here (:class:`TypeError`,
+    :class:`ValueError`, naming the argument), the mode by :meth:`run`, as in
+    the original (an unknown mode is a :class:`ValueError`). A process runs
     one batch at a time: :meth:`run` calls :func:`pytest.main`, which is not
     made to run in several threads at once (it registers plugins and sets
     environment variables for the whole process), so runs started from several
@@ -106,6 +122,10 @@ class BatchRunner:
         workers: int = DEFAULT_WORKERS,
         junitxml: str | os.PathLike[str] | None = None,
     ) -> None:
+        if isinstance(commands, (str, bytes)):
+            # The original iterated it: one command per character.
+            hint = f": give [{commands!r}] to run it as one command" if isinstance(commands, str) else ""
+            raise TypeError(f"commands must be a list of strings, not a {type(commands).__name__}{hint}")
         self.commands = list(commands)
         self.mode = mode
         self.max_retries = max_retries
@@ -124,6 +144,9 @@ class BatchRunner:
         self.batch_file: Path | None = None
         """Set by :meth:`from_file`: the batch file that :meth:`run` hands to the plugin."""
         self._inner: InnerRun | None = None
+        self._names_in_messages: dict[str, str] | None = None
+        """How errors of the inner pytest run name its options (default: by these arguments' names)."""
+        self._check_arguments()
 
     @classmethod
     def from_file(cls, file_path: str | os.PathLike[str], **options: Any) -> BatchRunner:
@@ -142,10 +165,13 @@ class BatchRunner:
     def run(self) -> tuple[list[CommandResult], dict[str, Any]]:
         """Run the commands; return their results, in the order of the commands, and the summary.
 
-        Raises :class:`ValueError` for an unknown mode or a bad argument. If the
-        run is interrupted (Ctrl+C, SIGTERM), the running commands are killed,
-        the reports are written, :attr:`results` and :attr:`summary` describe what
-        ran, and :class:`KeyboardInterrupt` is raised again.
+        Raises :class:`ValueError` for an unknown mode, a bad argument or a
+        report path that is a directory, another report's file or the batch
+        file, :class:`TypeError` for an argument of the wrong type; all before
+        any command starts. If the run is interrupted (Ctrl+C, SIGTERM), the
+        running commands are killed, the reports are written, :attr:`results`
+        and :attr:`summary` describe what ran, and :class:`KeyboardInterrupt`
+        is raised again.
         """
         self._check()
         with _ONE_RUN_AT_A_TIME:
@@ -212,6 +238,8 @@ class BatchRunner:
         """
         from pytest_batchrunner.reports.json import write_json_report
 
+        # Never over the log, the JUnit file or the batch file the results came from.
+        self._check_report_paths((("output_file", output_file),))
         write_json_report(output_file, self.summary or self._empty_summary(), self.results)
         # As the original: a line on the console and in the log.
         from pytest_batchrunner.reports.auditlog import log_line
@@ -230,25 +258,71 @@ class BatchRunner:
     # -- helpers ----------------------------------------------------------------------------
 
     def _check(self) -> None:
+        """Everything :meth:`run` needs, checked before any command starts (the attributes may have changed)."""
         if self.mode not in MODES:
             raise ValueError(f"Invalid mode: {self.mode!r} (use 'sequential' or 'parallel')")
+        self._check_arguments()
+        # run() starts commands before pytest checks its own options.
+        self._check_report_paths()
+
+    def _check_arguments(self) -> None:
+        """:class:`TypeError` for an argument of the wrong type, :class:`ValueError` for a bad value; both name it.
+
+        Called by the constructor and by :meth:`run`; the mode only by :meth:`run`,
+        as in the original. A wrong type would otherwise fail every command, or
+        the run, far from its cause (``timeout_sec="5"``).
+        """
+        if isinstance(self.commands, (str, bytes)):
+            raise TypeError(f"commands must be a list of strings, not a {type(self.commands).__name__}")
         for i, command in enumerate(self.commands, 1):
             if not isinstance(command, str):
                 raise TypeError(f"command {i} is not a string: {command!r}")
+            if "\0" in command:
+                # No program can be given one (C strings end there): refused here, not by subprocess.
+                raise ValueError(f"command {i} holds a NUL character, which no command can: {command!r}")
         from pytest_batchrunner.values import MAX_COUNT, non_negative_float, timeout_seconds
 
         # Bounded where they enter: nothing that cannot be waited for reaches a sleep or a poll.
         for name, value, least in (("max_retries", self.max_retries, 0), ("workers", self.workers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_COUNT:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
+            if not least <= value <= MAX_COUNT:
                 raise ValueError(f"{name} must be a whole number, {least} to {MAX_COUNT}, not {value!r}")
         seconds = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
-        if self.timeout_sec is not None and self.timeout_sec != float("inf"):  # inf: no timeout
-            seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))
+        if self.timeout_sec is not None:
+            seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))  # inf is refused: None is no timeout
         for name, value, check in seconds:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                allowed = " or None" if name == "timeout_sec" else ""
+                raise TypeError(f"{name} must be a number of seconds{allowed}, not {value!r} ({type(value).__name__})")
             try:
                 check(value)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+        for name, path in (("log_file", self.log_file), ("junitxml", self.junitxml)):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a file name (str or path) or None, not {path!r} ({type(path).__name__})")
+
+    def _check_report_paths(self, extra: tuple[tuple[str, Any], ...] = ()) -> None:
+        """Refuse, naming the arguments, a report path that is a directory, another report's file or the batch file.
+
+        :class:`~pytest_batchrunner.reports.files.ReportPathError`, a :class:`ValueError`.
+        """
+        from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
+
+        named = [("log_file", self.log_file), ("junitxml", self.junitxml), *extra]
+        reports = []
+        for name, value in named:
+            if value is None:
+                continue
+            if not os.fspath(value).strip():
+                raise ReportPathError(f"{name} needs a file name")
+            reports.append((name, Path(os.path.expanduser(os.fspath(value)))))
+        inputs = [("the batch file", self.batch_file)] if self.batch_file is not None else []
+        check_report_paths(reports, inputs)
+        log = dict(reports).get("log_file")
+        if log is not None and not extra:  # save_results: the run has opened it already
+            check_log_opens("log_file", log)
 
     def _jobs(self) -> int:
         """Commands run at once."""

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner = BatchRunner.from_file(args.file, **options)
         else:
             runner = BatchRunner(args.commands, **options)
+        # Errors of the engine's own checks name the options given here.
+        runner._names_in_messages = CLI_OPTIONS
+        # Before any command runs: a report must not replace the commands file or another report.
+        _check_report_paths(args)
     except (OSError, ValueError) as exc:
         return _error(exc)
     try:
@@ -157,9 +162,48 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+CLI_OPTIONS = {
+    "--batch-log": "-l/--log",
+    "--junitxml": "--junitxml",
+    "--timeout": "--timeout",
+    "--reruns-delay": "--retry-delay",
+    "--reruns": "--retries",
+    "--batch-jobs": "--workers",
+}
+"""The engine's options, by the options of this command they come from."""
+
+# The command line's names of the report options, as its messages give them.
+REPORT_OPTIONS = (("-o/--output", "output"), ("-l/--log", "log"), ("--junitxml", "junitxml"))
+
+
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Refuse, naming both, a report path that is a directory, another report's file or the commands file."""
+    from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
+
+    reports = []
+    for option, dest in REPORT_OPTIONS:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if not value.strip():
+            raise ReportPathError(f"{option} needs a file name")
+        reports.append((option, Path(value)))
+    inputs = [("the commands file", Path(args.file))] if args.file is not None else []
+    check_report_paths(reports, inputs)
+    if args.log is not None:
+        from batchrunner.api import check_log_opens
+
+        check_log_opens("-l/--log", args.log)
+
+
 def _save(runner: BatchRunner, output: str | None) -> None:
-    if output is not None:
+    if output is None:
+        return
+    try:
         runner.save_results(output)
+    except OSError as exc:
+        # Named as the user gave it, with the OS's words.
+        raise ValueError(f"-o/--output {output}: not written: {exc.strerror or exc}") from None
 
 
 def _error(exc: BaseException) -> int:

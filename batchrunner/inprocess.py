@@ -20,6 +20,7 @@ import gc
 import glob
 import importlib
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -84,6 +85,23 @@ BLOCKED_PLUGINS = (
 ENGINE_PLUGINS = ("pytest_timeout", "pytest_rerunfailures", "pytest_batchrunner.plugin")
 
 
+class _Refused(Exception):
+    """pytest refused the inner run's arguments (see :attr:`InnerRun.usage_error`); raised through :func:`pytest.main`."""
+
+
+API_ARGUMENTS = {
+    "--batch-log": "log_file",
+    "--junitxml": "junitxml",
+    "--timeout": "timeout_sec",
+    "--reruns-delay": "retry_delay_sec",
+    "--reruns": "max_retries",
+    "--batch-jobs": "workers",
+}
+"""The inner run's options, by the API arguments they come from: its error messages name the arguments
+(the ``batchrunner`` command gives its own options' names: see ``BatchRunner._names_in_messages``)."""
+_OPTIONS = re.compile("|".join(rf"(?<![\w-]){re.escape(option)}(?![\w-])" for option in API_ARGUMENTS))
+
+
 class InnerRun:
     """One :meth:`BatchRunner.run`: the arguments and plugin object for :func:`pytest.main`.
 
@@ -117,6 +135,8 @@ class InnerRun:
         self.usage_error: pytest.UsageError | None = None
         self.outcome: tuple[list[CommandResult], dict[str, Any]] | None = None
         """The results and the summary, once the session has finished."""
+        self.report_files: Any = None
+        """The run's :class:`~pytest_batchrunner.reports.options.ReportFiles`, if any: its problems are raised."""
 
     def main(self, rootdir: Path) -> None:
         """Run pytest on :attr:`target` in *rootdir*; :attr:`outcome` holds the results, also when this raises."""
@@ -129,6 +149,8 @@ class InnerRun:
         try:
             plugins = [self, *(importlib.import_module(name) for name in ENGINE_PLUGINS)]
             status = pytest.main(args, plugins=plugins)
+        except _Refused:
+            status = pytest.ExitCode.USAGE_ERROR  # self.usage_error says why
         finally:
             self._restore_environment()
             # A large run freezes its collected objects out of the garbage
@@ -141,11 +163,22 @@ class InnerRun:
         if status == pytest.ExitCode.INTERRUPTED:
             raise KeyboardInterrupt("the batch run was interrupted")
         if self.usage_error is not None:
-            # pytest has printed it in full; an argparse message holds "usage:" and "error:" lines.
+            # An argparse message holds "usage:" and "error:" lines; the caller
+            # knows the plugin's options by the API's arguments.
             lines = str(self.usage_error).strip().splitlines() or ["bad argument"]
-            raise ValueError(next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[0]))
+            line = next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), lines[0])
+            raise ValueError(self._named(line))
+        problems = getattr(self.report_files, "problems", None)
+        if problems:
+            # A report not written (pytest's terminal, which would name it, is off).
+            raise RuntimeError("; ".join(self._named(problem) for problem in problems))
         if self.outcome is None or status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise RuntimeError(f"pytest could not run the commands (exit status {int(status)})")
+
+    def _named(self, message: str) -> str:
+        """*message* of the inner run, naming the caller's arguments (or options) rather than the plugin's options."""
+        names = getattr(self.runner, "_names_in_messages", None) or API_ARGUMENTS
+        return _OPTIONS.sub(lambda m: names.get(m.group(), m.group()), message)
 
     def _restore_environment(self) -> None:
         for name in self.set_for_parsing:
@@ -161,8 +194,10 @@ class InnerRun:
         try:
             yield
         except pytest.UsageError as exc:
+            # Not a UsageError any more: pytest.main would print it to stderr,
+            # usage block and all, and the API prints nothing of pytest's.
             self.usage_error = exc
-            raise
+            raise _Refused from None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_cmdline_parse(self):  # type: ignore[no-untyped-def]
@@ -254,6 +289,7 @@ class InnerRun:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.report_files = session.config.pluginmanager.get_plugin("batchrunner-reportfiles")
         recording = session.config.stash.get(RECORDING_KEY, None)
         if recording is None:
             return

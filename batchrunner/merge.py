@@ -10,7 +10,9 @@ command of every shard. The merge:
   file is missing, or shards computed from different histories), and names
   the missing shards;
 * refuses, with a one-line error naming both files, a command that ran in two
-  shards, two files of the same shard, or shards of different totals;
+  shards, two files of the same shard, or shards of different totals; and,
+  naming the file and the field, a file that is not what a run writes (a
+  field of the wrong type, a shard 5 of 2);
 * recomputes the summary (``total_duration_ms`` is the span from the first
   shard's start to the last one's end), writes the JSON results and, if
   asked, a JUnit XML file of the commands, then prints the BatchRunner summary
@@ -36,6 +38,7 @@ from typing import Any
 
 from pytest_batchrunner._version import __version__
 from pytest_batchrunner.reports.results import CommandResult, summarize
+from pytest_batchrunner.values import MAX_COUNT
 
 __all__ = ["MergeError", "main", "merge_documents"]
 
@@ -77,6 +80,70 @@ def _load(path: str) -> dict[str, Any]:
     return document
 
 
+# What each field of a result, of an attempt, of a shard's command and of the
+# summary may hold, as the JSON results write it: a shard edited or written by
+# something else is refused, naming the file and the field, rather than failing
+# later (sorting, summing, writing the JUnit file) with a traceback.
+_NUMBER = (int, float)
+_RESULT_TYPES: dict[str, tuple[Any, ...]] = {
+    "command": (str,), "success": (bool,), "exit_code": (int, None), "stdout": (str,), "stderr": (str,),
+    "duration_ms": _NUMBER, "timestamp": (str, None), "file": (str, None), "line": (int, None),
+    "attempts": (int,), "timed_out": (bool,), "signal": (str, None), "status": (str,), "flaky": (bool,),
+    "interrupted": (bool,), "message": (str,), "stdout_bytes": (int,), "stderr_bytes": (int,),
+    "leftovers": (list,), "nodeid": (str, None), "attempt_log": (list,), "attempts_duration_ms": (*_NUMBER, None),
+}
+_ATTEMPT_TYPES: dict[str, tuple[Any, ...]] = {
+    "attempt": (int,), "success": (bool,), "exit_code": (int, None), "signal": (str, None), "timed_out": (bool,),
+    "status": (str,), "duration_ms": _NUMBER, "timestamp": (str, None), "worker": (str,), "host": (str,),
+    "leftovers": (list,), "expected_exit": (int, None),
+}
+_ATTEMPT_REQUIRED = ("success", "timed_out", "duration_ms")
+"""What the history (``--cache-dir``) and the JUnit file read of every attempt; every run writes them."""
+_COMMAND_TYPES: dict[str, tuple[Any, ...]] = {"nodeid": (str,), "command": (str,), "file": (str, None), "line": (int, None)}
+_SUMMARY_TYPES: dict[str, tuple[Any, ...]] = {
+    "total_duration_ms": (*_NUMBER, None), "max_retries": (int, None), "workers": (int, None),
+    "started": (str, None), "finished": (str, None),
+}
+_KIND_NAMES = {str: "a string", bool: "true or false", int: "a whole number", float: "a number", list: "a list",
+               None: "null"}
+
+
+def _fits(value: Any, kinds: tuple[Any, ...]) -> bool:
+    if value is None:
+        return None in kinds
+    if isinstance(value, bool):  # a bool is an int to Python, not to JSON
+        return bool in kinds
+    return any(kind is not None and isinstance(value, kind) for kind in kinds)
+
+
+def _check_fields(data: dict[str, Any], types: dict[str, tuple[Any, ...]], where: str) -> None:
+    """:class:`MergeError` naming *where* and the field if a field of *data* has a type the results never hold."""
+    for key, kinds in types.items():
+        if key in data and not _fits(data[key], kinds):
+            names = [_KIND_NAMES[kind] for kind in kinds if not (kind is int and float in kinds)]
+            raise MergeError(f"{where}: '{key}' must be {' or '.join(names)}, not {json.dumps(data[key])[:80]}")
+
+
+def _check_shard(path: str, shard: Any) -> tuple[int, int]:
+    """The ``(index, total)`` of a shard's ``"shard"`` object; :class:`MergeError` naming the file if it is malformed."""
+    if not isinstance(shard, dict):
+        raise MergeError(f"{path}: 'shard' must be an object with index and total, not {json.dumps(shard)[:80]}")
+    index, count = shard.get("index"), shard.get("total")
+    if not _fits(index, (int,)) or not _fits(count, (int,)):
+        raise MergeError(f"{path}: 'shard' has no index and total")
+    if not 1 <= index <= count <= MAX_COUNT:
+        raise MergeError(f"{path}: 'shard' is {index}/{count}: the index must be 1 to the total, "
+                         f"the total 1 to {MAX_COUNT}")
+    commands = shard.get("commands")
+    if commands is not None and not isinstance(commands, list):
+        raise MergeError(f"{path}: 'shard' commands must be a list")
+    for number, command in enumerate(commands or [], 1):
+        if not isinstance(command, dict):
+            raise MergeError(f"{path}: 'shard' command {number} is not an object")
+        _check_fields(command, _COMMAND_TYPES, f"{path}: 'shard' command {number}")
+    return index, count
+
+
 def _key(result: dict[str, Any]) -> str:
     key = result.get("nodeid") or f"{result.get('file')}:{result.get('line')}:{result.get('command')}"
     # A shard may run an item more than once (--keep-duplicates): each run is a result.
@@ -84,7 +151,16 @@ def _key(result: dict[str, Any]) -> str:
     return key if run == 1 else f"{key} (run {run})"
 
 
-def _result(data: dict[str, Any], path: str) -> CommandResult:
+def _result(data: dict[str, Any], path: str, number: int) -> CommandResult:
+    where = f"{path}: result {number}"
+    _check_fields(data, _RESULT_TYPES, where)
+    for attempt, entry in enumerate(data.get("attempt_log") or [], 1):
+        if not isinstance(entry, dict):
+            raise MergeError(f"{where}: attempt {attempt} is not an object")
+        missing = [key for key in _ATTEMPT_REQUIRED if key not in entry]
+        if missing:
+            raise MergeError(f"{where}: attempt {attempt} has no {', '.join(repr(key) for key in missing)}")
+        _check_fields(entry, _ATTEMPT_TYPES, f"{where}: attempt {attempt}")
     try:
         return CommandResult(**{k: v for k, v in data.items() if k in _FIELDS})
     except TypeError as exc:
@@ -113,11 +189,10 @@ def merge_documents(documents: list[tuple[str, dict[str, Any]]]) -> tuple[dict[s
     shards: dict[int, str] = {}
     total: tuple[int, str] | None = None
     for path, document in documents:
+        _check_fields(document["summary"], _SUMMARY_TYPES, f"{path}: summary")
         shard = document.get("shard")
-        if isinstance(shard, dict):
-            index, count = shard.get("index"), shard.get("total")
-            if not isinstance(index, int) or not isinstance(count, int):
-                raise MergeError(f"{path}: 'shard' has no index and total")
+        if shard is not None:
+            index, count = _check_shard(path, shard)
             if total is not None and total[0] != count:
                 raise MergeError(f"{path}: shard {index}/{count}, but {total[1]} is a shard of {total[0]}")
             total = (count, path)
@@ -127,18 +202,21 @@ def merge_documents(documents: list[tuple[str, dict[str, Any]]]) -> tuple[dict[s
             for command in shard.get("commands") or []:
                 if isinstance(command, dict) and command.get("nodeid"):
                     known.setdefault(command["nodeid"], command)
-        for data in document["results"]:
+        for number, data in enumerate(document["results"], 1):
             if not isinstance(data, dict):
-                raise MergeError(f"{path}: a result is not an object")
+                raise MergeError(f"{path}: result {number} is not an object")
+            result = _result(data, path, number)
             key = _key(data)
             if key in ran:
                 raise MergeError(f"{key}: in two shards, {ran[key][0]} and {path}")
-            ran[key] = (path, _result(data, path))
+            ran[key] = (path, result)
     notes = []
     if total is not None:
         missing = [f"{i}/{total[0]}" for i in range(1, total[0] + 1) if i not in shards]
         if missing:
-            notes.append("missing shards: " + ", ".join(missing) + " (their commands are reported as not run)")
+            # A long list stays one readable line.
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            notes.append("missing shards: " + shown + " (their commands are reported as not run)")
     results = [result for _, result in ran.values()]
     absent = [c for nodeid, c in known.items() if nodeid not in ran]
     results += [_not_run(c, "not run: in none of the merged shards") for c in absent]
@@ -197,10 +275,27 @@ def write_reports(output: str, junitxml: str | None, summary: dict[str, Any], re
         write_atomically(junitxml, junit_chunks(suite, lambda: ((r, _records(r)) for r in results)))
 
 
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Refuse, naming both, a report path that is a directory, the other report's file or a shard's file."""
+    from pathlib import Path
+
+    from pytest_batchrunner.reports.files import ReportPathError, check_report_paths
+
+    reports = []
+    for option, value in (("-o/--output", args.output), ("--junitxml", args.junitxml)):
+        if value is None:
+            continue
+        if not value.strip():
+            raise ReportPathError(f"{option} needs a file name")
+        reports.append((option, Path(value)))
+    check_report_paths(reports, [("the shard", Path(path)) for path in args.shards])
+
+
 def main(argv: Sequence[str]) -> int:
     """``batchrunner merge`` with *argv* (the arguments after ``merge``); its exit status."""
     args = build_parser().parse_args(list(argv))
     try:
+        _check_report_paths(args)
         documents = [(path, _load(path)) for path in args.shards]
         summary, results, notes = merge_documents(documents)
         write_reports(args.output, args.junitxml, summary, results)

@@ -276,11 +276,98 @@ def test_log_file_and_save_results(tmp_path: Path, no_leftovers: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "results.json"]  # no temporary file left
 
 
-def test_a_log_file_that_cannot_be_opened_raises_value_error(tmp_path: Path) -> None:
+def test_a_log_file_that_cannot_be_opened_raises_value_error_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("")
-    runner = BatchRunner(["echo a"], log_file=tmp_path / "file" / "run.log", verbose=False)
-    with pytest.raises(ValueError, match="run.log: cannot open"):
+    runner = BatchRunner(["touch ran"], log_file="file/run.log", verbose=False)
+    with pytest.raises(ValueError) as raised:
         runner.run()
+    assert str(raised.value) == "log_file file/run.log: cannot open: File exists"
+    assert not (tmp_path / "ran").exists()
+    assert capfd.readouterr() == ("", "")  # verbose=False: not even pytest's usage error
+
+
+def test_what_the_inner_pytest_run_refuses_is_raised_naming_the_argument_and_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import batchrunner.api
+
+    # Without the API's own check, the plugin's refuses the log (a usage error pytest would print).
+    monkeypatch.setattr(batchrunner.api, "check_log_opens", lambda name, path: None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError) as raised:
+        BatchRunner(["echo a"], log_file="file/run.log", verbose=False).run()
+    assert str(raised.value) == f"log_file {tmp_path}/file/run.log: cannot open: File exists"
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_junit_file_that_cannot_be_written_is_named_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    runner = BatchRunner(["echo a"], junitxml="file/x.xml", verbose=False)
+    with pytest.raises(RuntimeError) as raised:
+        runner.run()
+    assert str(raised.value) == f"junitxml {tmp_path}/file/x.xml: not written: Not a directory"
+    assert runner.summary["successful"] == 1  # the results are kept
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_string_of_commands_is_refused_not_run_character_by_character() -> None:
+    # The original ran "echo string" as 11 one-character commands.
+    with pytest.raises(TypeError) as raised:
+        BatchRunner("echo string", verbose=False)
+    assert str(raised.value) == (
+        "commands must be a list of strings, not a str: give ['echo string'] to run it as one command"
+    )
+    with pytest.raises(TypeError, match="commands must be a list of strings, not a bytes$"):
+        BatchRunner(b"echo bytes", verbose=False)
+
+
+def test_a_nul_in_a_command_is_refused_naming_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    message = "command 2 holds a NUL character, which no command can: 'echo a\\x00b'"
+    with pytest.raises(ValueError) as raised:
+        BatchRunner(["touch ran", "echo a\x00b"], verbose=False)
+    assert str(raised.value) == message
+    runner = BatchRunner(["touch ran"], verbose=False)
+    runner.commands.append("echo a\x00b")
+    with pytest.raises(ValueError) as raised:
+        runner.run()
+    assert str(raised.value) == message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_reports_never_replace_the_batch_file_or_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cmds.txt").write_text("touch ran\n")
+    cases = [
+        (BatchRunner.from_file("cmds.txt", log_file="cmds.txt", verbose=False),
+         f"log_file cmds.txt is the same file as the batch file {tmp_path / 'cmds.txt'}: it would be overwritten"),
+        (BatchRunner(["touch ran"], log_file="r.xml", junitxml="r.xml", verbose=False),
+         "junitxml r.xml is the same file as log_file r.xml: give each report its own file"),
+        (BatchRunner(["touch ran"], log_file=".", verbose=False), "log_file .: is a directory, not a file name"),
+        (BatchRunner(["touch ran"], junitxml=".", verbose=False), "junitxml .: is a directory, not a file name"),
+    ]
+    for runner, message in cases:
+        with pytest.raises(ValueError) as raised:
+            runner.run()
+        assert str(raised.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmds.txt"]  # nothing ran, nothing written
+    assert capfd.readouterr() == ("", "")  # and nothing printed: verbose=False
+    runner = BatchRunner.from_file("cmds.txt", log_file="run.log", verbose=False)
+    runner.run()
+    for output, message in [("run.log", "output_file run.log is the same file as log_file run.log"),
+                            ("cmds.txt", "output_file cmds.txt is the same file as the batch file")]:
+        with pytest.raises(ValueError, match=message):
+            runner.save_results(output)
+    assert (tmp_path / "cmds.txt").read_text() == "touch ran\n"
 
 
 def test_junitxml(tmp_path: Path) -> None:

@@ -94,13 +94,58 @@ def test_a_directory_as_file_exits_1(tmp_path: Path) -> None:
     no_traceback(result)
 
 
-def test_a_report_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
-    result = batchrunner("-q", "-c", "echo a", "-l", ".", cwd=tmp_path)
+def test_a_report_that_cannot_be_written_exits_1_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = batchrunner("-q", "-c", "echo a", "-o", "file/x.json", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (
-        "[X] Error: argument --batch-log: --batch-log must be a file name, '.' is a directory"
-    )
+    assert result.stderr.splitlines() == ["[X] Error: -o/--output file/x.json: not written: Not a directory"]
+    if os.path.isdir("/proc/self"):
+        # Not the name of the temporary file the report was to be renamed from.
+        result = batchrunner("-q", "-c", "echo a", "-o", "/proc/x.json", cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == ["[X] Error: -o/--output /proc/x.json: not written: No such file or directory"]
     no_traceback(result)
+
+
+def test_a_log_that_cannot_be_opened_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = batchrunner("-c", "touch ran", "-l", "file/x.log", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == ["[X] Error: -l/--log file/x.log: cannot open: File exists"]
+    assert not (tmp_path / "ran").exists()
+    result = batchrunner("-q", "-c", "true", "--junitxml", "file/x.xml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"[X] Error: --junitxml {tmp_path}/file/x.xml: not written: Not a directory"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "cmds.txt", "-o", "cmds.txt"], "-o/--output cmds.txt is the same file as the commands file cmds.txt"),
+        (["-f", "cmds.txt", "-o", "none/../cmds.txt"],
+         "-o/--output none/../cmds.txt is the same file as the commands file cmds.txt"),
+        (["-f", "cmds.txt", "-l", "cmds.txt"], "-l/--log cmds.txt is the same file as the commands file cmds.txt"),
+        (["-f", "cmds.txt", "--junitxml", "./cmds.txt"],
+         "--junitxml cmds.txt is the same file as the commands file cmds.txt"),
+        (["-c", "touch ran", "-o", "x.json", "--junitxml", "x.json"],
+         "--junitxml x.json is the same file as -o/--output x.json: give each report its own file"),
+        (["-c", "touch ran", "-o", "x.log", "-l", "x.log"],
+         "-l/--log x.log is the same file as -o/--output x.log: give each report its own file"),
+        (["-c", "touch ran", "-o", "."], "-o/--output .: is a directory, not a file name"),
+        (["-c", "touch ran", "-l", "."], "-l/--log .: is a directory, not a file name"),
+        (["-c", "touch ran", "--junitxml", "."], "--junitxml .: is a directory, not a file name"),
+        (["-c", "touch ran", "-o", " "], "-o/--output needs a file name"),
+    ],
+)
+def test_report_paths_are_checked_before_any_command_runs(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "cmds.txt").write_text("touch ran\n")
+    result = batchrunner(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("[X] Error: " + message), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cmds.txt"]  # nothing ran, nothing written
+    assert (tmp_path / "cmds.txt").read_text() == "touch ran\n"
 
 
 @pytest.mark.parametrize(

@@ -129,13 +129,14 @@ def test_unwritable_junit_path_is_named_and_leaves_nothing(pytester: pytest.Pyte
     ("args", "message"),
     [
         (["--batch-json=cmds.batch"], "*--batch-json *cmds.batch is the same file as the batch file *cmds.batch*"),
+        (["--batch-json=none/../cmds.batch"], "*--batch-json *none/../cmds.batch is the same file as the batch file *"),
         (["--junitxml=sub/../r.xml", "--batch-json=r.xml"], "*--batch-json *r.xml is the same file as --junitxml *r.xml*"),
         (["--batch-json=link.json", "--batch-joblog=real.json"], "*--batch-joblog *real.json is the same file as --batch-json *link.json*"),
         (["--junitxml=adir"], "*--junitxml*adir*"),
         (["--batch-html=r.html", "--batch-markdown=link.json", "--batch-json=real.json"],
          "*--batch-markdown *link.json is the same file as --batch-json *real.json*"),
     ],
-    ids=["json-is-the-input", "two-reports", "through-a-symlink", "directory", "html-markdown-json"],
+    ids=["json-is-the-input", "json-is-the-input-through-a-missing-folder", "two-reports", "through-a-symlink", "directory", "html-markdown-json"],
 )
 def test_unusable_paths_are_refused_before_anything_runs(
     pytester: pytest.Pytester, batch: Path, run, args: list[str], message: str

@@ -241,6 +241,74 @@ def test_merge_keeps_the_runs_of_an_item_run_twice(pytester: pytest.Pytester, no
     assert "Total Commands: 2" in done.stdout
 
 
+def test_merge_never_writes_over_a_shard_or_its_other_report(tmp_path: Path) -> None:
+    shard = '{"summary": {}, "results": []}'
+    for name in ("s1.json", "s2.json"):
+        (tmp_path / name).write_text(shard)
+    cases = {
+        ("-o", "s1.json"): "-o/--output s1.json is the same file as the shard s1.json: it would be overwritten",
+        ("-o", "s2.json", "--junitxml", "s1.json"): "--junitxml s1.json is the same file as the shard s1.json",
+        ("-o", "all.json", "--junitxml", "all.json"):
+            "--junitxml all.json is the same file as -o/--output all.json: give each report its own file",
+        ("-o", "."): "-o/--output .: is a directory, not a file name",
+    }
+    for args, message in cases.items():
+        done = merge("s1.json", "s2.json", *args, cwd=tmp_path)
+        assert done.returncode == 1
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("[X] Error: " + message), done.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s1.json", "s2.json"]
+        assert (tmp_path / "s1.json").read_text() == (tmp_path / "s2.json").read_text() == shard
+
+
+def valid_shard() -> dict[str, Any]:
+    """A shard's JSON results as a run writes them, reduced to what merge reads."""
+    attempt = {"attempt": 1, "success": True, "exit_code": 0, "timed_out": False, "duration_ms": 1.0,
+               "status": "exit code 0"}
+    result = {"command": "echo a", "success": True, "exit_code": 0, "stdout": "a\n", "stderr": "",
+              "duration_ms": 1.0, "timestamp": None, "file": "c.batch", "line": 1, "status": "passed",
+              "nodeid": "c.batch::echo a", "attempt_log": [attempt]}
+    command = {"nodeid": "c.batch::echo a", "command": "echo a", "file": "c.batch", "line": 1}
+    return {"summary": {"workers": 1}, "results": [result], "shard": {"index": 1, "total": 1, "commands": [command]}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"results": [{**valid_shard()["results"][0], "line": "x"}]},
+         "s.json: result 1: 'line' must be a whole number or null, not \"x\""),
+        ({"results": [{**valid_shard()["results"][0], "duration_ms": True}]},
+         "s.json: result 1: 'duration_ms' must be a number, not true"),
+        ({"results": [{**valid_shard()["results"][0], "attempt_log": [{}]}]},
+         "s.json: result 1: attempt 1 has no 'success', 'timed_out', 'duration_ms'"),
+        ({"results": [{**valid_shard()["results"][0], "attempt_log": ["x"]}]},
+         "s.json: result 1: attempt 1 is not an object"),
+        ({"results": ["x"]}, "s.json: result 1 is not an object"),
+        ({"summary": {"workers": "x"}}, "s.json: summary: 'workers' must be a whole number or null, not \"x\""),
+        ({"shard": {"index": 5, "total": 2}},
+         "s.json: 'shard' is 5/2: the index must be 1 to the total, the total 1 to 1000000"),
+        ({"shard": {"index": 1, "total": 10**30}}, "s.json: 'shard' is 1/10000000000000000000000000000"),
+        ({"shard": {"index": 0, "total": 0}}, "s.json: 'shard' is 0/0: the index must be 1 to the total"),
+        ({"shard": {"index": True, "total": 2}}, "s.json: 'shard' has no index and total"),
+        ({"shard": "x"}, "s.json: 'shard' must be an object with index and total, not \"x\""),
+        ({"shard": {"index": 1, "total": 1, "commands": [{"nodeid": "n", "command": "c", "line": "x"}]}},
+         "s.json: 'shard' command 1: 'line' must be a whole number or null, not \"x\""),
+    ],
+)
+def test_merge_names_the_file_and_what_is_wrong_with_a_malformed_shard(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    (tmp_path / "s.json").write_text(json.dumps({**valid_shard(), **change}))
+    done = merge("s.json", "-o", "all.json", "--junitxml", "all.xml", "--cache-dir", "cache", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("[X] Error: " + message), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # nothing written
+    # The same shard as a run writes it merges.
+    (tmp_path / "s.json").write_text(json.dumps(valid_shard()))
+    done = merge("s.json", "-o", "all.json", "--junitxml", "all.xml", "--cache-dir", "cache", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
 def test_merge_records_history_for_the_next_split(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "sleep 0.5\necho a\necho b\necho c\n")
     paths = run_shards(pytester, "inprocess", 2)

@@ -85,6 +85,8 @@ def test_retry_delay_in_a_batch_file_is_a_collection_error(pytester: pytest.Pyte
         (["-o", "batch_kill_grace=nan"], "*ini value batch_kill_grace: 'nan' is not a number*"),
         (["--batch-jobs", "99999999999"], "*--batch-jobs: '99999999999' is too large*"),
         (["--batch-capture-bytes", "1e3"], "*--batch-capture-bytes: '1e3' is not a whole number*"),
+        (["--timeout", "inf"], "*--timeout: 'inf' must be a finite number of seconds*"),
+        (["--timeout", "1e400"], "*--timeout: 'inf' must be a finite number of seconds*"),
     ],
 )
 def test_absurd_options_are_usage_errors(pytester: pytest.Pytester, run, args: list[str], message: str) -> None:
@@ -95,7 +97,34 @@ def test_absurd_options_are_usage_errors(pytester: pytest.Pytester, run, args: l
     assert not (pytester.path / "ran").exists()
 
 
-@pytest.mark.parametrize("timeout", ["99999999", "inf", "1e300"])
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("env", "nan", "*environment variable PYTEST_TIMEOUT: 'nan' is not a number*"),
+        ("env", "inf", "*environment variable PYTEST_TIMEOUT: 'inf' must be a finite number of seconds*"),
+        ("env", "soon", "*environment variable PYTEST_TIMEOUT: 'soon' is not a number*"),
+        ("ini", "nan", "*ini value timeout: 'nan' is not a number*"),
+        ("ini", "1e400", "*ini value timeout: '1e400' must be a finite number of seconds*"),
+    ],
+)
+def test_a_timeout_from_the_environment_or_ini_that_cannot_be_waited_for_is_a_usage_error(
+    pytester: pytest.Pytester, run, monkeypatch: pytest.MonkeyPatch, where: str, value: str, message: str
+) -> None:
+    (pytester.path / "cmds.batch").write_text("touch ran\n")
+    if where == "env":
+        monkeypatch.setenv("PYTEST_TIMEOUT", value)
+    else:
+        pytester.makeini(f"[pytest]\ntimeout = {value}\n")
+    result = run("cmds.batch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not (pytester.path / "ran").exists()
+    # Only the source pytest-timeout reads is checked: --timeout wins over the others.
+    run("cmds.batch", "--timeout", "5").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("timeout", ["99999999", "1e300"])
 def test_huge_timeouts_run_commands(pytester: pytest.Pytester, run, timeout: str) -> None:
     (pytester.path / "cmds.batch").write_text("echo ok\nexit 3\n")
     result = run("cmds.batch", "--timeout", timeout)
@@ -108,18 +137,40 @@ def test_huge_timeouts_run_commands(pytester: pytest.Pytester, run, timeout: str
     [
         ({"retry_delay_sec": 1e10}, "retry_delay_sec: '10000000000.0' is too large"),
         ({"timeout_sec": float("nan")}, "timeout_sec: 'nan' is not a number"),
-        ({"retry_delay_sec": "soon"}, "retry_delay_sec: 'soon' is not a number"),
-        ({"workers": True}, "workers must be a whole number, 1 to 1000000, not True"),
+        ({"timeout_sec": float("inf")}, "timeout_sec: 'inf' must be a finite number of seconds"),
+        ({"timeout_sec": 1e400}, "timeout_sec: 'inf' must be a finite number of seconds"),
         ({"max_retries": 10**9}, "max_retries must be a whole number, 0 to 1000000"),
     ],
 )
 def test_api_arguments_are_bounded(option: dict, message: str) -> None:
+    # At construction, before anything runs.
     with pytest.raises(ValueError, match=message):
-        BatchRunner(["true"], verbose=False, **option).run()
+        BatchRunner(["true"], verbose=False, **option)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"timeout_sec": "5"}, "timeout_sec must be a number of seconds or None, not '5' (str)"),
+        ({"retry_delay_sec": "soon"}, "retry_delay_sec must be a number of seconds, not 'soon' (str)"),
+        ({"workers": True}, "workers must be a whole number, not True (bool)"),
+        ({"max_retries": 2.0}, "max_retries must be a whole number, not 2.0 (float)"),
+        ({"log_file": 3}, "log_file must be a file name (str or path) or None, not 3 (int)"),
+    ],
+)
+def test_api_arguments_of_the_wrong_type_raise_type_error_at_construction(option: dict, message: str) -> None:
+    with pytest.raises(TypeError) as raised:
+        BatchRunner(["true"], verbose=False, **option)
+    assert str(raised.value) == message
+    # Also when set after construction: run() checks again, before any command starts.
+    runner = BatchRunner(["true"], verbose=False)
+    setattr(runner, *next(iter(option.items())))
+    with pytest.raises(TypeError):
+        runner.run()
 
 
 def test_api_and_cli_accept_huge_timeouts(tmp_path, no_leftovers: str) -> None:
-    for timeout in (1e300, float("inf"), 99999999):
+    for timeout in (1e300, 99999999):
         results, summary = BatchRunner(["true"], verbose=False, timeout_sec=timeout).run()
         assert summary["successful"] == 1
     done = subprocess.run([sys.executable, "-m", "batchrunner", "-q", "-c", "true", "--timeout", "1e300"],

@@ -20,6 +20,7 @@ on top of this folder, not under it).
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import threading
@@ -54,6 +55,7 @@ from pytest_batchrunner.values import (
     non_negative_float,
     non_negative_int,
     share,
+    timeout_seconds,
 )
 
 PATTERNS_HELP = (
@@ -278,9 +280,44 @@ def _check_other_plugins_values(config: pytest.Config) -> None:
             non_negative_float(delay, MAX_SECONDS)
         except ValueError as exc:
             raise pytest.UsageError(f"--reruns-delay: {exc}") from None
-    timeout = getattr(config.option, "timeout", None)
-    if timeout is not None and not float(timeout) == float(timeout):
-        raise pytest.UsageError(f"--timeout: '{timeout}' is not a number")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Before pytest-timeout's own pytest_configure reads the value: a word
+    # there ("soon") is an INTERNALERROR of its own.
+    if has_timeout_plugin(config):
+        _check_timeout(config)
+
+
+def _check_timeout(config: pytest.Config) -> None:
+    """Refuse a pytest-timeout value that cannot be waited for (NaN, infinite), naming where it came from.
+
+    Only the source pytest-timeout reads (``--timeout`` > ``PYTEST_TIMEOUT`` >
+    the ``timeout`` ini value) is checked: the others do not apply. Its own
+    parsing only calls ``float()``, so ``nan`` and ``inf`` (or ``1e400``)
+    would mean "no timeout" without a word, and a word ("soon") in the
+    environment or the ini file would be an INTERNALERROR.
+    """
+    value = getattr(config.option, "timeout", None)
+    source = "--timeout"
+    if value is None:
+        value = os.environ.get("PYTEST_TIMEOUT")
+        source = "environment variable PYTEST_TIMEOUT"
+    if value is None:
+        value = config.getini("timeout") or None
+        source = "ini value timeout"
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds):  # 0 or less is pytest-timeout's "no timeout", and fine
+        try:
+            timeout_seconds(value)  # for the words every other value gets
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 # Above this many items, collection's objects are frozen out of the garbage

@@ -60,7 +60,11 @@ def write_atomically(path: str | os.PathLike[str], data: bytes | Iterable[bytes]
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        # The temporary file's name means nothing to the reader: name the report.
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     try:
         with os.fdopen(fd, "wb") as stream:
             for chunk in (data,) if isinstance(data, bytes) else data:
@@ -113,10 +117,16 @@ class ReportPathError(ValueError):
 
 def _identity(path: Path) -> tuple[object, ...]:
     """What makes two paths the same file: device and inode if it exists, else the resolved path."""
+    real = os.path.realpath(path)
     try:
         st = os.stat(path)
     except OSError:
-        return ("path", os.path.realpath(path))
+        # "missing/../x" does not exist as written, but is written where realpath says
+        # (see write_atomically): the file there, if any, is the one it would replace.
+        try:
+            st = os.stat(real)
+        except OSError:
+            return ("path", real)
     return ("inode", st.st_dev, st.st_ino)
 
 

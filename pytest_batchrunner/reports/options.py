@@ -107,11 +107,12 @@ def input_files(config: pytest.Config, patterns: list[str], reports: list[tuple[
     args = [base / arg.split("::", 1)[0] for arg in (config.args or [str(base)])]
     found = []
     for _, path in reports:
-        # A pattern with a "/" matches a path (see plugin.discovery): any path ending so.
-        if not any(fnmatch.fnmatch(str(path) if "/" in p else path.name, f"*/{p}" if "/" in p else p)
-                   for p in patterns) or not path.is_file():
-            continue
+        # As written: "missing/../x.batch" is x.batch (see files.write_atomically).
         real = os.path.realpath(path)
+        # A pattern with a "/" matches a path (see plugin.discovery): any path ending so.
+        if not any(fnmatch.fnmatch(real if "/" in p else os.path.basename(real), f"*/{p}" if "/" in p else p)
+                   for p in patterns) or not os.path.isfile(real):
+            continue
         for arg in args:
             root = os.path.realpath(arg)
             if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
