@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
 from pytest_batchrunner.process.prestart import Prestart
-from pytest_batchrunner.process.command import DeferredSignals
+from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DeferredSignals
 
 _ONE_RUN_AT_A_TIME = threading.RLock()
 """Held by a run: pytest's in-process runs share the process (plugins, ``os.environ``), so threads take turns."""
@@ -121,6 +121,7 @@ class BatchRunner:
         *,
         workers: int = DEFAULT_WORKERS,
         junitxml: str | os.PathLike[str] | None = None,
+        capture_bytes: int = DEFAULT_CAPTURE_BYTES,
     ) -> None:
         if isinstance(commands, (str, bytes)):
             # The original iterated it: one command per character.
@@ -135,6 +136,7 @@ class BatchRunner:
         self.verbose = verbose
         self.workers = workers
         self.junitxml = junitxml
+        self.capture_bytes = capture_bytes
         self.results: list[CommandResult] = []
         """The results of the last :meth:`run`, in the order of :attr:`commands`."""
         self.summary: dict[str, Any] = {}
@@ -214,7 +216,9 @@ class BatchRunner:
                 target.write_text("# the commands of a BatchRunner, collected from memory\n", encoding="utf-8")
                 rootdir = Path(tmp)
                 specs = [_list_spec(i, command) for i, command in enumerate(self.commands, 1)]
-            prestart = Prestart(specs or [], str(target), jobs=self._jobs(), timeout=self.timeout_sec)
+            prestart = Prestart(
+                specs or [], str(target), jobs=self._jobs(), timeout=self.timeout_sec, capture_bytes=self.capture_bytes
+            )
             # A Ctrl+C before pytest has collected the commands waits until it
             # can be handled as in any run: commands killed, reports written.
             interrupts = DeferredSignals().hold()
@@ -280,14 +284,17 @@ class BatchRunner:
             if "\0" in command:
                 # No program can be given one (C strings end there): refused here, not by subprocess.
                 raise ValueError(f"command {i} holds a NUL character, which no command can: {command!r}")
-        from pytest_batchrunner.values import MAX_COUNT, non_negative_float, timeout_seconds
+        from pytest_batchrunner.values import MAX_BYTES, MAX_COUNT, non_negative_float, timeout_seconds
 
         # Bounded where they enter: nothing that cannot be waited for reaches a sleep or a poll.
-        for name, value, least in (("max_retries", self.max_retries, 0), ("workers", self.workers, 1)):
+        for name, value, least, most in (
+            ("max_retries", self.max_retries, 0, MAX_COUNT), ("workers", self.workers, 1, MAX_COUNT),
+            ("capture_bytes", self.capture_bytes, 0, MAX_BYTES),
+        ):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
-            if not least <= value <= MAX_COUNT:
-                raise ValueError(f"{name} must be a whole number, {least} to {MAX_COUNT}, not {value!r}")
+            if not least <= value <= most:
+                raise ValueError(f"{name} must be a whole number, {least} to {most}, not {value!r}")
         seconds = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
         if self.timeout_sec is not None:
             seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))  # inf is refused: None is no timeout

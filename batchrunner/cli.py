@@ -45,7 +45,8 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
     from batchrunner.api import DEFAULT_WORKERS
-    from pytest_batchrunner.values import cli_float, cli_int, cli_timeout
+    from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES
+    from pytest_batchrunner.values import cli_bytes, cli_float, cli_int, cli_timeout
 
     parser = argparse.ArgumentParser(
         prog="batchrunner",
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the results as JSON to FILE")
     parser.add_argument("--junitxml", metavar="FILE", help="write a JUnit XML report to FILE")
+    parser.add_argument("--capture-bytes", metavar="N", type=cli_bytes, default=DEFAULT_CAPTURE_BYTES,
+                        help="output kept per stream of each command: its start and its last N bytes "
+                             f"(default: {DEFAULT_CAPTURE_BYTES}; the original kept all of it)")
     parser.add_argument("--version", action="version", version=f"batchrunner {__version__}")
     return parser
 
@@ -97,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=not args.quiet,
         workers=args.workers,
         junitxml=args.junitxml,
+        capture_bytes=args.capture_bytes,
     )
     try:
         if args.file is not None:
@@ -169,6 +174,7 @@ CLI_OPTIONS = {
     "--reruns-delay": "--retry-delay",
     "--reruns": "--retries",
     "--batch-jobs": "--workers",
+    "--batch-capture-bytes": "--capture-bytes",
 }
 """The engine's options, by the options of this command they come from."""
 

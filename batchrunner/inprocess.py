@@ -50,6 +50,7 @@ class RunSettings(Protocol):
     timeout_sec: float | None
     log_file: Any
     junitxml: Any
+    capture_bytes: int
     start_time: Any
 
     def _jobs(self) -> int: ...
@@ -350,6 +351,7 @@ def _pytest_arguments(runner: RunSettings, rootdir: Path) -> list[str]:
         args += ["--batch-jobs", str(runner._jobs())]
     if runner.max_retries:
         args += ["--reruns", str(runner.max_retries), "--reruns-delay", repr(float(runner.retry_delay_sec))]
+    args += ["--batch-capture-bytes", str(runner.capture_bytes)]
     # Always given, so that a PYTEST_TIMEOUT in the environment does not apply; 0 is no timeout.
     args += ["--timeout", repr(float(runner.timeout_sec or 0))]
     if runner.log_file is not None:

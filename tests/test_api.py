@@ -855,3 +855,16 @@ def test_parallel_mode_logs_each_command_when_it_ends(tmp_path: Path, no_leftove
     assert messages.index("[X] Command failed (exit code 3)") < slow
     assert messages[slow + 1] == "Progress: 3/3 completed"
     assert messages.count("Progress: 3/3 completed") == 1
+
+
+def test_capture_bytes_keeps_what_the_caller_asks_for(no_leftovers: str) -> None:
+    # The original kept all the output; the default keeps the head and the last
+    # MiB. A command printing a 3 MB JSON document needs more: capture_bytes.
+    printing = "python3 -c \"import json; print(json.dumps(['x' * 100] * 30000))\""
+    cut, _ = BatchRunner([printing], verbose=False).run()
+    assert len(cut[0].stdout) < 1_100_000 and "bytes dropped by pytest-batchrunner" in cut[0].stdout
+    # Started before pytest is ready (the first line) or after it (the second): the same limit.
+    whole, _ = BatchRunner([printing, "sleep 0.1; " + printing], verbose=False, capture_bytes=4_000_000).run()
+    assert [len(json.loads(r.stdout)) for r in whole] == [30000, 30000]
+    with pytest.raises(ValueError, match="capture_bytes must be a whole number"):
+        BatchRunner(["true"], capture_bytes=-1)

@@ -314,3 +314,16 @@ def test_a_command_reading_stdin_gets_end_of_file_while_ours_stays_open(tmp_path
     returncode, out = output_with_stdin_open([*ENTRY_POINTS["python -m batchrunner"], "-c", "cat", "--timeout", "30"], cwd=tmp_path)
     assert returncode == 0, out
     assert "] [SUCCESS] [OK] Command completed (" in out and "timed out" not in out
+
+
+def test_capture_bytes_keeps_more_output(tmp_path: Path, no_leftovers: str) -> None:
+    printing = "head -c 3000000 /dev/zero | tr '\\0' x"
+    done = batchrunner("-c", printing, "-q", "-o", "cut.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "cut.json").read_text())["results"][0]["stdout_bytes"] == 3_000_000
+    assert len(json.loads((tmp_path / "cut.json").read_text())["results"][0]["stdout"]) < 1_100_000
+    done = batchrunner("-c", printing, "-q", "-o", "whole.json", "--capture-bytes", "4000000", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "whole.json").read_text())["results"][0]["stdout"] == "x" * 3_000_000
+    bad = batchrunner("-c", "true", "--capture-bytes", "lots", cwd=tmp_path)
+    assert bad.returncode == 2 and "argument --capture-bytes: 'lots' is not a whole number" in bad.stderr

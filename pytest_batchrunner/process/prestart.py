@@ -28,7 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from pytest_batchrunner.batchfile import CommandSpec, LineSettings
 from pytest_batchrunner.process.environment import command_environment, snapshot
-from pytest_batchrunner.process.command import DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight
+from pytest_batchrunner.process.command import (
+    DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight,
+)
 
 __all__ = ["Prestart", "PrestartKey", "prestart_key"]
 
@@ -60,6 +62,7 @@ class Prestart:
         jobs: int,
         timeout: float | None,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        capture_bytes: int = DEFAULT_CAPTURE_BYTES,
     ) -> None:
         # Read as commands start, not all up front: most lines of a long batch never start here.
         self.specs: Iterator[CommandSpec] = iter(specs)
@@ -70,6 +73,7 @@ class Prestart:
         self.jobs = jobs
         self.timeout = timeout or None
         self.kill_grace = kill_grace
+        self.capture_bytes = capture_bytes
         self.cwd = os.getcwd()
         self.lock = threading.Lock()
         self.started: dict[PrestartKey, Future[Attempt]] = {}
@@ -128,6 +132,7 @@ class Prestart:
                 cwd=self.cwd,
                 env=command_environment(self.base_env, self.path, spec.line, 1),
                 kill_grace=self.kill_grace,
+                capture_bytes=self.capture_bytes,
                 started=lambda pgid: self._started(pgid, spec),
             )
             success = attempt.success
