@@ -24,7 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_batchrunner.batchfile import BatchFileError, CommandSpec, parse_batch_file, parse_batch_text
+from pytest_batchrunner.batchfile import (
+    BatchFileError, CommandSpec, LineSettings, not_a_regular_file, parse_batch_file, parse_batch_text,
+)
 from pytest_batchrunner.process.prestart import Prestart
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DeferredSignals
 
@@ -62,12 +64,21 @@ def load_commands_from_file(file_path: str | os.PathLike[str]) -> list[str]:
 
 def _read_batch_file(file_path: str | os.PathLike[str]) -> list[CommandSpec]:
     try:
-        specs = parse_batch_file(file_path)
+        if not_a_regular_file(file_path) in _STREAMS:
+            # A pipe (`-f /dev/stdin`, `-f <(...)`): read once, as the original read any file.
+            with open(file_path, "rb") as stream:
+                specs = parse_batch_text(stream.read(), os.fspath(file_path))
+        else:
+            specs = parse_batch_file(file_path)
     except FileNotFoundError:
         raise FileNotFoundError(f"Commands file not found: {os.fspath(file_path)}") from None
     if not specs:
         raise ValueError(f"No commands found in {os.fspath(file_path)}")
     return specs
+
+
+# What a commands file may be besides a regular file: read once, its lines run from memory.
+_STREAMS = ("a FIFO", "a character device")
 
 
 def check_log_opens(name: str, path: str | os.PathLike[str]) -> None:
@@ -161,6 +172,15 @@ class BatchRunner:
         """
         specs = _read_batch_file(file_path)
         runner = cls([spec.command for spec in specs], **options)
+        if not_a_regular_file(file_path) in _STREAMS:
+            # Read already, and gone: its lines run from memory, which holds no settings.
+            with_settings = [spec.line for spec in specs if spec.settings != LineSettings()]
+            if with_settings:
+                raise ValueError(
+                    f"{os.fspath(file_path)}:{with_settings[0]}: '# batch:' settings need a regular file "
+                    "(cwd= counts from its folder): write the commands to a file first"
+                )
+            return runner
         runner.batch_file = Path(file_path).resolve()
         return runner
 

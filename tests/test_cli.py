@@ -327,3 +327,20 @@ def test_capture_bytes_keeps_more_output(tmp_path: Path, no_leftovers: str) -> N
     assert json.loads((tmp_path / "whole.json").read_text())["results"][0]["stdout"] == "x" * 3_000_000
     bad = batchrunner("-c", "true", "--capture-bytes", "lots", cwd=tmp_path)
     assert bad.returncode == 2 and "argument --capture-bytes: 'lots' is not a whole number" in bad.stderr
+
+
+def test_commands_from_a_pipe(tmp_path: Path, no_leftovers: str) -> None:
+    # `-f /dev/stdin` and `-f <(...)`, as the original read any file; a pipe's
+    # lines run from memory, so one with `# batch:` settings is refused, naming it.
+    argv = [sys.executable, "-m", "batchrunner", "-f", "/dev/stdin", "-q", "-o", "r.json"]
+    done = subprocess.run(argv, input="echo hi\necho there\n", cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [r["stdout"] for r in json.loads((tmp_path / "r.json").read_text())["results"]] == ["hi\n", "there\n"]
+    argv[-1] = "s.json"
+    done = subprocess.run(argv, input="echo a\necho b  # batch: timeout=3\n", cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and not (tmp_path / "s.json").exists()
+    assert done.stderr.strip() == (
+        "[X] Error: /dev/stdin:2: '# batch:' settings need a regular file (cwd= counts from its folder): "
+        "write the commands to a file first"
+    )
