@@ -77,8 +77,9 @@ def _read_batch_file(file_path: str | os.PathLike[str]) -> list[CommandSpec]:
     return specs
 
 
-# What a commands file may be besides a regular file: read once, its lines run from memory.
-_STREAMS = ("a FIFO", "a character device")
+# What a commands file may be besides a regular file: a pipe, read once, its lines run from memory.
+# (Not a device: /dev/zero would be read forever.)
+_STREAMS = ("a FIFO",)
 
 
 def check_log_opens(name: str, path: str | os.PathLike[str]) -> None:
