@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import xml.etree.ElementTree as ET
+from collections import defaultdict
 
 import pytest
 
@@ -37,6 +39,63 @@ def test_cli_parallel_workers_under_a_low_open_files_limit(tmp_path) -> None:
                                   "--workers", "100", "-q", "-o", "r.json"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["successful"] == 60
+
+
+# Under ``ulimit -n 64`` the descriptor budget (64 kept free) lets one command run at
+# a time per process, however many are asked for at once: the others wait for a
+# slot. Each lasts 0.5 s; 1.2 s leaves a wide margin on a loaded machine and is
+# still below what the third command would show if its wait counted (1.5 s).
+SLOT_WAIT_LIMIT = 1.2
+
+
+def test_waiting_for_a_descriptor_slot_is_not_run_time(pytester: pytest.Pytester, mode: str) -> None:
+    count = 5 if mode == "inprocess" else 8
+    (pytester.path / "cmds.batch").write_text(
+        "".join(f"sleep 0.5; echo out{i} # batch: timeout=1.6\n" for i in range(count))
+    )
+    extra = ["-n", "2"] if mode == "xdist" else []
+    done = under_ulimit("-n 64", [sys.executable, "-m", "pytest", "cmds.batch", "-q", "-p", "no:cacheprovider",
+                                  "--batch-jobs", str(count), "--batch-json=r.json", "--junitxml=j.xml",
+                                  "--batch-trace=t.json", *extra], pytester.path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{count} passed" in done.stdout
+    report = json.loads((pytester.path / "r.json").read_text())
+    for i, result in enumerate(report["results"]):
+        # Never a false timeout, the output kept, and the duration the command's own.
+        assert result["success"] and result["stdout"] == f"out{i}\n", result
+        assert 0.45 <= result["duration_ms"] / 1000 < SLOT_WAIT_LIMIT, result
+    assert report["summary"]["max_command_duration_ms"] / 1000 < SLOT_WAIT_LIMIT
+    times = [float(case.get("time")) for case in ET.parse(pytester.path / "j.xml").iter("testcase")]
+    assert len(times) == count and max(times) < SLOT_WAIT_LIMIT, times
+    # Each attempt starts on the timeline when its process started: one at a time
+    # per process, so a process's bars follow one another and never overlap.
+    lanes: dict[object, list[tuple[int, int]]] = defaultdict(list)
+    for event in json.loads((pytester.path / "t.json").read_text())["traceEvents"]:
+        if event["ph"] == "X":
+            lanes[event["pid"]].append((event["ts"], event["dur"]))
+    assert sum(map(len, lanes.values())) == count
+    for bars in lanes.values():
+        bars.sort()
+        for (start, length), (next_start, _) in zip(bars, bars[1:]):
+            assert next_start >= start + length - 2000, bars
+
+
+def test_api_waiting_for_a_descriptor_slot_is_not_run_time(tmp_path) -> None:
+    # The Python API starts its first commands before pytest is ready (process/prestart.py),
+    # all at once in parallel mode: they wait for a slot in the same way.
+    script = textwrap.dedent("""
+        import json
+        from batchrunner import BatchRunner
+        results, summary = BatchRunner(["sleep 0.5; echo done"] * 5, mode="parallel", workers=5, timeout_sec=1.6,
+                                       verbose=False).run()
+        print(json.dumps([[r.success, r.timed_out, r.stdout, r.duration_ms] for r in results]))
+    """)
+    done = under_ulimit("-n 64", [sys.executable, "-c", script], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout.splitlines()[-1])
+    for success, timed_out, stdout, duration_ms in results:
+        assert success and not timed_out and stdout == "done\n", results
+        assert 0.45 <= duration_ms / 1000 < SLOT_WAIT_LIMIT, results
 
 
 def test_soft_open_files_limit_is_raised_toward_the_hard_one(tmp_path) -> None:

@@ -46,6 +46,9 @@ LIVE_KEY = pytest.StashKey[Any]()
 ATTEMPT_STARTED_KEY = pytest.StashKey[Any]()
 """``(nodeid, attempt, max_attempts, started)``: called (in any thread) when an attempt's command has started.
 
+*started* is when its process started (epoch seconds), the record's ``started``: a wait
+for file descriptors before the spawn is not part of it.
+
 Set by the controller's recording (see :mod:`~pytest_batchrunner.plugin.recording`), so
 in a run without xdist; the logs announce a command when it really starts."""
 ATTEMPT_ENDED_KEY = pytest.StashKey[Any]()

@@ -326,7 +326,8 @@ class CommandItem(pytest.Item):
             ended=watch.end if watch is not None else None,
         )
         if watch is not None:
-            watch.start()
+            # The time its process started (after any wait for descriptors), as in its record.
+            watch.start(running.wall_start)
         announce = self.config.stash.get(ATTEMPT_STARTED_KEY, None)
         if announce is not None:
             announce(self.nodeid, number, self.rerun_policy().reruns + 1, running.wall_start)

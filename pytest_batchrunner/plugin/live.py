@@ -128,8 +128,9 @@ class Watch:
         self.partial = {1: b"", 2: b""}
         self.lock = threading.Lock()
 
-    def start(self) -> None:
-        self.live.started(self.key, {**self.info, "started": time.time()})
+    def start(self, started: float | None = None) -> None:
+        """The attempt's process has started, at *started* (epoch seconds; now if not given)."""
+        self.live.started(self.key, {**self.info, "started": time.time() if started is None else started})
 
     def end(self) -> None:
         if self.output:

@@ -157,9 +157,9 @@ class Attempt:
     stdout_bytes: int
     stderr_bytes: int
     started: float
-    """Start time, seconds since the epoch."""
+    """When the process was started, seconds since the epoch (after any wait for file descriptors)."""
     duration: float
-    """Seconds from spawn to the end of the shell (or its killing)."""
+    """Seconds from the process's start to the end of the shell (or its killing): its own run time."""
     leftovers: list[str] = field(default_factory=list)
     """Processes of the command's session killed after its shell ended, or on timeout
     those outside the shell's own process group."""
@@ -206,8 +206,10 @@ def start_command(
 ) -> RunningCommand:
     """Start *command* with ``/bin/sh -c``; :meth:`RunningCommand.wait` gives its :class:`Attempt`.
 
-    *timeout* bounds the attempt, counted from here (``None`` or ``0``: no
-    bound). *echo*, if given, is called as ``echo(1 or 2, chunk)`` with output as
+    *timeout* bounds the attempt, counted from the process's start (``None``
+    or ``0``: no bound): a wait for a file-descriptor slot before it (see
+    :func:`_spawn`) is neither run time nor counted against the timeout.
+    *echo*, if given, is called as ``echo(1 or 2, chunk)`` with output as
     it arrives (live streaming), and with ``b""`` when that stream ends. *ended*, if
     given, is called once the attempt is over (waited for or abandoned). *started*, if given, is called with the process
     group id right after the spawn (so that a caller running commands in threads
@@ -227,12 +229,10 @@ def start_command(
     env = dict(os.environ if env is None else env)
     if token is not None:
         env[guardian.ENV_VAR] = token
-    wall_start = time.time()
-    t0 = time.monotonic()
     # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
     # SIGINT/SIGTERM handlers until it is tracked, then replay them below.
     with DeferredSignals() as deferred:
-        proc, script = _spawn(command, cwd, env)
+        proc, script, wall_start, t0 = _spawn(command, cwd, env)
         guardian.register(proc.pid)
         if started is not None:
             started(proc.pid)
@@ -265,14 +265,16 @@ _FD_RESERVE = 64
 
 def _spawn(
     command: str, cwd: str | os.PathLike[str] | None, env: Mapping[str, str]
-) -> tuple[subprocess.Popen[bytes], str | None]:
+) -> tuple[subprocess.Popen[bytes], str | None, float, float]:
     """``/bin/sh -c command`` in a new session; out of file descriptors, wait for a running command and retry.
 
     Only when nothing else is running is it an error (:class:`SpawnError`).
     A command longer than the kernel takes as one argument (128 KiB on Linux)
     is handed to the shell as a temporary script file instead (``sh FILE``,
     so ``$0`` is the file's name), removed when the command ends; returns the
-    process and that file's name, if any.
+    process, that file's name (if any), and when the process was started
+    (``time.time()``, ``time.monotonic()``): taken just before the ``Popen``
+    that succeeded, so a wait for descriptors is not part of its run time.
     """
     global _running, _spawning, _ends
     script = None
@@ -291,6 +293,10 @@ def _spawn(
                     _set_subreaper(True)
                 _spawning += 1
                 seen = _ends
+            # The command's clock starts here, not when it was asked for: the
+            # wait above (seconds under a low ``ulimit -n``) is not its run time
+            # and must never count against its timeout.
+            wall_start, t0 = time.time(), time.monotonic()
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -325,7 +331,7 @@ def _spawn(
                 _running += 1
                 _ends += 1
                 _running_changed.notify_all()
-            return proc, script
+            return proc, script, wall_start, t0
     except BaseException:
         _remove(script)
         raise

@@ -78,7 +78,8 @@ class Prestart:
         self.lock = threading.Lock()
         self.started: dict[PrestartKey, Future[Attempt]] = {}
         self.start_times: dict[PrestartKey, float] = {}
-        """When each command started (``time.time()``), for the logs' ``Executing`` lines."""
+        """When each command's process started (``time.time()``, taken once it is spawned, so after
+        any wait for file descriptors), for the logs' ``Executing`` lines."""
         self.running = 0
         self.live: set[int] = set()
         self.stopped = False
