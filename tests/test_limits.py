@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -136,6 +137,20 @@ def test_a_command_longer_than_the_kernel_takes_runs_as_written() -> None:
     a = run_command(f"printf %s '{payload}' | wc -c; printf 'caf\\303\\251 %s\\n' \"$((6*7))\"")
     assert a.success, a.stderr
     assert a.stdout.split() == ["300000", "café", "42"]
+
+
+def test_a_long_commands_script_file_is_removed_when_it_ends(tmp_path) -> None:
+    scripts = tmp_path / "tmp"
+    scripts.mkdir()
+    script = textwrap.dedent("""
+        from pytest_batchrunner.process.command import run_command, start_command
+        print(run_command("echo " + "y" * 200_000 + " | wc -c").stdout.strip())
+        start_command("sleep 30; echo " + "z" * 200_000).abandon()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TMPDIR": str(scripts)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "200001", done.stdout + done.stderr
+    assert list(scripts.iterdir()) == []
 
 
 def test_a_long_command_in_a_batch_file(pytester: pytest.Pytester, run) -> None:

@@ -400,13 +400,13 @@ class RunningCommand:
         self.expected_exit = expected_exit
         self.ended: Callable[[], None] | None = None
         """Called once when the attempt is over (see :func:`start_command`)."""
+        self.script: str | None = None
+        """The temporary script file of a very long command, removed when it ends."""
 
     def _end(self) -> None:
         ended, self.ended = self.ended, None
         if ended is not None:
             ended()
-        self.script: str | None = None
-        """The temporary script file of a very long command, removed when it ends."""
 
     def abandon(self) -> None:
         """Terminate the command's session and release everything, without an :class:`Attempt`."""
