@@ -168,14 +168,21 @@ class Attempt:
     """The shell's process id, which is also the command's process group id."""
     timeout_note: str = ""
     """Which bound the timeout was, when it was not given as such (``"300% of its usual 1.03 s"``)."""
+    interrupted: bool = False
+    """The run was stopped (Ctrl+C, SIGTERM...) while the command ran, and the command was killed:
+    :attr:`duration` runs from its start to then; :attr:`exit_code` and :attr:`signal` are ``None``
+    (how the killed shell ended says nothing about the command)."""
 
     @property
     def success(self) -> bool:
-        """Exited with the expected status, not by a signal, and not timed out."""
-        return not self.timed_out and self.signal is None and self.exit_code == self.expected_exit
+        """Exited with the expected status, not by a signal, not timed out and not interrupted."""
+        return (not self.timed_out and not self.interrupted and self.signal is None
+                and self.exit_code == self.expected_exit)
 
     def describe_status(self) -> str:
-        """``"exit code 2"``, ``"killed by SIGSEGV"`` or ``"timed out after 30 s"``."""
+        """``"exit code 2"``, ``"killed by SIGSEGV"``, ``"timed out after 30 s"`` or ``"interrupted after 1.93 s"``."""
+        if self.interrupted:
+            return f"interrupted after {self.duration:.2f} s"
         if self.timed_out:
             note = f" ({self.timeout_note})" if self.timeout_note else ""
             return f"timed out after {self.timeout:g} s{note}"
@@ -400,6 +407,8 @@ class RunningCommand:
         self.expected_exit = expected_exit
         self.ended: Callable[[], None] | None = None
         """Called once when the attempt is over (see :func:`start_command`)."""
+        self.interrupted_attempt: Attempt | None = None
+        """The attempt an interruption of :meth:`wait` cut short (the command killed), if any."""
         self.script: str | None = None
         """The temporary script file of a very long command, removed when it ends."""
 
@@ -420,7 +429,13 @@ class RunningCommand:
             _remove(self.script)
 
     def wait(self) -> Attempt:
-        """Wait for the shell, then kill what is left of its group; the attempt."""
+        """Wait for the shell, then kill what is left of its group; the attempt.
+
+        If the wait is interrupted (``KeyboardInterrupt``, ``SystemExit``...), the
+        command's session is killed and the exception propagates; the attempt
+        it cut short, with its run time up to the kill and the output read so
+        far, is then :attr:`interrupted_attempt` (marked :attr:`Attempt.interrupted`).
+        """
         run, pgid, t0, timeout = self.run, self.pgid, self.t0, self.timeout
         timed_out = False
         leftovers: list[str] = []
@@ -442,31 +457,53 @@ class RunningCommand:
                 end = time.monotonic()
             run.drain(time.monotonic() + DRAIN_SECONDS)
         except BaseException:
-            _terminate_session(run, pgid, self.kill_grace)
+            try:
+                killed = _terminate_session(run, pgid, self.kill_grace)
+                # Its run time ends when it is dead, as a timeout's does; what it
+                # wrote until then is still read from the pipes.
+                end = time.monotonic()
+                run.drain(end + DRAIN_SECONDS)
+                self.interrupted_attempt = self._attempt(
+                    end - t0, leftovers=[name for name, group in killed if group != pgid], interrupted=True
+                )
+            finally:
+                self._release()
             raise
-        finally:
-            run.close()
-            # Every path above ends with the session gone or sent SIGKILL.
-            guardian.unregister(pgid)
-            self._end()
-            _command_ended()
-            _remove(self.script)
-        status = self.proc.returncode
+        self._release()
+        return self._attempt(end - t0, leftovers=leftovers, timed_out=timed_out)
+
+    def _release(self) -> None:
+        # Every path of wait() gets here with the session gone or sent SIGKILL.
+        self.run.close()
+        guardian.unregister(self.pgid)
+        self._end()
+        _command_ended()
+        _remove(self.script)
+
+    def _attempt(self, duration: float, leftovers: list[str], timed_out: bool = False,
+                 interrupted: bool = False) -> Attempt:
+        run, status = self.run, self.proc.returncode
+        if interrupted or status is None:
+            # Killed by the runner as the run stopped: its shell's end is ours, not the command's.
+            exit_code, signal_ = None, None
+        else:
+            exit_code, signal_ = (status, None) if status >= 0 else (None, signal_name(-status))
         return Attempt(
             command=self.command,
-            exit_code=status if status >= 0 else None,
-            signal=signal_name(-status) if status < 0 else None,
+            exit_code=exit_code,
+            signal=signal_,
             timed_out=timed_out,
-            timeout=timeout if timeout else None,
+            timeout=self.timeout if self.timeout else None,
             stdout=run.out.text(),
             stderr=run.err.text(),
             stdout_bytes=run.out.total,
             stderr_bytes=run.err.total,
             started=self.wall_start,
-            duration=end - t0,
+            duration=duration,
             leftovers=leftovers,
             expected_exit=self.expected_exit,
-            pid=pgid,
+            pid=self.pgid,
+            interrupted=interrupted,
         )
 
 
