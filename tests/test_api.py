@@ -868,3 +868,17 @@ def test_capture_bytes_keeps_what_the_caller_asks_for(no_leftovers: str) -> None
     assert [len(json.loads(r.stdout)) for r in whole] == [30000, 30000]
     with pytest.raises(ValueError, match="capture_bytes must be a whole number"):
         BatchRunner(["true"], capture_bytes=-1)
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_an_interrupted_command_keeps_its_run_time_and_output(mode: str, no_leftovers: str) -> None:
+    runner = BatchRunner(["echo first", "echo partial; sleep 60 & sleep 0.5; kill -INT $PPID; wait", "echo never"],
+                         mode=mode, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    _, interrupted, _ = runner.results
+    assert interrupted.status == "interrupted" and interrupted.stdout == "partial\n"
+    assert 0.4 <= interrupted.duration_ms / 1000 < 15
+    [attempt] = interrupted.attempt_log
+    assert attempt["interrupted"] is True and attempt["duration_ms"] == interrupted.duration_ms
+    assert runner.summary["max_command_duration_ms"] == interrupted.duration_ms

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -108,3 +109,55 @@ def test_a_killed_controller_takes_its_local_workers_commands_along(
             break
         time.sleep(0.05)
     assert not left, f"the workers' commands outlived their killed controller: {left}"
+
+
+def _interrupted_result(pytester: pytest.Pytester) -> dict:
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert [r["status"] for r in report["results"]][:2] == ["passed", "interrupted"], report["results"]
+    return report
+
+
+@pytest.mark.parametrize("jobs", ["0", "1", "2"])
+def test_an_interrupted_command_is_recorded_with_its_run_time(pytester: pytest.Pytester, mode: str, jobs: str) -> None:
+    # --batch-jobs 0 waits for the command in pytest's main thread; 1 (the default)
+    # and 2 start it ahead, in a job slot. In an xdist worker 0 and 1 are the same.
+    if mode == "xdist" and jobs == "0":
+        pytest.skip("the same as --batch-jobs 1 in an xdist worker")
+    (pytester.path / "cmds.batch").write_text("true\necho partial; touch started; sleep 987041\nsleep 987042\n")
+    # The Ctrl+C reaches the whole process group (xdist's workers too), 0.2 s after `started`.
+    returncode, text = stopped_run(pytester, mode, lambda pid: os.killpg(pid, signal.SIGINT), "--batch-jobs", jobs,
+                                   "--batch-kill-grace", "0.3", "--junitxml=j.xml", "--batch-trace=t.json")
+    assert returncode == pytest.ExitCode.INTERRUPTED, text
+    report = _interrupted_result(pytester)
+    interrupted = report["results"][1]
+    # Its real run time, from its start to its kill; its output until then.
+    assert 0.15 <= interrupted["duration_ms"] / 1000 < 15, interrupted
+    assert interrupted["stdout"] == "partial\n" and interrupted["exit_code"] == -1, interrupted
+    [attempt] = interrupted["attempt_log"]
+    assert attempt["interrupted"] is True and attempt["status"].startswith("interrupted after "), attempt
+    assert attempt["duration_ms"] == interrupted["duration_ms"] and attempt["started"] > 0
+    assert report["summary"]["max_command_duration_ms"] == interrupted["duration_ms"]
+    cases = {case.get("name"): case for case in ET.parse(pytester.path / "j.xml").iter("testcase")}
+    case = cases["echo partial; touch started; sleep 987041"]
+    assert float(case.get("time")) >= 0.15
+    assert case.find("failure").get("type") == "interrupted"
+    bars = [e for e in json.loads((pytester.path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
+    [bar] = [e for e in bars if e["args"]["line"] == 2]
+    assert bar["args"]["outcome"] == "interrupted" and bar["dur"] >= 150_000, bar
+    assert "Command Time: avg" in text and "max 0.00 s" not in text
+
+
+def test_an_unsignalled_workers_interrupted_command_gets_its_run_time_to_the_interruption(
+    pytester: pytest.Pytester,
+) -> None:
+    # SIGTERM to pytest alone (a CI runner's first signal): xdist's workers are not
+    # told, and the controller stops reading their reports. The attempt is known by
+    # its start: its run time counts to the interruption; its output is the worker's.
+    (pytester.path / "cmds.batch").write_text("true\necho partial; touch started; sleep 987043\n")
+    returncode, text = stopped_run(pytester, "xdist", lambda pid: os.kill(pid, signal.SIGTERM),
+                                   "--batch-kill-grace", "0.3", "--batch-status-interval", "0")
+    assert returncode == pytest.ExitCode.INTERRUPTED, text
+    interrupted = _interrupted_result(pytester)["results"][1]
+    assert 0.15 <= interrupted["duration_ms"] / 1000 < 15, interrupted
+    [attempt] = interrupted["attempt_log"]
+    assert attempt["interrupted"] is True and attempt["worker"].startswith("gw"), attempt

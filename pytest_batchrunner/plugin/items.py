@@ -23,7 +23,8 @@ from pytest_batchrunner.batchfile import (
 )
 from pytest_batchrunner.process.environment import command_environment
 from pytest_batchrunner.plugin.engine import (
-    ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, WORKDIR_KEY, EngineSettings,
+    ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, RECORDING_KEY, WORKDIR_KEY,
+    EngineSettings,
 )
 from pytest_batchrunner.plugin.tags import tag_rules
 from pytest_batchrunner.process.command import Attempt, RunningCommand, SpawnError, start_command
@@ -343,7 +344,23 @@ class CommandItem(pytest.Item):
             ahead = jobs.take(self, self.attempt_number)
         relative = self.relative_timeout
         timeout = relative[0] if relative is not None else self.timeout
-        attempt = ahead.result() if ahead is not None else self.run_attempt(self.attempt_number, timeout)
+        running = None
+        try:
+            if ahead is not None:
+                attempt = ahead.result()
+            else:
+                running = self.start_attempt(self.attempt_number, timeout)
+                attempt = running.wait()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # The run stops (Ctrl+C, SIGTERM...) while the command runs: pytest
+                # makes no report of it, so its attempt is recorded here. One
+                # started ahead is still running in a job slot: the job runner
+                # kills and records it as the protocol unwinds (see plugin.jobs).
+                self.__dict__["interrupted_ahead"] = ahead
+                if running is not None and running.interrupted_attempt is not None:
+                    self.record_interrupted(running.interrupted_attempt)
+            raise
         if relative is not None and attempt.timed_out:
             attempt.timeout_note = relative[1]
         self.last_attempt = attempt
@@ -411,6 +428,29 @@ class CommandItem(pytest.Item):
             "stderr": a.stderr, "started": a.started, "duration_ms": round(a.duration * 1000, 3),
             "leftovers": a.leftovers, "max_attempts": policy.reruns + 1, "retry_delay": policy.delay(number),
         }
+
+    def record_interrupted(self, attempt: Attempt) -> None:
+        """Record *attempt*, killed as the run stopped, where the run is reported.
+
+        pytest makes no report of an item interrupted by Ctrl+C or SIGTERM; its
+        attempt still goes to the reports, with its run time up to the kill: to
+        the recorder in this process, or, from an xdist worker, to the
+        controller over the live channel (see :mod:`~pytest_batchrunner.plugin.live`).
+        """
+        attempt.interrupted = True
+        attempt.exit_code = attempt.signal = None
+        self.last_attempt = attempt
+        record = self.attempt_record()
+        if record is None:
+            return
+        record["interrupted"] = True
+        recording = self.config.stash.get(RECORDING_KEY, None)
+        if recording is not None:
+            recording.interrupted_attempt(record)
+            return
+        live = self.config.stash.get(LIVE_KEY, None)
+        if live is not None:
+            live.send(("attempt", record))
 
     def attempt_record(self) -> dict[str, Any] | None:
         """The last attempt as plain data: travels on the report, through xdist, to the reports.

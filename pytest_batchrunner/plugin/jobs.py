@@ -109,6 +109,10 @@ class JobRunner:
             self._fill()
         try:
             return (yield)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and isinstance(item, CommandItem):
+                self._interrupted(item)
+            raise
         finally:
             self._reported(item)
 
@@ -135,6 +139,52 @@ class JobRunner:
                 return self._started_ahead(item, remove=False) is None
             future = self.retries.get((item, number))
         return future is None or (future.done() and isinstance(future.exception(), _NotStarted))
+
+    def _interrupted(self, item: CommandItem) -> None:
+        """The run stopped (Ctrl+C, SIGTERM...) in *item*'s protocol: if its attempt still runs in a job
+        slot, kill every command in flight now and record that attempt, with its run time up to the kill.
+
+        The attempt is the one the item was waiting for, or, when the stop came
+        before the item took it (the Python API lets a held Ctrl+C through as
+        the item starts), its first attempt started ahead. One that had ended
+        before the stop is left as it was (reported as interrupted, without it).
+        """
+        future = item.__dict__.pop("interrupted_ahead", None)
+        if future is None and item.attempt_number == 0:
+            with self.lock:
+                future = self._started_ahead(item, remove=True)
+        if future is None or future.done():
+            return
+        self.stop.set()
+        with self.lock:
+            self.stopping = True
+        grace = self.config.stash[ENGINE_KEY].kill_grace
+        owners: list[tuple[threading.Lock, set[int]]] = [(self.lock, self.live)]
+        if self.prestart is not None:
+            owners.append((self.prestart.lock, self.prestart.live))
+        for lock, live in owners:
+            with lock:
+                groups = list(live)
+            for pgid in groups:
+                kill_group(pgid, signal.SIGTERM)
+        try:
+            attempt = future.result(timeout=grace)
+        except BaseException:  # noqa: BLE001 - still running after the grace (or it failed to start)
+            attempt = None
+        if attempt is None:
+            for lock, live in owners:
+                with lock:
+                    groups = list(live)
+                for pgid in groups:
+                    kill_group(pgid, signal.SIGKILL)
+            try:
+                # The slot sees its shell die at once, then reads what is left of its output.
+                attempt = future.result(timeout=5.0)
+            except BaseException:  # noqa: BLE001 - nothing to record
+                return
+        if item.attempt_number == 0:
+            item.attempt_number = 1
+        item.record_interrupted(attempt)
 
     def _reported(self, item: pytest.Item) -> None:
         """*item*'s protocol is over (all its reports sent): release its hold, or stop for good."""

@@ -136,7 +136,7 @@ class Watch:
         if self.output:
             for stream in (1, 2):
                 self.echo(stream, b"")
-        self.live.ended(self.key)
+        self.live.ended(self.key, time.time())
 
     def echo(self, stream: int, data: bytes) -> None:
         """The process layer's ``echo``: whole lines out, the rest kept until its newline (or the end)."""
@@ -198,12 +198,12 @@ class WorkerLive:
                 self.thread = threading.Thread(target=self._announce, name="batchrunner-live", daemon=True)
                 self.thread.start()
 
-    def ended(self, key: Any) -> None:
+    def ended(self, key: Any, when: float) -> None:
         if self.delay:
             with self.lock:
                 if self.pending.pop(key, None) is not None:
                     return  # never announced
-        self.send(("end", key))
+        self.send(("end", key, when))
 
     def _announce(self) -> None:
         while True:
@@ -216,6 +216,22 @@ class WorkerLive:
                 # Sent under the lock, so that an end is never sent before its start.
                 for key, info in due:
                     self.send(("start", key, info))
+
+
+def _record_from_start(key: Any, info: dict[str, Any], ended: float) -> dict[str, Any]:
+    """An attempt record for an interrupted attempt known only by its start event (see :meth:`LiveBoard.interrupted_attempts`)."""
+    import datetime
+
+    seconds = max(0.0, ended - info["started"])
+    return {
+        "nodeid": key[0], "command": "", "file": None, "line": None, "attempt": key[1], "success": False,
+        "exit_code": None, "signal": None, "timed_out": False, "timeout": None,
+        "status": f"interrupted after {seconds:.2f} s", "stdout": "", "stderr": "", "stdout_bytes": 0,
+        "stderr_bytes": 0, "started": info["started"],
+        "timestamp": datetime.datetime.fromtimestamp(info["started"]).astimezone().isoformat(timespec="milliseconds"),
+        "duration_ms": round(seconds * 1000, 3), "leftovers": [], "expected_exit": 0, "worker": info["worker"],
+        "host": ":", "pid": None, "interrupted": True,
+    }
 
 
 # -- where the run is reported ----------------------------------------------------------------
@@ -358,6 +374,11 @@ class LiveBoard:
         self.recording: Any = None
         self.history_eta: Any = None
         """A :class:`~.history.HistoryEta` when the history knows the commands: the ETA then comes from it."""
+        self.records: dict[Any, dict[str, Any]] = {}
+        """Attempts the workers killed as the run was interrupted (``"attempt"`` events), by ``(nodeid, attempt)``."""
+        self.ends: dict[Any, float] = {}
+        """When each announced attempt ended, until its report arrives (for an interrupted run)."""
+        self.settled: list[dict[str, Any]] | None = None
 
     # -- events, from any thread --------------------------------------------------------------
 
@@ -376,8 +397,14 @@ class LiveBoard:
         elif kind == "end":
             with self.lock:
                 key = tuple(event[1])
-                self.running.pop(key, None)
+                info = self.running.pop(key, None)
                 self.reported.pop(key, None)
+                if info is not None and self.keep_ends:
+                    self.ends[key] = event[2] if len(event) > 2 else time.time()
+        elif kind == "attempt":
+            record = event[1]
+            with self.lock:
+                self.records[(record["nodeid"], record["attempt"])] = record
 
     def print_lines(self, lines: list[str]) -> None:
         terminal = self.terminal
@@ -447,6 +474,10 @@ class LiveBoard:
             self.history_eta = HistoryEta(estimates, slots)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.ends and report.when == "call":
+            with self.lock:
+                for key in [key for key in self.ends if key[0] == report.nodeid]:
+                    del self.ends[key]
         if report.outcome == "rerun" or (report.when != "call" and not (report.when == "setup" and not report.passed)):
             return
         if self.recording is None or self.recording.is_batch_nodeid(report.nodeid):
@@ -456,8 +487,52 @@ class LiveBoard:
                     self.history_eta.finished(report.nodeid)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED and self.keep_ends:
+            self.interrupted_attempts()  # before the channels close
         self.close()
+
+    keep_ends = False
+    """Whether the commands run in xdist workers: their attempts are then known here by their events only."""
+
+    def interrupted_attempts(self) -> list[dict[str, Any]]:
+        """Under xdist, once the run is interrupted: the attempt records of the commands the workers were running.
+
+        A worker that was interrupted too kills its command and sends its record
+        (see :meth:`~pytest_batchrunner.plugin.items.CommandItem.record_interrupted`):
+        wait for those of the attempts running now, at most the kill grace and a
+        half second (at least 0.3 s, for attempts that ended just before). One
+        that never came (its worker was not signalled) is made from its start
+        event: run time up to its end event, else to the interruption; no output.
+        Computed once; later calls give the same list.
+        """
+        if self.settled is not None:
+            return self.settled
+        from pytest_batchrunner.plugin.engine import ENGINE_KEY
+
+        grace = self.config.stash[ENGINE_KEY].kill_grace
+        begun, stopped = time.monotonic(), time.time()
+        with self.lock:
+            expected = dict(self.running)
+        while True:
+            with self.lock:
+                missing = [key for key in expected if key not in self.records]
+            now = time.monotonic()
+            if (not missing and now >= begun + 0.3) or now >= begun + grace + 0.5:
+                break
+            time.sleep(0.02)
+        with self.lock:
+            records = list(self.records.values())
+            for key in missing:
+                if key in self.records:
+                    continue
+                info = expected[key]
+                # Its worker kills it later, as the controller shuts the workers down: its run time
+                # is counted to the interruption, what the reports can know of.
+                ended = self.ends.get(key, stopped)
+                records.append(_record_from_start(key, info, ended))
+        self.settled = records
+        return records
 
     def pytest_unconfigure(self) -> None:
         self.close()
@@ -572,9 +647,15 @@ def configure(config: pytest.Config, is_controller: bool) -> WorkerLive | None:
     # With -s, tests may print to the terminal behind the writer's back: no status area then.
     status_line = tty and config.getoption("capture", "fd") != "no" and not config.option.collectonly
     interval = 0.0 if tty else interval
-    if not (output or status_line or interval > 0):
+    from pytest_batchrunner.plugin.remote import worker_specs
+
+    # Under xdist the board also hears of what the workers run, for an interrupted run (see
+    # LiveBoard.interrupted_attempts): xdist's controller stops reading reports when interrupted.
+    distributed = bool(worker_specs(config))
+    if not (output or status_line or interval > 0 or distributed):
         return None  # nothing to show: no watching at all
     board = LiveBoard(config, output, interval, status_line)
+    board.keep_ends = distributed
     board.recording = config.stash.get(RECORDING_KEY, None)
     config.pluginmanager.register(board, "batchrunner-live")
     return WorkerLive(board.receive, output, "main")

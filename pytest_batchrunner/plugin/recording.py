@@ -76,6 +76,13 @@ class BatchRecording:
         for on_command_end in listeners:
             on_command_end(record, outcome)
 
+    def interrupted_attempt(self, record: dict[str, Any]) -> None:
+        """The record of an attempt killed as the run stopped (pytest reports nothing for it); main thread."""
+        nodeid = self.key(record["nodeid"])
+        if record["nodeid"] != nodeid:
+            record = {**record, "nodeid": nodeid}
+        self.recorder.attempt(record, "interrupted")
+
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
         at = nodeid.rfind("@")
@@ -207,6 +214,8 @@ class BatchRecording:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.recorder.finished = time.time()
         self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self._workers_interrupted_attempts()
         if not len(self.recorder):
             return
         for writer in self.writers:
@@ -230,6 +239,30 @@ class BatchRecording:
                 self.pytest_terminal_summary(PlainTerminal())
         finally:
             self.recorder.close()
+
+
+    def _workers_interrupted_attempts(self) -> None:
+        """Under xdist: record the attempts the workers were running when the run was interrupted.
+
+        pytest-xdist's controller stops reading the workers' reports as soon as
+        it is interrupted. A worker interrupted too (a Ctrl+C reaches the whole
+        process group) kills its command and sends its attempt over the live
+        channel; the board waits a moment for them (see
+        :meth:`~pytest_batchrunner.plugin.live.LiveBoard.interrupted_attempts`). An attempt
+        still running then (its worker was not signalled: SIGTERM to pytest alone)
+        is recorded from what the board knows, its start, run time to now and no output.
+        """
+        board = self.config.pluginmanager.get_plugin("batchrunner-live")
+        if board is None or not worker_specs(self.config):
+            return
+        for record in board.interrupted_attempts():
+            nodeid = self.key(record["nodeid"])
+            entry = self.recorder.info(nodeid)
+            if entry is None or entry.attempts >= record["attempt"]:
+                continue  # reported already (or not a command of this run)
+            if not record.get("command"):
+                record.update(command=entry.command, file=entry.file, line=entry.line)
+            self.interrupted_attempt(record)
 
 
 class PlainTerminal:

@@ -244,6 +244,10 @@ class AuditLog:
         # later run of the item) gets its own.
         self._emitted.discard((nodeid, worker, number))
         ended = started + record["duration_ms"] / 1000
+        if record.get("interrupted"):
+            # Killed as the run stopped: the closing lines name it again ("Command interrupted: CMD").
+            self.log(ERROR, f"[X] Command interrupted ({record['duration_ms']:.1f}ms)", ended)
+            return
         if record["timed_out"]:
             timeout = record.get("timeout")
             after = f"{seconds_text(timeout)}s" if timeout else "its timeout"

@@ -216,6 +216,6 @@ def attempt_status(record: dict[str, Any]) -> str:
     """How an attempt ended, from its record: ``"exit code 3"``, ``"killed by SIGSEGV"``,
     ``"timed out after 30 s"``, or ``"exit code 0, expected 2"`` when the line set ``expect=2``."""
     status = record["status"]
-    if record["expected_exit"] and not record["timed_out"] and record["signal"] is None:
+    if record["expected_exit"] and not record["timed_out"] and record["signal"] is None and not record.get("interrupted"):
         status += f", expected {record['expected_exit']}"
     return status

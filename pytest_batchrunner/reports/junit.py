@@ -369,11 +369,17 @@ class _Builder:
                 failure.text = xml_text(f"{result.file}:{result.line}: {message}\ncommand: {result.command}")
         elif status == "interrupted":
             earlier, final, tag = records, [], "rerunFailure"
-            failure = ET.SubElement(
-                case, "failure", type="interrupted",
-                message="interrupted: the run was stopped while this command was running",
-            )
-            failure.text = xml_text(f"{result.file}:{result.line}: interrupted\ncommand: {result.command}")
+            message = "interrupted: the run was stopped while this command was running"
+            last = records[-1] if records else None
+            if last is not None and last.get("interrupted"):
+                # The attempt that was killed: its run time, output and details are the failure's.
+                earlier, final = records[:-1], records[-1:]
+                failure = ET.SubElement(case, "failure", type="interrupted",
+                                        message=xml_text(f"{message} ({attempt_status(last)})"))
+                failure.text = _details(result, last, count, count)
+            else:
+                failure = ET.SubElement(case, "failure", type="interrupted", message=message)
+                failure.text = xml_text(f"{result.file}:{result.line}: interrupted\ncommand: {result.command}")
         else:
             earlier, final, tag = [], records[-1:], ""
             kind = {"xfailed": "pytest.xfail", "not run": "batchrunner.notrun"}.get(status, "pytest.skip")

@@ -622,7 +622,9 @@ def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, 
     if outcome is None:
         outcome = "interrupted" if (running or records) and interrupted else "not run"
     success = outcome in ("passed", "xpassed")
-    attempt_log = [{k: r.get(k) for k in _LOGGED} for r in records]
+    # An attempt killed as the run stopped says so (the key is left out of the others).
+    attempt_log = [{k: r.get(k) for k in _LOGGED} | ({"interrupted": True} if r.get("interrupted") else {})
+                   for r in records]
     if not message and last is not None and not success:
         message = last["status"]
     stderr = last["stderr"] if last else ""
@@ -661,7 +663,7 @@ def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, 
 
 def original_exit_code(record: dict[str, Any] | None) -> int:
     """The exit code the original's ``subprocess.run`` would have given for *record*'s attempt."""
-    if record is None or record["timed_out"]:
+    if record is None or record["timed_out"] or record.get("interrupted"):
         return -1
     if record["exit_code"] is not None:
         return int(record["exit_code"])
