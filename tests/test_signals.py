@@ -136,7 +136,8 @@ def test_an_interrupted_command_is_recorded_with_its_run_time(pytester: pytest.P
     [attempt] = interrupted["attempt_log"]
     assert attempt["interrupted"] is True and attempt["status"].startswith("interrupted after "), attempt
     assert attempt["duration_ms"] == interrupted["duration_ms"] and attempt["started"] > 0
-    assert report["summary"]["max_command_duration_ms"] == interrupted["duration_ms"]
+    # (Under -n the third command runs on the other worker, and is interrupted too.)
+    assert report["summary"]["max_command_duration_ms"] >= interrupted["duration_ms"]
     cases = {case.get("name"): case for case in ET.parse(pytester.path / "j.xml").iter("testcase")}
     case = cases["echo partial; touch started; sleep 987041"]
     assert float(case.get("time")) >= 0.15
