@@ -81,6 +81,42 @@ def test_waiting_for_a_descriptor_slot_is_not_run_time(pytester: pytest.Pytester
             assert next_start >= start + length - 2000, bars
 
 
+def test_ctrl_c_while_waiting_for_a_descriptor_slot_stops_the_run(pytester: pytest.Pytester) -> None:
+    # Under ulimit -n 64 one command runs at a time. The sequential step runs in
+    # pytest's main thread; the plain line after it is started ahead in a job
+    # slot first (the conftest's slow logstart gives the slot that head start) and
+    # holds the only slot for good: the step waits for it, and a Ctrl+C must still
+    # stop the run then (it was held until a slot came free: never, here).
+    (pytester.path / "conftest.py").write_text("import time\n\ndef pytest_runtest_logstart():\n    time.sleep(0.5)\n")
+    (pytester.path / "cmds.batch").write_text("touch never; sleep 1 # batch: sequential\ntouch started; sleep 987061\n")
+    done = under_ulimit("-n 64", [sys.executable, "-c", INTERRUPT_ONCE_STARTED, sys.executable, "-m", "pytest",
+                                  "cmds.batch", "-p", "no:cacheprovider", "--batch-jobs", "2",
+                                  "--batch-kill-grace", "0.3", "--batch-json=r.json"], pytester.path)
+    assert "interrupted in time" in done.stdout, done.stdout + done.stderr
+    assert not (pytester.path / "never").exists()
+    statuses = [r["status"] for r in json.loads((pytester.path / "r.json").read_text())["results"]]
+    assert statuses[0] == "interrupted", statuses
+
+
+# Runs argv in its own process group, sends it SIGINT once ``started`` exists plus
+# 0.5 s, and says whether it ended within 10 s (else kills it: the test never hangs).
+INTERRUPT_ONCE_STARTED = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    proc = subprocess.Popen(sys.argv[1:], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists("started") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+        print("interrupted in time")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its guardian then kills the commands' sessions
+        proc.wait()
+""")
+
+
 def test_api_waiting_for_a_descriptor_slot_is_not_run_time(tmp_path) -> None:
     # The Python API starts its first commands before pytest is ready (process/prestart.py),
     # all at once in parallel mode: they wait for a slot in the same way.

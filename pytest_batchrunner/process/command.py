@@ -238,14 +238,23 @@ def start_command(
         env[guardian.ENV_VAR] = token
     # A Ctrl+C landing inside Popen, after the fork, would lose the child: hold
     # SIGINT/SIGTERM handlers until it is tracked, then replay them below.
-    with DeferredSignals() as deferred:
-        proc, script, wall_start, t0 = _spawn(command, cwd, env)
-        guardian.register(proc.pid)
-        if started is not None:
-            started(proc.pid)
-        running = RunningCommand(command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit)
-        running.ended = ended
-        running.script = script
+    while True:
+        try:
+            with DeferredSignals() as deferred:
+                proc, script, wall_start, t0 = _spawn(command, cwd, env, lambda: bool(deferred.caught))
+                guardian.register(proc.pid)
+                if started is not None:
+                    started(proc.pid)
+                running = RunningCommand(
+                    command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit
+                )
+                running.ended = ended
+                running.script = script
+        except _WaitInterrupted:
+            # Leaving the block replayed the signal (a Ctrl+C raised there); a
+            # handler that did not raise lets the wait for a slot go on.
+            continue
+        break
     try:
         deferred.replay()  # in this thread: the one the signal was meant for
     except BaseException:
@@ -256,6 +265,10 @@ def start_command(
 
 class SpawnError(OSError):
     """A command could not be started (no file descriptor left with nothing else running...)."""
+
+
+class _WaitInterrupted(Exception):
+    """A signal came while a spawn waited for a file-descriptor slot: nothing was started."""
 
 
 # Commands started and not yet waited for, and spawns in progress (each holds
@@ -271,7 +284,8 @@ _FD_RESERVE = 64
 
 
 def _spawn(
-    command: str, cwd: str | os.PathLike[str] | None, env: Mapping[str, str]
+    command: str, cwd: str | os.PathLike[str] | None, env: Mapping[str, str],
+    signalled: Callable[[], bool] = lambda: False,
 ) -> tuple[subprocess.Popen[bytes], str | None, float, float]:
     """``/bin/sh -c command`` in a new session; out of file descriptors, wait for a running command and retry.
 
@@ -282,6 +296,10 @@ def _spawn(
     process, that file's name (if any), and when the process was started
     (``time.time()``, ``time.monotonic()``): taken just before the ``Popen``
     that succeeded, so a wait for descriptors is not part of its run time.
+    While it waits, *signalled* is asked every 0.1 s: a signal held meanwhile
+    (see :class:`DeferredSignals`) ends the wait with :class:`_WaitInterrupted`,
+    since it may be the Ctrl+C that stops the run, and the slot may come only
+    when a command it stops ends.
     """
     global _running, _spawning, _ends
     script = None
@@ -295,7 +313,9 @@ def _spawn(
                 # Leave descriptors for the rest of the program (imports, reports):
                 # beyond the budget, a spawn waits for a running command to end.
                 while _running + _spawning >= _fd_budget[0] and _running + _spawning > 0:
-                    _running_changed.wait(timeout=1.0)
+                    if signalled():
+                        raise _WaitInterrupted
+                    _running_changed.wait(timeout=0.1)
                 if _running + _spawning == 0:
                     _set_subreaper(True)
                 _spawning += 1
@@ -330,8 +350,10 @@ def _spawn(
                             exc.errno, f"cannot start the command: {exc.strerror} (nothing else is running)"
                         ) from None
                     # Something else holds descriptors and will let them go: wait for it.
+                    if signalled():
+                        raise _WaitInterrupted from None
                     if _ends == seen:  # else something ended already: retry at once
-                        _running_changed.wait(timeout=1.0)
+                        _running_changed.wait(timeout=0.1)
                 continue
             with _running_changed:
                 _spawning -= 1
