@@ -126,7 +126,8 @@ def test_an_interrupted_command_is_recorded_with_its_run_time(pytester: pytest.P
     (pytester.path / "cmds.batch").write_text("true\necho partial; touch started; sleep 987041\nsleep 987042\n")
     # The Ctrl+C reaches the whole process group (xdist's workers too), 0.2 s after `started`.
     returncode, text = stopped_run(pytester, mode, lambda pid: os.killpg(pid, signal.SIGINT), "--batch-jobs", jobs,
-                                   "--batch-kill-grace", "0.3", "--junitxml=j.xml", "--batch-trace=t.json")
+                                   "--batch-kill-grace", "0.3", "--junitxml=j.xml", "--batch-trace=t.json",
+                                   "--batch-html=h.html")
     assert returncode == pytest.ExitCode.INTERRUPTED, text
     report = _interrupted_result(pytester)
     interrupted = report["results"][1]
@@ -146,6 +147,7 @@ def test_an_interrupted_command_is_recorded_with_its_run_time(pytester: pytest.P
     [bar] = [e for e in bars if e["args"]["line"] == 2]
     assert bar["args"]["outcome"] == "interrupted" and bar["dur"] >= 150_000, bar
     assert "Command Time: avg" in text and "max 0.00 s" not in text
+    assert "interrupted after" in (pytester.path / "h.html").read_text()  # its bar's title
 
 
 def test_an_unsignalled_workers_interrupted_command_gets_its_run_time_to_the_interruption(
