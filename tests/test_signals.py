@@ -150,17 +150,15 @@ def test_an_interrupted_command_is_recorded_with_its_run_time(pytester: pytest.P
     assert "interrupted after" in (pytester.path / "h.html").read_text()  # its bar's title
 
 
-def test_an_unsignalled_workers_interrupted_command_gets_its_run_time_to_the_interruption(
-    pytester: pytest.Pytester,
-) -> None:
-    # SIGTERM to pytest alone (a CI runner's first signal): xdist's workers are not
-    # told, and the controller stops reading their reports. The attempt is known by
-    # its start: its run time counts to the interruption; its output is the worker's.
+def test_sigterm_to_pytest_alone_still_records_the_workers_interrupted_attempt(pytester: pytest.Pytester) -> None:
+    # SIGTERM to pytest alone (a CI runner's first signal): the controller passes
+    # the stop on to its local workers and waits a moment for their attempts.
     (pytester.path / "cmds.batch").write_text("true\necho partial; touch started; sleep 987043\n")
     returncode, text = stopped_run(pytester, "xdist", lambda pid: os.kill(pid, signal.SIGTERM),
                                    "--batch-kill-grace", "0.3", "--batch-status-interval", "0")
     assert returncode == pytest.ExitCode.INTERRUPTED, text
     interrupted = _interrupted_result(pytester)["results"][1]
     assert 0.15 <= interrupted["duration_ms"] / 1000 < 15, interrupted
+    assert interrupted["stdout"] == "partial\n", interrupted
     [attempt] = interrupted["attempt_log"]
     assert attempt["interrupted"] is True and attempt["worker"].startswith("gw"), attempt

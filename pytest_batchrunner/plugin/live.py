@@ -502,7 +502,7 @@ class LiveBoard:
         (see :meth:`~pytest_batchrunner.plugin.items.CommandItem.record_interrupted`):
         wait for those of the attempts running now, at most the kill grace and a
         half second (at least 0.3 s, for attempts that ended just before). One
-        that never came (its worker was not signalled) is made from its start
+        that never came (a remote worker the stop did not reach) is made from its start
         event: run time up to its end event, else to the interruption; no output.
         Computed once; later calls give the same list.
         """

@@ -81,7 +81,8 @@ class BatchRecording:
         nodeid = self.key(record["nodeid"])
         if record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
-        self.recorder.attempt(record, "interrupted")
+        # Its run is the one its worker began (the record names the worker as _worker() does).
+        self.recorder.attempt(record, "interrupted", record.get("worker") or "main")
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
@@ -249,15 +250,15 @@ class BatchRecording:
         process group) kills its command and sends its attempt over the live
         channel; the board waits a moment for them (see
         :meth:`~pytest_batchrunner.plugin.live.LiveBoard.interrupted_attempts`). An attempt
-        still running then (its worker was not signalled: SIGTERM to pytest alone)
-        is recorded from what the board knows, its start, run time to now and no output.
+        not heard from then (a remote worker the stop did not reach) is recorded
+        from what the board knows: its start, its run time to the interruption, no output.
         """
         board = self.config.pluginmanager.get_plugin("batchrunner-live")
         if board is None or not worker_specs(self.config):
             return
         for record in board.interrupted_attempts():
             nodeid = self.key(record["nodeid"])
-            entry = self.recorder.info(nodeid)
+            entry = self.recorder.info(nodeid, record.get("worker"))
             if entry is None or entry.attempts >= record["attempt"]:
                 continue  # reported already (or not a command of this run)
             if not record.get("command"):
