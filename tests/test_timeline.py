@@ -161,14 +161,17 @@ def test_reports_are_written_when_interrupted(pytester: pytest.Pytester, mode: s
     assert done.returncode == pytest.ExitCode.INTERRUPTED, done.stdout
     out = pytester.path / "out"
     trace = json.loads((out / "trace.json").read_text())
-    finished = [e["name"] for e in trace["traceEvents"] if e["ph"] == "X"]
+    bars = {e["name"]: e["args"]["outcome"] for e in trace["traceEvents"] if e["ph"] == "X"}
+    slow = "while [ ! -e reported ]; do sleep 0.01; done; touch started; sleep 30"
     text = "".join(parse_html(out / "run.html").text)
     assert "Interrupted" in text
     if mode == "inprocess":
-        assert finished == ["echo first"]
+        # The interrupted command has its bar too, up to its kill.
+        assert bars == {"echo first": "passed", slow: "interrupted"}
         assert "touch started; sleep 30" in text  # among the failed commands, as interrupted
     else:  # the other worker may have run either command, or not reported it yet
-        assert set(finished) <= {"echo first", "echo never"}
+        assert set(bars) <= {"echo first", "echo never", slow}
+        assert bars.get(slow, "interrupted") == "interrupted"
     assert "**Interrupted**" in (out / "summary.md").read_text()
 
 

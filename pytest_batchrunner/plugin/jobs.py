@@ -167,9 +167,10 @@ class JobRunner:
                 groups = list(live)
             for pgid in groups:
                 kill_group(pgid, signal.SIGTERM)
+        # Exceptions only: a third Ctrl+C (see plugin.Interrupts) abandons this, as the rest of the wind-down.
         try:
             attempt = future.result(timeout=grace)
-        except BaseException:  # noqa: BLE001 - still running after the grace (or it failed to start)
+        except Exception:  # noqa: BLE001 - still running after the grace (or it failed to start)
             attempt = None
         if attempt is None:
             for lock, live in owners:
@@ -180,7 +181,7 @@ class JobRunner:
             try:
                 # The slot sees its shell die at once, then reads what is left of its output.
                 attempt = future.result(timeout=5.0)
-            except BaseException:  # noqa: BLE001 - nothing to record
+            except Exception:  # noqa: BLE001 - nothing to record
                 return
         if item.attempt_number == 0:
             item.attempt_number = 1

@@ -375,7 +375,7 @@ class LiveBoard:
         self.history_eta: Any = None
         """A :class:`~.history.HistoryEta` when the history knows the commands: the ETA then comes from it."""
         self.records: dict[Any, dict[str, Any]] = {}
-        """Attempts the workers killed as the run was interrupted (``"attempt"`` events), by ``(nodeid, attempt)``."""
+        """Attempts the workers killed as the run was interrupted (``"attempt"`` events), by ``(nodeid, attempt, worker)``."""
         self.ends: dict[Any, float] = {}
         """When each announced attempt ended, until its report arrives (for an interrupted run)."""
         self.settled: list[dict[str, Any]] | None = None
@@ -404,7 +404,8 @@ class LiveBoard:
         elif kind == "attempt":
             record = event[1]
             with self.lock:
-                self.records[(record["nodeid"], record["attempt"])] = record
+                # With the worker: under --dist each every worker runs the same items.
+                self.records[(record["nodeid"], record["attempt"], record["worker"])] = record
 
     def print_lines(self, lines: list[str]) -> None:
         terminal = self.terminal
@@ -516,7 +517,7 @@ class LiveBoard:
             expected = dict(self.running)
         while True:
             with self.lock:
-                missing = [key for key in expected if key not in self.records]
+                missing = [key for key, info in expected.items() if (*key, info["worker"]) not in self.records]
             now = time.monotonic()
             if (not missing and now >= begun + 0.3) or now >= begun + grace + 0.5:
                 break
@@ -524,9 +525,9 @@ class LiveBoard:
         with self.lock:
             records = list(self.records.values())
             for key in missing:
-                if key in self.records:
-                    continue
                 info = expected[key]
+                if (*key, info["worker"]) in self.records:
+                    continue
                 # Its worker kills it later, as the controller shuts the workers down: its run time
                 # is counted to the interruption, what the reports can know of.
                 ended = self.ends.get(key, stopped)

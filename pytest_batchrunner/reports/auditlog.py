@@ -245,8 +245,10 @@ class AuditLog:
         self._emitted.discard((nodeid, worker, number))
         ended = started + record["duration_ms"] / 1000
         if record.get("interrupted"):
-            # Killed as the run stopped: the closing lines name it again ("Command interrupted: CMD").
-            self.log(ERROR, f"[X] Command interrupted ({record['duration_ms']:.1f}ms)", ended)
+            # Killed as the run stopped: a failure in the original's shapes, as the JSON has it
+            # (exit code -1, the reason as its error output); the closing lines name it again.
+            self.log(ERROR, f"[X] Command failed (exit code {original_exit_code(record)})", ended)
+            self.log(ERROR, "Error output: Command interrupted: the run was stopped while it ran", ended)
             return
         if record["timed_out"]:
             timeout = record.get("timeout")
