@@ -162,22 +162,22 @@ class JobRunner:
         owners: list[tuple[threading.Lock, set[int]]] = [(self.lock, self.live)]
         if self.prestart is not None:
             owners.append((self.prestart.lock, self.prestart.live))
-        for lock, live in owners:
-            with lock:
-                groups = list(live)
-            for pgid in groups:
-                kill_group(pgid, signal.SIGTERM)
+
+        def kill_all(signum: int) -> None:
+            for lock, live in owners:
+                with lock:
+                    groups = list(live)
+                for pgid in groups:
+                    kill_group(pgid, signum)
+
+        kill_all(signal.SIGTERM)
         # Exceptions only: a third Ctrl+C (see plugin.Interrupts) abandons this, as the rest of the wind-down.
         try:
             attempt = future.result(timeout=grace)
         except Exception:  # noqa: BLE001 - still running after the grace (or it failed to start)
             attempt = None
         if attempt is None:
-            for lock, live in owners:
-                with lock:
-                    groups = list(live)
-                for pgid in groups:
-                    kill_group(pgid, signal.SIGKILL)
+            kill_all(signal.SIGKILL)
             try:
                 # The slot sees its shell die at once, then reads what is left of its output.
                 attempt = future.result(timeout=5.0)
