@@ -123,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("\n[!] Interrupted by user", flush=True)
             print("[!] Interrupted: running commands were killed", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
+        except RuntimeError:
+            # A report of the run's could not be written (--junitxml): the commands
+            # ran, and the results JSON is still written before the error is named.
+            if runner.results:
+                _save(runner, args.output)
+            raise
         _save(runner, args.output)
     except (OSError, RuntimeError, ValueError) as exc:
         return _error(exc)

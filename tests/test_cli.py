@@ -105,6 +105,11 @@ def test_a_report_that_cannot_be_written_exits_1_naming_it(tmp_path: Path) -> No
         assert result.returncode == 1
         assert result.stderr.splitlines() == ["[X] Error: -o/--output /proc/x.json: not written: No such file or directory"]
     no_traceback(result)
+    # A JUnit file that cannot be written is named after the run; the results JSON is still written.
+    result = batchrunner("-q", "-c", "echo a", "--junitxml", "file/j.xml", "-o", "r.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"[X] Error: --junitxml {tmp_path / 'file/j.xml'}: not written: Not a directory"]
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["successful"] == 1
 
 
 def test_a_log_that_cannot_be_opened_is_one_line_naming_the_option(tmp_path: Path) -> None:
