@@ -419,16 +419,6 @@ class CommandItem(pytest.Item):
         if hasattr(report, "start") and hasattr(report, "stop"):
             report.start, report.stop = a.started, a.started + a.duration
 
-    def ended_record(self, number: int, a: Attempt) -> dict[str, Any]:
-        """What the logs write of attempt *number* when it ends: :meth:`attempt_record`'s keys for it, without the output."""
-        policy = self.rerun_policy()
-        return {
-            "nodeid": self.nodeid, "command": self.spec.command, "attempt": number, "success": a.success,
-            "exit_code": a.exit_code, "signal": a.signal, "timed_out": a.timed_out, "timeout": a.timeout,
-            "stderr": a.stderr, "started": a.started, "duration_ms": round(a.duration * 1000, 3),
-            "leftovers": a.leftovers, "max_attempts": policy.reruns + 1, "retry_delay": policy.delay(number),
-        }
-
     def record_interrupted(self, attempt: Attempt) -> None:
         """Record *attempt*, killed as the run stopped, where the run is reported.
 
@@ -462,13 +452,18 @@ class CommandItem(pytest.Item):
         if a is None:
             return None
         self.last_attempt = None
+        return self.record_of(self.attempt_number, a)
+
+    def record_of(self, number: int, a: Attempt) -> dict[str, Any]:
+        """Attempt *number*'s record, as :meth:`attempt_record` gives it (also for one that ended in a job slot,
+        before its item's turn: see :meth:`~pytest_batchrunner.plugin.recording.BatchRecording.attempt_ended`)."""
         policy = self.rerun_policy()
         return {
             "nodeid": self.nodeid,
             "command": self.spec.command,
             "file": self.spec.path,
             "line": self.spec.line,
-            "attempt": self.attempt_number,
+            "attempt": number,
             "success": a.success,
             "exit_code": a.exit_code,
             "signal": a.signal,
@@ -488,7 +483,7 @@ class CommandItem(pytest.Item):
             "host": self.config.stash.get(HOST_KEY, ":"),
             "pid": os.getpid(),
             "max_attempts": policy.reruns + 1,
-            "retry_delay": policy.delay(self.attempt_number),
+            "retry_delay": policy.delay(number),
         }
 
 

@@ -66,9 +66,9 @@ class JobRunner:
         self.claimed: set[pytest.Item] = set()
         """Items whose first attempt has started (ahead or in their own protocol)."""
         self.startable: dict[CommandItem, bool] = {}
+        """Whether an item may start ahead of its turn (see _may_start), once looked up."""
         self.foreign: dict[int, bool] = {}
         """Per hook relay (by id: relays live as long as the session): whether some conftest or plugin sets items up."""
-        """Whether an item may start ahead of its turn (see _may_start), once looked up."""
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
         self.upcoming: list[pytest.Item] = []
@@ -571,8 +571,9 @@ _BEFORE_THE_COMMAND = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytes
 # protocol), and its foundation's (pytest-timeout arms its timer, rerunfailures
 # reads its settings, both read ahead here too); and pytest-randomly, which
 # reseeds Python's random generators, which a shell command never reads.
-_KNOWN_MODULES = ("_pytest.", "pytest_batchrunner.", "batchrunner.", "xdist.", "pytest_timeout",
-                  "pytest_rerunfailures", "pytest_randomly")
+_KNOWN_PACKAGES = frozenset(
+    {"_pytest", "pytest_batchrunner", "batchrunner", "xdist", "pytest_timeout", "pytest_rerunfailures", "pytest_randomly"}
+)
 
 
 def _foreign_setup(hooks: Any) -> bool:
@@ -585,7 +586,7 @@ def _foreign_setup(hooks: Any) -> bool:
     for name in _BEFORE_THE_COMMAND:
         for impl in getattr(hooks, name).get_hookimpls():
             module = getattr(impl.function, "__module__", None) or ""
-            if not module.startswith(_KNOWN_MODULES) and module != "pytest_batchrunner":
+            if module.partition(".")[0] not in _KNOWN_PACKAGES:
                 return True
     return False
 

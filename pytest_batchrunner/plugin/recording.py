@@ -63,14 +63,13 @@ class BatchRecording:
     def attempt_ended(self, item: Any, number: int, attempt: Any, rerun: bool) -> None:
         """A command started ahead of its item's turn ended, in a job slot (any thread): tell the listeners that care.
 
-        They get the attempt's record without its output, and the outcome the
-        slot expects (``"rerun"``, ``"passed"`` or ``"failed"``); pytest's report
+        They get the attempt's record, and the outcome the slot expects (``"rerun"``, ``"passed"`` or ``"failed"``); pytest's report
         of it follows in the item's turn (:meth:`pytest_runtest_logreport`).
         """
         listeners = [lsn.on_command_end for lsn in self.recorder.listeners if hasattr(lsn, "on_command_end")]
         if not listeners:
             return
-        record = item.ended_record(number, attempt)
+        record = item.record_of(number, attempt)
         record["nodeid"] = self.key(record["nodeid"])
         outcome = "rerun" if rerun else "passed" if attempt.success else "failed"
         for on_command_end in listeners:
@@ -240,7 +239,6 @@ class BatchRecording:
                 self.pytest_terminal_summary(PlainTerminal())
         finally:
             self.recorder.close()
-
 
     def _workers_interrupted_attempts(self) -> None:
         """Under xdist: record the attempts the workers were running when the run was interrupted.
