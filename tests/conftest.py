@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import signal
 import subprocess
@@ -85,6 +86,21 @@ def _ecosystem_plugins_off(request: pytest.FixtureRequest, monkeypatch: pytest.M
 def pytest_configure(config: pytest.Config) -> None:
     _default_signals()
     _become_subreaper()
+
+
+@pytest.fixture(autouse=True)
+def _gc_left_as_it_was():
+    """Unfreeze what a test's in-process run froze, so that no later test in this worker sees it.
+
+    A batch-only session freezes the garbage collector's heap as it ends (see
+    the plugin's ``pytest_unconfigure``); run in-process (pytester's inline
+    runs), that is this worker's heap, and a later test that compares the
+    freeze count (the API leaves none behind) would see the earlier test's.
+    """
+    frozen = gc.get_freeze_count()
+    yield
+    if frozen == 0 and gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def _default_signals() -> None:
