@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from original_lines import LogEntry, parse_log
+from test_signals import stopped_run
 
 junitparser_xunit2 = pytest.importorskip("junitparser.xunit2")
 xmlschema = pytest.importorskip("xmlschema")
@@ -689,25 +690,13 @@ def test_runs_of_one_item_after_interruption(pytester: pytest.Pytester, no_lefto
     # --dist each both workers are running it. Each run is counted once.
     write(pytester, "touch started; sleep 300\n")
     extra = ["cmds.batch", "--keep-duplicates"] if how == "keep-duplicates" else ["-n", "2", "--dist", "each"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "cmds.batch", *extra, "-p", "no:cacheprovider", *REPORTS, *FAST[2:]],
-        cwd=pytester.path, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (pytester.path / "started").exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "the command never started"
-            time.sleep(0.05)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = out.decode(errors="replace")
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+
+    def ctrl_c(pid: int) -> None:
+        time.sleep(0.3)  # under --dist each, until both workers run it
+        os.kill(pid, signal.SIGINT)
+
+    returncode, text = stopped_run(pytester, "inprocess", ctrl_c, *extra, *REPORTS, *FAST[2:])
+    assert returncode == pytest.ExitCode.INTERRUPTED, text
     reports = read_reports(pytester.path)
     statuses = [status for _, _, status, _, _ in _runs(reports)]
     if how == "keep-duplicates":
