@@ -483,7 +483,7 @@ def test_a_worker_sends_records_as_values_in_the_records_key_order() -> None:
 
     from pytest_batchrunner.plugin.items import RECORD_KEYS, CommandItem
 
-    source = textwrap.dedent(inspect.getsource(CommandItem.attempt_record))
+    source = textwrap.dedent(inspect.getsource(CommandItem.record_of))
     returned = [node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Return)]
     record = next(value for value in returned if isinstance(value, ast.Dict))
     assert tuple(key.value for key in record.keys) == RECORD_KEYS  # type: ignore[union-attr]

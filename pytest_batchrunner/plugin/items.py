@@ -199,7 +199,7 @@ RECORD_KEYS = (
     "status", "stdout", "stderr", "stdout_bytes", "stderr_bytes", "started", "timestamp", "duration_ms",
     "leftovers", "expected_exit", "worker", "host", "pid", "max_attempts", "retry_delay",
 )
-"""The keys of :meth:`CommandItem.attempt_record`, in its order (a worker sends the values alone, see the plugin)."""
+"""The keys of :meth:`CommandItem.record_of`, in its order (a worker sends the values alone, see the plugin)."""
 
 
 class CommandItem(pytest.Item):
