@@ -112,7 +112,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--batch-shard", dest="batch_shard", type=parse_shard, default=None, metavar="K/N",
                     help=SHARD_HELP)
     group.addoption("--batch-timeout", dest="batch_timeout", type=cli_share, default=None, metavar="PERCENT",
-                    help=BATCH_TIMEOUT_HELP)
+                    help=BATCH_TIMEOUT_HELP.replace("%", "%%"))  # argparse %-formats option help
     parser.addini("batch_order", ORDER_HELP, default=None)
     parser.addini("batch_timeout", BATCH_TIMEOUT_HELP, default=None)
     parser.addini("batch_patterns", PATTERNS_HELP, type="args", default=[])
