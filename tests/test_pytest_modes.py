@@ -40,3 +40,22 @@ def test_information_modes(pytester: pytest.Pytester, batch: str, mode: str, ext
         # argparse %-formats each option's help: a bare % there was a crash (ValueError).
         result.stdout.fnmatch_lines(["*--batch-timeout=PERCENT*", "*batch_timeout (string):*"])
         assert result.stdout.str().count("e.g. 300%;") == 2  # the option's help and the ini value's
+
+
+SESSION_EXTRAS = [(), ("--batch-jobs", "2"), ("-n", "1"), ("-n", "1", "--batch-jobs", "2"), N2_JOBS2]
+
+
+@pytest.mark.parametrize(
+    "mode, extra",
+    # pytest-xdist does not distribute a --co run: -n adds nothing there.
+    [("--co", ()), ("--co", ("--batch-jobs", "2")), ("--co", N2_JOBS2)]
+    + [(mode, extra) for mode in ("--setup-plan", "--setup-only") for extra in SESSION_EXTRAS],
+)
+def test_session_modes_run_no_command(pytester: pytest.Pytester, batch: str, mode: str, extra: tuple[str, ...]) -> None:
+    result = _run(pytester, mode, *extra, batch)
+    assert result.ret == pytest.ExitCode.OK
+    out = result.stdout.str()
+    # No run, so no run's summary ("Not run: 3" was claimed for commands started ahead).
+    assert "BatchRunner summary" not in out and "Not run" not in out, out
+    if mode == "--co":
+        result.stdout.fnmatch_lines([f"*{COMMANDS} tests collected*"])

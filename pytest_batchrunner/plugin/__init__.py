@@ -42,6 +42,7 @@ from pytest_batchrunner.plugin.engine import (
     EngineSettings,
     default_timeout,
     has_timeout_plugin,
+    runs_commands,
 )
 from pytest_batchrunner.plugin.discovery import BatchDiscovery
 from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
@@ -206,7 +207,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.batch_timeout = _setting(config, "batch_timeout", share, None)
     # In an xdist worker the default does not look ahead: xdist blames a worker's
     # crash on the item it is running, which must be the command that crashed it.
-    if jobs > 1 or (jobs == 1 and is_controller(config)):
+    if runs_commands(config) and (jobs > 1 or (jobs == 1 and is_controller(config))):
         from pytest_batchrunner.plugin.jobs import JobRunner
 
         config.stash[JOBS_KEY] = runner = JobRunner(config, jobs)
@@ -223,7 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin import remote
 
     remote.configure(config, is_controller(config))
-    if is_controller(config) and not config.option.collectonly:
+    if is_controller(config) and runs_commands(config):
         from pytest_batchrunner.plugin.recording import BatchRecording
 
         recording = BatchRecording(config, discovery(config))
@@ -236,7 +237,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         # It writes only if pytest's cache is on (-p no:cacheprovider: never).
         config.pluginmanager.register(HistoryWriter(config, recording.recorder), "batchrunner-history")
-    if not config.option.collectonly:
+    if runs_commands(config):
         from pytest_batchrunner.plugin import live
 
         watcher = live.configure(config, is_controller(config))

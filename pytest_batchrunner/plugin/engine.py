@@ -87,3 +87,9 @@ def default_timeout(config: pytest.Config) -> float | None:
         return get_env_settings(config).timeout
     except (ImportError, AttributeError):  # an older or newer pytest-timeout without it
         return config.getoption("timeout", None)
+
+
+def runs_commands(config: pytest.Config) -> bool:
+    """False under ``--collect-only``, ``--setup-only`` and ``--setup-plan``: no item's call runs, so no command does."""
+    option = config.option
+    return not (option.collectonly or getattr(option, "setuponly", False) or getattr(option, "setupplan", False))
