@@ -215,6 +215,9 @@ class BatchRunner:
             if self._inner is not None and self._inner.outcome is not None:
                 recorded, self.summary = self._inner.outcome
                 self.results = list(recorded)
+            if self.summary.get("success_rate", 0.0) is None:
+                # The original's summary holds a number: 0.0 when no command ran (the reports say n/a).
+                self.summary = {**self.summary, "success_rate": 0.0}
             self._inner = None  # nothing of the inner run outlives run()
             self.end_time = time.time()
         return self.results, self.summary

@@ -92,3 +92,18 @@ def test_only_rerun_still_reads_the_status(pytester: pytest.Pytester, run) -> No
     write(pytester, "exit 3\nexit 4\n")
     result = run("--reruns", "1", "--only-rerun", "exit code 3")
     assert result.parseoutcomes() == {"failed": 2, "rerun": 1}
+
+
+def test_no_rate_when_no_command_ran(pytester: pytest.Pytester, run) -> None:
+    """Every command skipped: the summary and every report say that none ran, not a rate of 0 or 100."""
+    import json
+
+    write(pytester, "# batch: skip\ntouch ran-1\ntouch ran-2\n")
+    result = run("--batch-json", "r.json", "--batch-markdown", "r.md", "--batch-log", "r.log")
+    assert result.ret == pytest.ExitCode.OK
+    assert "Success Rate: n/a (no command ran)" in summary_of(result)
+    assert json.loads((pytester.path / "r.json").read_text())["summary"]["success_rate"] is None
+    assert "**Success rate: n/a (no command ran)**" in (pytester.path / "r.md").read_text()
+    log = (pytester.path / "r.log").read_text()
+    assert "Success Rate: n/a (no command ran)" in log and " success_rate=n/a " in log
+    assert not list(pytester.path.glob("ran-*"))

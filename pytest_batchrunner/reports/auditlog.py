@@ -47,7 +47,7 @@ from typing import IO, Any
 from pytest_batchrunner._version import __version__
 from pytest_batchrunner.reports.files import LineFile, one_line
 from pytest_batchrunner.reports.results import Recorder, original_exit_code
-from pytest_batchrunner.reports.summary import format_rate
+from pytest_batchrunner.reports.summary import shown_rate
 
 __all__ = ["AuditLog", "log_line"]
 
@@ -306,7 +306,7 @@ class AuditLog:
         self.log(INFO, f"Total Commands: {s['total_commands']}")
         self.log(INFO, f"Successful: {s['successful']}")
         self.log(INFO, f"Failed: {s['failed']}")
-        self.log(INFO, f"Success Rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%")
+        self.log(INFO, f"Success Rate: {shown_rate(s)}")
         self.log(INFO, f"Total Duration: {s['total_duration_ms']:.1f}ms")
         self.log(INFO, f"Avg Command Duration: {s['avg_command_duration_ms']:.1f}ms")
         self.log(INFO, f"Min Command Duration: {s['min_command_duration_ms']:.1f}ms")
@@ -335,6 +335,8 @@ def _attempt_key(record: dict[str, Any]) -> tuple[str, str, int, float]:
 
 
 def _value(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

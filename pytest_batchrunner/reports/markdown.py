@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import Slowest, duration, format_rate, last_line, name, where
+from pytest_batchrunner.reports.summary import Slowest, duration, last_line, name, shown_rate, where
 
 __all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
@@ -63,7 +63,7 @@ def markdown_summary(summary: dict[str, Any], results: Iterable[CommandResult], 
     out = [
         f"### {mark} {title}",
         "",
-        f"**Success rate: {format_rate(s['success_rate'], s['successful'], s['failed'])}%** · " + " · ".join(counts),
+        f"**Success rate: {shown_rate(s)}** · " + " · ".join(counts),
         "",
         f"Total time {s['total_duration_ms'] / 1000:.2f} s · command time avg "
         f"{s['avg_command_duration_ms'] / 1000:.2f} s, max {s['max_command_duration_ms'] / 1000:.2f} s",

@@ -565,7 +565,7 @@ class SummaryCounter:
         ``success_rate`` is the percentage of successful commands among those that
         ran to an outcome (skipped and never-run commands are not counted), not
         rounded, as the original's (1,999 of 2,000 is ``99.95``, never ``100.0``);
-        ``0.0`` when nothing ran. Command durations are the last attempt's, as the
+        ``None`` when no command ran (every one skipped, deselected or not run). Command durations are the last attempt's, as the
         original's.
         """
         n = self.durations
@@ -573,7 +573,7 @@ class SummaryCounter:
             "total_commands": self.total,
             "successful": self.successful,
             "failed": self.failed,
-            "success_rate": 100.0 * self.successful / self.ran if self.ran else 0.0,
+            "success_rate": 100.0 * self.successful / self.ran if self.ran else None,
             "total_duration_ms": round(wall_seconds * 1000, 3),
             "avg_command_duration_ms": round(self.duration_sum / n, 3) if n else 0.0,
             "min_command_duration_ms": round(self.duration_min, 3) if self.duration_min is not None else 0.0,

@@ -49,6 +49,15 @@ def last_line(text: str) -> str:
     return ""
 
 
+NO_RATE = "n/a (no command ran)"
+
+
+def shown_rate(summary: dict[str, Any]) -> str:
+    """The summary's success rate for display (``66.7%``), or ``n/a (no command ran)`` when it has none."""
+    rate = summary["success_rate"]
+    return NO_RATE if rate is None else format_rate(rate, summary["successful"], summary["failed"]) + "%"
+
+
 def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
     """*rate* (a percentage) for display: one decimal, or as many more as it takes to tell the truth.
 
@@ -79,10 +88,10 @@ def summary_lines(summary: dict[str, Any], results: Iterable[CommandResult]) -> 
     if s["not_run"]:
         counts.append(f"Not run: {s['not_run']}")
     good = s["failed"] == 0 and not s["interrupted"]
-    rate = format_rate(s["success_rate"], s["successful"], s["failed"])
+    none = good and s["success_rate"] is None
     lines: list[tuple[str, dict[str, bool]]] = [
         (" | ".join(counts), {}),
-        (f"Success Rate: {rate}%", {"green": good, "red": not good, "bold": True}),
+        (f"Success Rate: {shown_rate(s)}", {"green": good and not none, "yellow": none, "red": not good, "bold": True}),
         (
             f"Total Time: {_seconds(s['total_duration_ms'])} | Command Time: avg "
             f"{_seconds(s['avg_command_duration_ms'])}, min {_seconds(s['min_command_duration_ms'])}, "
