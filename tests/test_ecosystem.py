@@ -83,6 +83,21 @@ def test_batch_patterns_opt_in_to_discovery(pytester: pytest.Pytester, ecosystem
     assert (pytester.path / "other-ran").exists()
 
 
+def test_a_named_file_nothing_collects_gets_a_notice(pytester: pytest.Pytester, run) -> None:
+    """``pytest cmds.txt`` (the original's file name) says how to run it; a ``.txt`` of doctests is left alone."""
+    write(pytester, "touch ran-1\n", "cmds.txt")
+    write(pytester, ">>> 1 + 1\n2\n", "doc.txt")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = run("cmds.txt", "doc.txt")
+    assert outcomes(result) == {"passed": 2}
+    result.stdout.fnmatch_lines([
+        "pytest-batchrunner: cmds.txt was named but pytest collected no test from it; to run its lines as commands, "
+        "rename it to *.batch, add it to batch_patterns in the ini file, or run batchrunner -f cmds.txt"
+    ])
+    assert "doc.txt was named" not in result.stdout.str()
+    assert not (pytester.path / "ran-1").exists()
+
+
 def test_lf_and_ff_without_arguments_rerun_failed_commands(pytester: pytest.Pytester, ecosystem, mode: str) -> None:
     (pytester.path / "ci").mkdir()
     write(pytester, "echo ok\ntest -f fixed\necho [x] && test -f fixed\n", "ci/cmds.batch")

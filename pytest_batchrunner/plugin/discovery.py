@@ -23,10 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from pytest_batchrunner.batchfile import printable
+
 DEFAULT_PATTERNS = ["*.batch"]
 
 SKIPPED_KEY = "batchrunner_skipped_files"
 """The worker's count of left-out batch files, sent to the controller in ``workeroutput``."""
+UNCOLLECTED_KEY = "batchrunner_uncollected_files"
+"""The files named on the command line that nothing collected, sent to the controller in ``workeroutput``."""
 
 
 def matches(relpath: str, patterns: list[str]) -> bool:
@@ -53,6 +57,11 @@ class BatchDiscovery:
         """Batch files found but not asked for (relative paths), in this process."""
         self.skipped_elsewhere = 0
         """The largest count reported by an xdist worker (each worker collects the same files)."""
+        self.unused: dict[str, None] = {}
+        """Files named on the command line that nothing collected a test from (relative to the rootdir); xdist workers' too."""
+        self.watched: dict[str, str] = {}
+        """The node ids of other plugins' collectors of those files (pytest's doctest plugin takes any ``.txt``)."""
+        self.used: set[str] = set()
 
     def relpath(self, path: Path) -> str:
         try:
@@ -90,6 +99,26 @@ class BatchDiscovery:
                               stacklevel=1)
         return None
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
+        """Watch a file named on the command line that is not a batch file nor Python (``pytest cmds.txt``)."""
+        collected = yield
+        if file_path.suffix != ".py" and _key(file_path) in self.named:
+            rel = self.relpath(file_path)
+            if not self.is_batch_file(rel):
+                self.unused[rel] = None
+                self.watched.update((node.nodeid, rel) for node in collected)
+        return collected
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        name = self.watched.get(report.nodeid)
+        if name is not None and (report.result or not report.passed):
+            self.used.add(name)
+
+    def uncollected(self) -> list[str]:
+        """The watched files that gave no test (or error): nothing ran them."""
+        return [name for name in self.unused if name not in self.used]
+
     def is_batch_file(self, relpath: str) -> bool:
         """Whether the file at *relpath* holds commands (``*.batch`` or a configured pattern)."""
         return matches(relpath, self.patterns)
@@ -116,17 +145,26 @@ class BatchDiscovery:
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput[SKIPPED_KEY] = len(self.skipped)
+            workeroutput[UNCOLLECTED_KEY] = self.uncollected()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:  # type: ignore[no-untyped-def]
         count = getattr(node, "workeroutput", {}).get(SKIPPED_KEY, 0)
         self.skipped_elsewhere = max(self.skipped_elsewhere, int(count or 0))
+        self.unused.update(dict.fromkeys(getattr(node, "workeroutput", {}).get(UNCOLLECTED_KEY, ())))
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
         self.noted = True
         if hasattr(self.config, "workerinput"):
             return
+        for name in self.uncollected():
+            terminalreporter.write_line(
+                f"pytest-batchrunner: {printable(name)} was named but pytest collected no test from it; to run its "
+                "lines as commands, rename it to *.batch, add it to batch_patterns in the ini file, or run "
+                f"batchrunner -f {printable(name)}",
+                yellow=True,
+            )
         count = self.count_skipped()
         if count:
             files = "file was" if count == 1 else "files were"
