@@ -583,3 +583,16 @@ def test_tb_line_locates_a_failure_at_its_batch_line(pytester: pytest.Pytester, 
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["cmds.batch:2: exit code 1 · cmds.batch:2 ·*"])
     assert "items.py" not in result.stdout.str()
+
+
+def test_retries_without_rerunfailures_is_a_usage_error(pytester: pytest.Pytester, run) -> None:
+    """``retries=`` cannot be kept without pytest-rerunfailures: refused before any command runs, naming the line."""
+    write(pytester, "touch ran-1\nexit 1   # batch: retries=2\n")
+    result = run("-p", "no:rerunfailures")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: cmds.batch:2: retries=2 needs pytest-rerunfailures, which is not active (-p no:rerunfailures, "
+        "or not installed): enable it, or remove retries= from the line"
+    ])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not (pytester.path / "ran-1").exists()

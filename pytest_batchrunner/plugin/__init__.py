@@ -190,6 +190,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _check_other_plugins_values(config)
     _check_named_batch_files(config)
+    _check_retries_before_workers(config)
     config.stash[ENGINE_KEY] = EngineSettings(
         capture_bytes=_setting(config, "batch_capture_bytes", byte_count, DEFAULT_CAPTURE_BYTES),
         kill_grace=_setting(config, "batch_kill_grace", non_negative_float, DEFAULT_KILL_GRACE),
@@ -355,6 +356,48 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
             gc.collect()
             gc.freeze()
             session.config.stash[_FROZEN_KEY] = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A line's ``retries=`` without pytest-rerunfailures (``-p no:rerunfailures``) is a usage error: nothing would rerun it."""
+    if hasattr(config.option, "reruns"):
+        return
+    from pytest_batchrunner.plugin.items import CommandItem
+
+    for item in items:
+        if isinstance(item, CommandItem) and item.spec.settings.retries:
+            raise _retries_error(item.spec)
+
+
+def _retries_error(spec) -> pytest.UsageError:  # type: ignore[no-untyped-def]
+    from pytest_batchrunner.batchfile import printable
+
+    return pytest.UsageError(
+        f"{printable(spec.path)}:{spec.line}: retries={spec.settings.retries} needs pytest-rerunfailures, which is "
+        "not active (-p no:rerunfailures, or not installed): enable it, or remove retries= from the line"
+    )
+
+
+def _check_retries_before_workers(config: pytest.Config) -> None:
+    """Under xdist without pytest-rerunfailures, refuse ``retries=`` on the controller, before any worker starts.
+
+    (A usage error raised in a worker's collection would be an INTERNALERROR of xdist.)
+    """
+    if hasattr(config.option, "reruns") or not is_controller(config) or getattr(config.option, "dist", "no") == "no":
+        return
+    from pytest_batchrunner.batchfile import BatchFileError, parse_batch_text, read_batch_file
+    from pytest_batchrunner.plugin.pipelines import batch_files
+
+    for path in batch_files(config, discovery(config)):
+        try:
+            data = read_batch_file(path)
+            specs = parse_batch_text(data, os.path.relpath(path, config.invocation_params.dir)) if b"retries" in data else []
+        except (OSError, BatchFileError):
+            continue  # collection reports the problem
+        for spec in specs:
+            if spec.settings.retries:
+                raise _retries_error(spec)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

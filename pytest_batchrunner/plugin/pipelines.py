@@ -230,7 +230,7 @@ class GroupScheduling:
 def _groups(config: pytest.Config, discovery: BatchDiscovery) -> dict[str, tuple[str, bool]]:
     """``nodeid -> (group, sequential)`` for every grouped line of the batch files pytest will collect."""
     groups: dict[str, tuple[str, bool]] = {}
-    for path in _batch_files(config, discovery):
+    for path in batch_files(config, discovery):
         try:
             data = read_batch_file(path)  # a FIFO or a device is refused, not read
             if b"group=" not in data and b"sequential" not in data:
@@ -249,7 +249,7 @@ def _groups(config: pytest.Config, discovery: BatchDiscovery) -> dict[str, tuple
     return groups
 
 
-def _batch_files(config: pytest.Config, discovery: BatchDiscovery):  # type: ignore[no-untyped-def]
+def batch_files(config: pytest.Config, discovery: BatchDiscovery):  # type: ignore[no-untyped-def]
     """The batch files pytest is going to collect from its arguments (without running collection)."""
     norecurse = config.getini("norecursedirs")
     for arg in config.args:
