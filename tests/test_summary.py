@@ -107,3 +107,15 @@ def test_no_rate_when_no_command_ran(pytester: pytest.Pytester, run) -> None:
     log = (pytester.path / "r.log").read_text()
     assert "Success Rate: n/a (no command ran)" in log and " success_rate=n/a " in log
     assert not list(pytester.path.glob("ran-*"))
+
+
+def test_a_failure_line_says_why_once(pytester: pytest.Pytester, run) -> None:
+    """A timed-out command's line: its status, then the last line it printed, not the status again in the original's words."""
+    write(pytester, "sleep 30   # batch: timeout=0.5\necho oops >&2; sleep 30   # batch: timeout=0.5\n")
+    result = run("--batch-markdown", "r.md")
+    summary = summary_of(result)
+    assert "  cmds.batch:1  sleep 30  [timed out after 0.5 s]" in summary, summary
+    assert "  cmds.batch:2  echo oops >&2; sleep 30  [timed out after 0.5 s]  oops" in summary, summary
+    markdown = (pytester.path / "r.md").read_text()
+    assert "| `cmds.batch:1` | `sleep 30` | timed out after 0.5 s |  |" in markdown, markdown
+    assert "Command timed out" not in "\n".join(summary) + markdown

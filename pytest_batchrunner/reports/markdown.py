@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import Slowest, duration, last_line, name, shown_rate, where
+from pytest_batchrunner.reports.summary import Slowest, duration, last_words, name, shown_rate, where
 
 __all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
@@ -80,7 +80,7 @@ def markdown_summary(summary: dict[str, Any], results: Iterable[CommandResult], 
             continue
         bad += 1
         if bad <= FAILED_ROWS:
-            last = last_line(r.stderr) or last_line(r.stdout)
+            last = last_words(r)
             rows.append(f"| {_code(where(r))} | {_code(name(r))} | {_cell(r.message or r.status)} | {_cell(last)} |")
     if bad:
         out += [f"#### Failed commands ({bad})", "", "| Where | Command | Status | Last stderr line |",

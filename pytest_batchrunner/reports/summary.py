@@ -58,6 +58,15 @@ def shown_rate(summary: dict[str, Any]) -> str:
     return NO_RATE if rate is None else format_rate(rate, summary["successful"], summary["failed"]) + "%"
 
 
+def last_words(r: CommandResult) -> str:
+    """The last line the failed command *r* printed (stderr first), without the reason added after it (a timeout's)."""
+    stderr = r.stderr
+    if r.exit_code == -1 and not r.success:
+        # The original's convention: no exit code, and the reason as stderr's last line (see .results).
+        stderr = stderr.rstrip("\n").rpartition("\n")[0]
+    return last_line(stderr) or last_line(r.stdout)
+
+
 def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
     """*rate* (a percentage) for display: one decimal, or as many more as it takes to tell the truth.
 
@@ -109,7 +118,7 @@ def summary_lines(summary: dict[str, Any], results: Iterable[CommandResult]) -> 
         slow.add(r)
         if r.status in ("failed", "interrupted"):
             detail = r.message or r.status
-            last = last_line(r.stderr) or last_line(r.stdout)
+            last = last_words(r)
             text = f"  {where(r)}  {name(r)}  [{printable(detail)}]"
             if last:
                 text += f"  {last}"
