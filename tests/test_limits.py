@@ -196,3 +196,30 @@ def test_a_long_command_in_a_batch_file(pytester: pytest.Pytester, run) -> None:
     result.assert_outcomes(passed=2)
     assert json.loads((pytester.path / "r.json").read_text())["results"][0]["stdout"].strip() == "200001"
     assert "Traceback" not in result.stdout.str()
+
+
+def test_many_named_batch_files_are_each_offered_once(pytester: pytest.Pytester, run, mode: str) -> None:
+    """``pytest b/*.batch``: each file of the folder is offered to the plugins once, not once per named file (N x N)."""
+    files = 40
+    (pytester.path / "b").mkdir()
+    for i in range(files):
+        (pytester.path / "b" / f"f{i}.batch").write_text(f"touch ran-{i}\n")
+    pytester.makeconftest(textwrap.dedent("""
+        import os
+        offered = []
+
+        def pytest_collect_file(file_path):
+            if file_path.suffix == ".batch":
+                offered.append(file_path)
+
+        def pytest_sessionfinish(session):
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(f"offered-{worker}", "w") as f:
+                f.write(str(len(offered)))
+    """))
+    result = run(*sorted(f"b/{p.name}" for p in (pytester.path / "b").glob("*.batch")))
+    assert result.parseoutcomes() == {"passed": files}
+    # Each process that collects (the xdist controller does not) was offered each file once.
+    counts = {p.name: int(p.read_text()) for p in pytester.path.glob("offered-*")}
+    assert sorted(counts.values()) == ([0, files, files] if mode == "xdist" else [files]), counts
+    assert len(list(pytester.path.glob("ran-*"))) == files

@@ -51,6 +51,8 @@ class BatchDiscovery:
         self.configured: list[str] = [p for p in config.getini("batch_patterns") if p]
         self.patterns = DEFAULT_PATTERNS + [p for p in self.configured if p not in DEFAULT_PATTERNS]
         self.named = _named_paths(config)
+        self.named_dirs = {os.path.dirname(key) for key in self.named if self.is_batch_file(self.relpath(Path(key)))}
+        """The folders of the batch files named on the command line (see :class:`CollectedOnce`)."""
         self.searched = _searched_directories(config)
         self.failed_last = _last_failed_files(config)
         self.skipped: set[str] = set()
@@ -69,7 +71,15 @@ class BatchDiscovery:
         except ValueError:
             return path.as_posix()
 
-    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> None:
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        """A folder holding named batch files is collected once (:class:`CollectedOnce`); warn of FIFOs and devices."""
+        if self.configured:
+            self._warn_irregular(path)
+        if _key(path) in self.named_dirs and not (path / "__init__.py").is_file():  # a package is pytest's
+            return CollectedOnce.from_parent(parent, path=path)
+        return None
+
+    def _warn_irregular(self, path: Path) -> None:
         """Warn of what pytest's folder walk passes over in silence: a FIFO or a device that would be a batch file.
 
         pytest offers only regular files to ``pytest_collect_file``, so a
@@ -77,15 +87,13 @@ class BatchDiscovery:
         reader); the user is told it was skipped. Only with ``batch_patterns``
         set: without it no file found in a folder runs anyway.
         """
-        if not self.configured:
-            return None
         from pytest_batchrunner.batchfile import not_a_regular_file
         from pytest_batchrunner.plugin.items import BatchFileWarning
 
         try:
             entries = list(os.scandir(path))
         except OSError:
-            return None
+            return
         for entry in entries:
             try:
                 if entry.is_dir() or entry.is_file():
@@ -97,7 +105,6 @@ class BatchDiscovery:
             if kind is not None and matches(rel, self.configured):
                 warnings.warn(BatchFileWarning(f"{rel}: not a regular file ({kind}); batch files must be regular files, skipped"),
                               stacklevel=1)
-        return None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[no-untyped-def]
@@ -182,6 +189,22 @@ class BatchDiscovery:
             from pytest_batchrunner.plugin.recording import PlainTerminal
 
             self.pytest_terminal_summary(PlainTerminal())
+
+
+class CollectedOnce(pytest.Dir):  # type: ignore[misc]  # pytest.Dir is final for typing only
+    """pytest's folder collector, whose children are found once.
+
+    pytest collects a file's folder again for each file named on the command
+    line (``pytest b/*.batch``): every file of the folder offered again, a
+    collector built again for each batch file, N times N for N files.
+    """
+
+    children: list[pytest.Item | pytest.Collector] | None = None
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        if self.children is None:
+            self.children = list(super().collect())
+        return self.children
 
 
 def _key(path: Path | str) -> str:
