@@ -19,6 +19,7 @@ The format:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import shlex
@@ -139,8 +140,8 @@ def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
     """
     try:
         mode = os.stat(path).st_mode
-    except OSError:
-        return None
+    except OSError as exc:
+        return "a symbolic link loop" if exc.errno == errno.ELOOP else None
     return _kind(mode)
 
 

@@ -42,6 +42,17 @@ def test_a_fifo_or_a_device_named_on_the_command_line_is_a_usage_error(
     result.stderr.fnmatch_lines([f"*{name}: not a regular file ({kind}); batch files must be regular files*"])
 
 
+@pytest.mark.parametrize("arg", ["loop.batch", "a.batch", "a.batch::echo x"])
+def test_a_symlink_loop_named_on_the_command_line_is_a_usage_error(pytester: pytest.Pytester, run, arg: str) -> None:
+    os.symlink("loop.batch", pytester.path / "loop.batch")
+    os.symlink("b.batch", pytester.path / "a.batch")
+    os.symlink("a.batch", pytester.path / "b.batch")
+    result = run(arg, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {arg}: not a regular file (a symbolic link loop); batch files must be regular files"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def test_the_parser_refuses_what_is_not_a_regular_file(tmp_path) -> None:
     os.mkfifo(tmp_path / "fifo.batch")
     start = time.monotonic()

@@ -221,7 +221,7 @@ def _named_paths(config: pytest.Config) -> set[str]:
         named.add(_key(path))
         try:
             named.add(_key(path.resolve()))
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
             pass
     return named
 
