@@ -86,6 +86,32 @@ def test_a_file_name_with_double_colons_is_reported_right(pytester: pytest.Pytes
     assert cases[1].find("failure") is not None and cases[0].find("skipped") is None
 
 
+COLON_LINES = [': "${X:=1}"', "echo a::b", ":", ": x", "echo a:::b"]
+
+
+def test_commands_with_colons_are_reported_as_run(pytester: pytest.Pytester, run) -> None:
+    (pytester.path / "c.batch").write_text("\n".join(COLON_LINES) + "\n")
+    result = run("c.batch", "--junitxml=j.xml", "--batch-json=r.json", "--batch-joblog=j.tsv", "--batch-log=a.log")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["Total Commands: 5 | Successful: 5 | Failed: 0 | Flaky: 0 | Reruns: 0"])
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert sorted((r["line"], r["command"], r["status"], r["file"]) for r in results) == [
+        (n, line, "passed", "c.batch") for n, line in enumerate(COLON_LINES, 1)
+    ]
+    cases = list(ET.parse(pytester.path / "j.xml").iter("testcase"))
+    assert [(c.get("classname"), c.get("name"), [e.tag for e in c if e.tag != "system-out"]) for c in cases] == [
+        ("c.batch", name, []) for name in item_names(parse_batch_text((pytester.path / "c.batch").read_text(), "c.batch"))
+    ]
+    rows = [row.split("\t") for row in (pytester.path / "j.tsv").read_text().splitlines()[1:]]
+    assert sorted((int(row[0]), row[6], row[-1]) for row in rows) == [(n, "0", line) for n, line in enumerate(COLON_LINES, 1)]
+    assert "Not run" not in (pytester.path / "a.log").read_text()
+
+
+def test_item_names_never_start_with_a_colon_nor_hold_two() -> None:
+    names = item_names(parse_batch_text("\n".join(COLON_LINES) + "\n", "c.batch"))
+    assert names == [' : "${X:=1}"', "echo a: :b", " :", " : x", "echo a: : :b"]
+
+
 def test_a_file_name_that_is_not_utf8_is_reported_escaped(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
     # Its bytes reach pytest's ids as surrogate escapes, which no report (nor
     # the results spool, nor pytest's junitxml) can encode: an INTERNALERROR.
