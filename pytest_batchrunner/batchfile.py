@@ -114,6 +114,11 @@ class CommandSpec:
     display: str
     settings: LineSettings = field(default_factory=LineSettings)
 
+    @property
+    def reported(self) -> str:
+        """The command as every report gives it: as written, without its ``# batch:`` comment."""
+        return (_split_settings_comment(self.command)[0] if "#" in self.command else self.command) or self.command
+
 
 def parse_batch_file(path: str | os.PathLike[str]) -> list[CommandSpec]:
     """Read and parse a batch file.

@@ -822,3 +822,24 @@ def test_xml_text_makes_every_character_writable_and_parseable() -> None:
     parsed = ET.fromstring(data).text
     assert parsed.startswith("#x00#x01") and "#x1B" in parsed and "#xD800" in parsed and "#xFFFE" in parsed
     assert "\t\n" in parsed and "\U0010ffff" in parsed and "]]>" in xml_text("]]>")
+
+
+def test_batch_comments_are_left_out_of_every_report(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "echo hi # batch: timeout=30\nexit 3 # batch: retries=1 retry-delay=0\nsleep 0 && \\\n  echo two # batch: tags=x\n")
+    files = ("--batch-markdown", "out/summary.md", "--batch-html", "out/page.html", "--batch-trace", "out/trace.json")
+    result = run(*REPORTS, *files, "-v", "-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "exit 3\n" in (pytester.path / "out/audit.log").read_text()  # the commands are there...
+    results = json.loads((pytester.path / "out/results.json").read_text())["results"]
+    assert [r["command"] for r in results] == ["echo hi", "exit 3", "sleep 0 && \\\n  echo two"]
+    texts = {p.name: p.read_text() for p in (pytester.path / "out").iterdir()}
+    texts["terminal"] = result.stdout.str() + result.stderr.str()
+    if mode == "inprocess":  # the API and the CLI, on the same engine
+        cli = subprocess.run(
+            [sys.executable, "-m", "batchrunner", "-f", "cmds.batch", "-o", "c.json", "-l", "c.log", "--junitxml", "c.xml"],
+            cwd=pytester.path, capture_output=True, text=True, timeout=60,
+        )
+        assert cli.returncode == 1, cli.stderr
+        texts.update({name: (pytester.path / name).read_text() for name in ("c.json", "c.log", "c.xml")}, cli=cli.stdout + cli.stderr)
+    assert len(texts) == (12 if mode == "inprocess" else 8)
+    assert [name for name, text in texts.items() if "batch:" in text.replace("cmds.batch:", "")] == []

@@ -120,7 +120,7 @@ class BatchRecording:
     def expect_selected(self, items) -> None:  # type: ignore[no-untyped-def]
         """Announce the command items selected to run: the only ones the reports count."""
         for item in items:
-            self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
+            self.recorder.expect(item.nodeid, item.spec.reported, item.spec.path, item.spec.line)
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
@@ -163,7 +163,7 @@ class BatchRecording:
             for spec, name in zip(specs, item_names(specs), strict=True):
                 nodeid = f"{rel}::{name}"
                 for _ in range(wanted[nodeid]):
-                    self.recorder.expect(nodeid, spec.command, spec.path, spec.line)
+                    self.recorder.expect(nodeid, spec.reported, spec.path, spec.line)
 
     # -- what ran -------------------------------------------------------------------------
 
