@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -169,3 +171,23 @@ def test_collection_stays_linear_on_crafted_input(crafted) -> None:
     small, large = min(cost(5_000) for _ in range(3)), min(cost(40_000) for _ in range(3))
     # Eight times the input: linear is about 8x, quadratic 64x; generous for a busy machine.
     assert large < max(small * 24, 0.3), (small, large)
+
+
+def test_a_leftover_process_name_never_reaches_text_raw(pytester: pytest.Pytester, run, mode: str) -> None:
+    # The command leaves a process whose name holds ESC and BEL (bash's exec -a sets its argv[0]).
+    (pytester.path / "c.batch").write_text(
+        "bash -c 'exec -a \"$(printf \"evil\\033]0;HACKED\\007\")\" sleep 30' & "
+        "until grep -q \"$(printf 'evil\\033')\" /proc/$!/cmdline; do sleep 0.01; done\n"  # ends once it has its name
+    )
+    result = run("c.batch", "--batch-log=a.log", "--junitxml=j.xml", "--batch-kill-grace=0.2", "-rA")
+    result.assert_outcomes(passed=1, warnings=1)
+    texts = {"terminal": "\n".join(result.outlines + result.errlines), "log": (pytester.path / "a.log").read_text()}
+    if mode == "inprocess":  # the API's verbose output, on the same engine
+        api = subprocess.run(
+            [sys.executable, "-c", "from batchrunner import BatchRunner; BatchRunner.from_file('c.batch', verbose=True).run()"],
+            cwd=pytester.path, capture_output=True, text=True, timeout=60,
+        )
+        texts["api"] = api.stdout + api.stderr
+    for name, text in texts.items():
+        assert "evil\\x1b]0;HACKED\\x07 30 (pid " in text, name
+        assert "\x1b" not in text and "\x07" not in text, name
