@@ -113,11 +113,12 @@ class CommandSpec:
     command: str
     display: str
     settings: LineSettings = field(default_factory=LineSettings)
+    reported: str = ""
+    """The command as every report gives it: as written, without its ``# batch:`` comment (default: ``command``)."""
 
-    @property
-    def reported(self) -> str:
-        """The command as every report gives it: as written, without its ``# batch:`` comment."""
-        return (_split_settings_comment(self.command)[0] if "#" in self.command else self.command) or self.command
+    def __post_init__(self) -> None:
+        if not self.reported:
+            object.__setattr__(self, "reported", self.command)
 
 
 def parse_batch_file(path: str | os.PathLike[str]) -> list[CommandSpec]:
@@ -234,7 +235,7 @@ def parse_batch_text(
         if settings_text is not None:
             settings = _parse_settings(settings_text, path, start + 1, check_tag).over(defaults)
         display = one_line(body).strip() if len(parts) > 1 else body
-        specs.append(CommandSpec(path, start + 1, command, display or command, settings))
+        specs.append(CommandSpec(path, start + 1, command, display or command, settings, body or command))
     return specs
 
 
