@@ -434,7 +434,7 @@ def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
 
 def test_joblog(pytester: pytest.Pytester, run) -> None:
     write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nsleep 30\nkill -SEGV $$\n"
-                    "printf 'a\\tb\\n'; echo 'tab\there'\n")
+                    "printf 'a\\tb\\n'; echo 'tab\there'\necho 'line\u2028para\u2029end'\n")
     before = time.time()
     result = run("--batch-joblog", "out/jobs.tsv", "--reruns", "1", *FAST)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -448,13 +448,14 @@ def test_joblog(pytester: pytest.Pytester, run) -> None:
         assert row[1] == ":" and row[4] == "0"
         assert before - 1 < float(row[2]) < time.time() and float(row[3]) >= 0
     # A row for every attempt: the failed attempts of retried commands are visible.
-    assert {seq: len(rows) for seq, rows in by_seq.items()} == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1}
+    assert {seq: len(rows) for seq, rows in by_seq.items()} == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1, 6: 1}
     assert [(r[6], r[7], r[8]) for r in by_seq[1]] == [("0", "0", "echo hi")]
     assert [(r[6], r[7]) for r in by_seq[2]] == [("1", "0"), ("0", "0")]
     assert [(r[6], r[7]) for r in by_seq[3]] == [("-1", str(int(signal.SIGTERM)))] * 2  # timed out
     assert [(r[6], r[7]) for r in by_seq[4]] == [("-1", str(int(signal.SIGSEGV)))] * 2
     assert by_seq[5][0][8] == "printf 'a\\tb\\n'; echo 'tab\\there'"
     assert by_seq[1][0][5] == "3" and by_seq[5][0][5] == str(len("a\tb\ntab\there\n"))
+    assert by_seq[6][0][8] == "echo 'line\\u2028para\\u2029end'"  # line separators would split the row
 
 
 # -- interrupted runs ---------------------------------------------------------------------------
@@ -825,7 +826,8 @@ def test_xml_text_makes_every_character_writable_and_parseable() -> None:
 
 
 def test_batch_comments_are_left_out_of_every_report(pytester: pytest.Pytester, run, mode: str) -> None:
-    write(pytester, "echo hi # batch: timeout=30\nexit 3 # batch: retries=1 retry-delay=0\nsleep 0 && \\\n  echo two # batch: tags=x\n")
+    write(pytester, "echo hi # batch: timeout=30\nexit 3 # batch: retries=1 retry-delay=0\n"
+                    "sleep 0 && \\\n  echo two # batch: tags=x\n")
     files = ("--batch-markdown", "out/summary.md", "--batch-html", "out/page.html", "--batch-trace", "out/trace.json")
     result = run(*REPORTS, *files, "-v", "-rA")
     result.assert_outcomes(passed=2, failed=1)
