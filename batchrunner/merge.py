@@ -112,13 +112,20 @@ _KIND_NAMES = {str: "a string", bool: "true or false", int: "a whole number", fl
                None: "null"}
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fits(value: Any, kinds: tuple[Any, ...]) -> bool:
     if value is None:
         return None in kinds
     if isinstance(value, bool):  # a bool is an int to Python, not to JSON
         return bool in kinds
-    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity: no JSON number
-        return False
+    if isinstance(value, (int, float)) and float in kinds and not _finite(value):
+        return False  # NaN, Infinity (no JSON number), or a number no float holds
     return any(kind is not None and isinstance(value, kind) for kind in kinds)
 
 

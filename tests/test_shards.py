@@ -306,6 +306,8 @@ def valid_shard() -> dict[str, Any]:
          "s.json: result 1: 'duration_ms' must be a number, not Infinity"),
         ({"results": [{**valid_shard()["results"][0], "attempt_log": [{**ATTEMPT, "duration_ms": float("nan")}]}]},
          "s.json: result 1: attempt 1: 'duration_ms' must be a number, not NaN"),
+        ({"results": [{**valid_shard()["results"][0], "duration_ms": 10**400}]},
+         "s.json: result 1: 'duration_ms' must be a number, not 1000000"),
         ({"summary": {"total_duration_ms": float("-inf")}},
          "s.json: summary: 'total_duration_ms' must be a number or null, not -Infinity"),
         pytest.param('{"summary": {}, "results": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
