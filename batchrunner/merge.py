@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -73,6 +74,8 @@ def _load(path: str) -> dict[str, Any]:
         raise MergeError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MergeError(f"{path}: not a JSON file: {exc}") from None
+    except RecursionError:
+        raise MergeError(f"{path}: not the JSON results of a run (--batch-json): nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("results"), list) or not isinstance(
         document.get("summary"), dict
     ):
@@ -85,6 +88,7 @@ def _load(path: str) -> dict[str, Any]:
 # something else is refused, naming the file and the field, rather than failing
 # later (sorting, summing, writing the JUnit file) with a traceback.
 _NUMBER = (int, float)
+_STATUSES = ("passed", "failed", "skipped", "xfailed", "xpassed", "not run", "interrupted")
 _RESULT_TYPES: dict[str, tuple[Any, ...]] = {
     "command": (str,), "success": (bool,), "exit_code": (int, None), "stdout": (str,), "stderr": (str,),
     "duration_ms": _NUMBER, "timestamp": (str, None), "file": (str, None), "line": (int, None),
@@ -108,11 +112,20 @@ _KIND_NAMES = {str: "a string", bool: "true or false", int: "a whole number", fl
                None: "null"}
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fits(value: Any, kinds: tuple[Any, ...]) -> bool:
     if value is None:
         return None in kinds
     if isinstance(value, bool):  # a bool is an int to Python, not to JSON
         return bool in kinds
+    if isinstance(value, (int, float)) and float in kinds and not _finite(value):
+        return False  # NaN, Infinity (no JSON number), or a number no float holds
     return any(kind is not None and isinstance(value, kind) for kind in kinds)
 
 
@@ -122,6 +135,13 @@ def _check_fields(data: dict[str, Any], types: dict[str, tuple[Any, ...]], where
         if key in data and not _fits(data[key], kinds):
             names = [_KIND_NAMES[kind] for kind in kinds if not (kind is int and float in kinds)]
             raise MergeError(f"{where}: '{key}' must be {' or '.join(names)}, not {json.dumps(data[key])[:80]}")
+    leftovers = data.get("leftovers")
+    if isinstance(leftovers, list) and not all(isinstance(item, str) for item in leftovers):
+        raise MergeError(f"{where}: 'leftovers' must be a list of strings, not {json.dumps(leftovers)[:80]}")
+    if types is _SUMMARY_TYPES:
+        for key in ("started", "finished"):
+            if data.get(key) is not None and _parse_time(data[key]) is None:
+                raise MergeError(f"{where}: '{key}' must be an ISO 8601 time with its UTC offset, not {json.dumps(data[key])[:80]}")
 
 
 def _check_shard(path: str, shard: Any) -> tuple[int, int]:
@@ -154,6 +174,8 @@ def _key(result: dict[str, Any]) -> str:
 def _result(data: dict[str, Any], path: str, number: int) -> CommandResult:
     where = f"{path}: result {number}"
     _check_fields(data, _RESULT_TYPES, where)
+    if data.get("status", "passed") not in _STATUSES:
+        raise MergeError(f"{where}: 'status' must be one of {', '.join(_STATUSES)}, not {json.dumps(data['status'])[:80]}")
     for attempt, entry in enumerate(data.get("attempt_log") or [], 1):
         if not isinstance(entry, dict):
             raise MergeError(f"{where}: attempt {attempt} is not an object")
@@ -176,10 +198,12 @@ def _not_run(command: dict[str, Any], why: str) -> CommandResult:
 
 
 def _parse_time(text: Any) -> datetime.datetime | None:
+    """*text* as an aware time (what runs write), else ``None``."""
     try:
-        return datetime.datetime.fromisoformat(text) if isinstance(text, str) else None
+        time = datetime.datetime.fromisoformat(text) if isinstance(text, str) else None
     except ValueError:
         return None
+    return time if time is not None and time.utcoffset() is not None else None
 
 
 def merge_documents(documents: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[CommandResult], list[str]]:

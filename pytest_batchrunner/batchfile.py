@@ -35,6 +35,7 @@ __all__ = [
     "LineSettings",
     "display_command",
     "item_names",
+    "split_nodeid",
     "one_line",
     "printable",
     "parse_batch_file",
@@ -113,6 +114,12 @@ class CommandSpec:
     command: str
     display: str
     settings: LineSettings = field(default_factory=LineSettings)
+    reported: str = ""
+    """The command as every report gives it: as written, without its ``# batch:`` comment (default: ``command``)."""
+
+    def __post_init__(self) -> None:
+        if not self.reported:
+            object.__setattr__(self, "reported", self.command)
 
 
 def parse_batch_file(path: str | os.PathLike[str]) -> list[CommandSpec]:
@@ -229,7 +236,7 @@ def parse_batch_text(
         if settings_text is not None:
             settings = _parse_settings(settings_text, path, start + 1, check_tag).over(defaults)
         display = one_line(body).strip() if len(parts) > 1 else body
-        specs.append(CommandSpec(path, start + 1, command, display or command, settings))
+        specs.append(CommandSpec(path, start + 1, command, display or command, settings, body or command))
     return specs
 
 
@@ -280,7 +287,9 @@ def item_names(specs: list[CommandSpec]) -> list[str]:
     (:func:`printable`), with two changes so that every id round-trips through
     pytest's parsing of ids (``pytest "file.batch::<name>"``, ``--deselect``,
     the ``--lf`` cache) on every pytest: ``::`` (where pytest splits an id)
-    becomes ``: :``, and ``[`` / ``]`` (pytest 9.2 reads ``[...]`` as
+    becomes ``: :``, a leading ``:`` gets a space before it (``: x`` is
+    `` : x``: the id's ``::`` is never followed by a ``:``, so
+    :func:`split_nodeid` finds it), and ``[`` / ``]`` (pytest 9.2 reads ``[...]`` as
     parameters, and shows an id with a ``[`` but no final ``]`` with a stray
     one) become ``(`` / ``)``. A repeated name gets `` (2)``, `` (3)``... in the
     order of the file, so inserting other lines never renames it.
@@ -288,7 +297,7 @@ def item_names(specs: list[CommandSpec]) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for spec in specs:
-        base = re.sub(r":(?=:)", ": ", printable(spec.display)).translate(_ID_BRACKETS)
+        base = re.sub(r"^(?=:)|:(?=:)", lambda m: m.group() + " ", printable(spec.display)).translate(_ID_BRACKETS)
         count = seen.get(base, 0) + 1
         seen[base] = count
         name = base if count == 1 else f"{base} ({count})"
@@ -302,6 +311,13 @@ def item_names(specs: list[CommandSpec]) -> list[str]:
         seen.setdefault(name, 1)
         names.append(name)
     return names
+
+
+def split_nodeid(nodeid: str) -> tuple[str, str]:
+    """``(file, name)`` of a command's node id: names never hold ``::`` nor start with ``:`` (:func:`item_names`),
+    so the file, which may hold ``::``, ends at the last ``::``. The one place a command's id is taken apart."""
+    path, _, name = nodeid.rpartition("::")
+    return path, name
 
 
 def _decode(data: bytes, path: str | os.PathLike[str]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -97,6 +99,32 @@ def test_a_file_name_with_double_colons_is_reported_right(pytester: pytest.Pytes
     assert cases[1].find("failure") is not None and cases[0].find("skipped") is None
 
 
+COLON_LINES = [': "${X:=1}"', "echo a::b", ":", ": x", "echo a:::b"]
+
+
+def test_commands_with_colons_are_reported_as_run(pytester: pytest.Pytester, run) -> None:
+    (pytester.path / "c.batch").write_text("\n".join(COLON_LINES) + "\n")
+    result = run("c.batch", "--junitxml=j.xml", "--batch-json=r.json", "--batch-joblog=j.tsv", "--batch-log=a.log")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["Total Commands: 5 | Successful: 5 | Failed: 0 | Flaky: 0 | Reruns: 0"])
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert sorted((r["line"], r["command"], r["status"], r["file"]) for r in results) == [
+        (n, line, "passed", "c.batch") for n, line in enumerate(COLON_LINES, 1)
+    ]
+    cases = list(ET.parse(pytester.path / "j.xml").iter("testcase"))
+    assert [(c.get("classname"), c.get("name"), [e.tag for e in c if e.tag != "system-out"]) for c in cases] == [
+        ("c.batch", name, []) for name in item_names(parse_batch_text((pytester.path / "c.batch").read_text(), "c.batch"))
+    ]
+    rows = [row.split("\t") for row in (pytester.path / "j.tsv").read_text().splitlines()[1:]]
+    assert sorted((int(row[0]), row[6], row[-1]) for row in rows) == [(n, "0", line) for n, line in enumerate(COLON_LINES, 1)]
+    assert "Not run" not in (pytester.path / "a.log").read_text()
+
+
+def test_item_names_never_start_with_a_colon_nor_hold_two() -> None:
+    names = item_names(parse_batch_text("\n".join(COLON_LINES) + "\n", "c.batch"))
+    assert names == [' : "${X:=1}"', "echo a: :b", " :", " : x", "echo a: : :b"]
+
+
 def test_a_file_name_that_is_not_utf8_is_reported_escaped(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
     # Its bytes reach pytest's ids as surrogate escapes, which no report (nor
     # the results spool, nor pytest's junitxml) can encode: an INTERNALERROR.
@@ -154,3 +182,23 @@ def test_collection_stays_linear_on_crafted_input(crafted) -> None:
     small, large = min(cost(5_000) for _ in range(3)), min(cost(40_000) for _ in range(3))
     # Eight times the input: linear is about 8x, quadratic 64x; generous for a busy machine.
     assert large < max(small * 24, 0.3), (small, large)
+
+
+def test_a_leftover_process_name_never_reaches_text_raw(pytester: pytest.Pytester, run, mode: str) -> None:
+    # The command leaves a process whose name holds ESC and BEL (bash's exec -a sets its argv[0]).
+    (pytester.path / "c.batch").write_text(
+        "bash -c 'exec -a \"$(printf \"evil\\033]0;HACKED\\007\")\" sleep 30' & "
+        "until grep -q \"$(printf 'evil\\033')\" /proc/$!/cmdline; do sleep 0.01; done\n"  # ends once it has its name
+    )
+    result = run("c.batch", "--batch-log=a.log", "--junitxml=j.xml", "--batch-kill-grace=0.2", "-rA")
+    result.assert_outcomes(passed=1, warnings=1)
+    texts = {"terminal": "\n".join(result.outlines + result.errlines), "log": (pytester.path / "a.log").read_text()}
+    if mode == "inprocess":  # the API's verbose output, on the same engine
+        api = subprocess.run(
+            [sys.executable, "-c", "from batchrunner import BatchRunner; BatchRunner.from_file('c.batch', verbose=True).run()"],
+            cwd=pytester.path, capture_output=True, text=True, timeout=60,
+        )
+        texts["api"] = api.stdout + api.stderr
+    for name, text in texts.items():
+        assert "evil\\x1b]0;HACKED\\x07 30 (pid " in text, name
+        assert "\x1b" not in text and "\x07" not in text, name

@@ -96,10 +96,13 @@ def test_status_interval_lines(pytester: pytest.Pytester, run, mode: str) -> Non
     flood.stderr.fnmatch_lines(["*--batch-status-interval: '0.0001' is too short: at least 0.1 s, or 0 for no lines"])
 
 
-def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, interrupt_when=None) -> bytes:
+def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, interrupt_when=None,
+                    narrow_when=None, narrowed: list[int] | None = None) -> bytes:
     """Run *args* with a pseudo-terminal as stdin, stdout and stderr; everything it wrote.
 
     With *interrupt_when* (a path), its process group gets SIGINT, as from Ctrl+C, once that file exists.
+    With *narrow_when* (a path, a width), the terminal gets that width once the file exists (no ``COLUMNS``
+    then); *narrowed* gets the length of the output written before.
     """
     master, slave = pty.openpty()
     import fcntl
@@ -108,6 +111,8 @@ def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, in
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "COLUMNS": str(columns), "LINES": str(rows), "TERM": "xterm"}
+    if narrow_when is not None:
+        del env["COLUMNS"], env["LINES"]  # they would win over the terminal's size
     env.pop("CI", None)
     env["PYTEST_ADDOPTS"] = ECOSYSTEM_OFF  # nothing of the caller's, and no plugin of the ecosystem extra
     proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
@@ -119,6 +124,16 @@ def run_in_terminal(args: list[str], cwd, columns: int = 100, rows: int = 40, in
             if interrupt_when is not None and interrupt_when.exists() and b"running" in out:
                 os.killpg(proc.pid, signal.SIGINT)
                 interrupt_when = None
+            if narrow_when is not None and narrow_when[0].exists() and b"running" in out:
+                # Stopped while it is resized, so that every byte is known to come before or after.
+                os.killpg(proc.pid, signal.SIGSTOP)
+                while select.select([master], [], [], 0.2)[0]:
+                    out += os.read(master, 65536)
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, narrow_when[1], 0, 0))
+                narrowed.append(len(out))
+                os.killpg(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGWINCH)
+                narrow_when = None
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
@@ -178,3 +193,28 @@ def test_status_area_is_gone_after_an_interruption(pytester: pytest.Pytester, no
     assert any("KeyboardInterrupt" in line or "Interrupted" in line for line in shown), shown
     assert not any("batchrunner:" in line or "(cmds.batch:2)" in line for line in shown), shown
     assert "Interrupted" in (pytester.path / "run.html").read_text()
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["inprocess", "xdist"])
+def test_status_area_follows_a_terminal_narrowed_mid_run(pytester: pytest.Pytester, no_leftovers: str,
+                                                         workers: list[str]) -> None:
+    pyte = pytest.importorskip("pyte")
+    write(pytester, "touch narrow; sleep 2.5; : " + "a" * 80 + "\ntrue\n")
+    narrowed: list[int] = []
+    out = run_in_terminal(
+        [sys.executable, "-m", "pytest", "cmds.batch", "-p", "no:cacheprovider", *workers],
+        pytester.path, narrow_when=(pytester.path / "narrow", 50), narrowed=narrowed,
+    )
+    assert narrowed, out
+    text = [part.decode("utf-8", "replace").replace("\n", "\r\n").replace("\r\r\n", "\r\n")
+            for part in (out[: narrowed[0]], out[narrowed[0]:])]
+    screen = pyte.Screen(100, 40)
+    stream = pyte.Stream(screen)
+    stream.feed(text[0])
+    screen.resize(40, 50)  # as a terminal does: what is on it stays, cut at the new width
+    stream.feed(text[1])
+    assert "running" in text[1], text[1]  # drawn after the terminal was narrowed
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    assert [line for line in shown if "batchrunner:" in line or "(cmds.batch:" in line] == [], "\n".join(shown)
+    progress = [line for line in shown if line.startswith("cmds.batch ") or line.startswith("..")]
+    assert len(progress) == 1 and re.fullmatch(r"(cmds\.batch )?\.\. +\[100%\]", progress[0]), shown

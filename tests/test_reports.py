@@ -434,7 +434,7 @@ def test_audit_log(pytester: pytest.Pytester, run, mode: str) -> None:
 
 def test_joblog(pytester: pytest.Pytester, run) -> None:
     write(pytester, "echo hi\ntest -f flag || { touch flag; exit 1; }\nsleep 30\nkill -SEGV $$\n"
-                    "printf 'a\\tb\\n'; echo 'tab\there'\n")
+                    "printf 'a\\tb\\n'; echo 'tab\there'\necho 'line\u2028para\u2029end'\n")
     before = time.time()
     result = run("--batch-joblog", "out/jobs.tsv", "--reruns", "1", *FAST)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -448,13 +448,14 @@ def test_joblog(pytester: pytest.Pytester, run) -> None:
         assert row[1] == ":" and row[4] == "0"
         assert before - 1 < float(row[2]) < time.time() and float(row[3]) >= 0
     # A row for every attempt: the failed attempts of retried commands are visible.
-    assert {seq: len(rows) for seq, rows in by_seq.items()} == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1}
+    assert {seq: len(rows) for seq, rows in by_seq.items()} == {1: 1, 2: 2, 3: 2, 4: 2, 5: 1, 6: 1}
     assert [(r[6], r[7], r[8]) for r in by_seq[1]] == [("0", "0", "echo hi")]
     assert [(r[6], r[7]) for r in by_seq[2]] == [("1", "0"), ("0", "0")]
     assert [(r[6], r[7]) for r in by_seq[3]] == [("-1", str(int(signal.SIGTERM)))] * 2  # timed out
     assert [(r[6], r[7]) for r in by_seq[4]] == [("-1", str(int(signal.SIGSEGV)))] * 2
     assert by_seq[5][0][8] == "printf 'a\\tb\\n'; echo 'tab\\there'"
     assert by_seq[1][0][5] == "3" and by_seq[5][0][5] == str(len("a\tb\ntab\there\n"))
+    assert by_seq[6][0][8] == "echo 'line\\u2028para\\u2029end'"  # line separators would split the row
 
 
 # -- interrupted runs ---------------------------------------------------------------------------
@@ -494,7 +495,7 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
     reports = read_reports(pytester.path)
     summary = reports.json["summary"]
     assert summary["interrupted"] is True
-    slow = reports.result("touch started; sleep 300 # batch: timeout=120")
+    slow = reports.result("touch started; sleep 300")
     assert (slow["status"], slow["interrupted"], slow["success"]) == ("interrupted", True, False)
     statuses = {r["status"] for r in reports.json["results"]}
     assert statuses <= {"passed", "failed", "interrupted", "not run"}, statuses
@@ -512,7 +513,7 @@ def test_reports_after_interruption(pytester: pytest.Pytester, mode: str, no_lef
 
     assert_reports_agree(terminal_summary(text), reports)
     assert reports.events("[!] Interrupted: the run was stopped", "ERROR")
-    assert "[X] Command interrupted: touch started; sleep 300 # batch: timeout=120" in reports.events("[X]", "ERROR")
+    assert "[X] Command interrupted: touch started; sleep 300" in reports.events("[X]", "ERROR")
     assert reports.events("SUMMARY ")[-1].endswith("interrupted=true")
 
 
@@ -822,3 +823,25 @@ def test_xml_text_makes_every_character_writable_and_parseable() -> None:
     parsed = ET.fromstring(data).text
     assert parsed.startswith("#x00#x01") and "#x1B" in parsed and "#xD800" in parsed and "#xFFFE" in parsed
     assert "\t\n" in parsed and "\U0010ffff" in parsed and "]]>" in xml_text("]]>")
+
+
+def test_batch_comments_are_left_out_of_every_report(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "echo hi # batch: timeout=30\nexit 3 # batch: retries=1 retry-delay=0\n"
+                    "sleep 0 && \\\n  echo two # batch: tags=x\n")
+    files = ("--batch-markdown", "out/summary.md", "--batch-html", "out/page.html", "--batch-trace", "out/trace.json")
+    result = run(*REPORTS, *files, "-v", "-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "exit 3\n" in (pytester.path / "out/audit.log").read_text()  # the commands are there...
+    results = json.loads((pytester.path / "out/results.json").read_text())["results"]
+    assert [r["command"] for r in results] == ["echo hi", "exit 3", "sleep 0 && \\\n  echo two"]
+    texts = {p.name: p.read_text() for p in (pytester.path / "out").iterdir()}
+    texts["terminal"] = result.stdout.str() + result.stderr.str()
+    if mode == "inprocess":  # the API and the CLI, on the same engine
+        cli = subprocess.run(
+            [sys.executable, "-m", "batchrunner", "-f", "cmds.batch", "-o", "c.json", "-l", "c.log", "--junitxml", "c.xml"],
+            cwd=pytester.path, capture_output=True, text=True, timeout=60,
+        )
+        assert cli.returncode == 1, cli.stderr
+        texts.update({name: (pytester.path / name).read_text() for name in ("c.json", "c.log", "c.xml")}, cli=cli.stdout + cli.stderr)
+    assert len(texts) == (12 if mode == "inprocess" else 8)
+    assert [name for name, text in texts.items() if "batch:" in text.replace("cmds.batch:", "")] == []

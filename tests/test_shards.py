@@ -260,10 +260,12 @@ def test_merge_never_writes_over_a_shard_or_its_other_report(tmp_path: Path) -> 
         assert (tmp_path / "s1.json").read_text() == (tmp_path / "s2.json").read_text() == shard
 
 
+ATTEMPT = {"attempt": 1, "success": True, "exit_code": 0, "timed_out": False, "duration_ms": 1.0, "status": "exit code 0"}
+
+
 def valid_shard() -> dict[str, Any]:
     """A shard's JSON results as a run writes them, reduced to what merge reads."""
-    attempt = {"attempt": 1, "success": True, "exit_code": 0, "timed_out": False, "duration_ms": 1.0,
-               "status": "exit code 0"}
+    attempt = dict(ATTEMPT)
     result = {"command": "echo a", "success": True, "exit_code": 0, "stdout": "a\n", "stderr": "",
               "duration_ms": 1.0, "timestamp": None, "file": "c.batch", "line": 1, "status": "passed",
               "nodeid": "c.batch::echo a", "attempt_log": [attempt]}
@@ -292,12 +294,30 @@ def valid_shard() -> dict[str, Any]:
         ({"shard": "x"}, "s.json: 'shard' must be an object with index and total, not \"x\""),
         ({"shard": {"index": 1, "total": 1, "commands": [{"nodeid": "n", "command": "c", "line": "x"}]}},
          "s.json: 'shard' command 1: 'line' must be a whole number or null, not \"x\""),
+        ({"summary": {"started": "2026-01-01T00:00:00", "finished": "2026-01-01T00:00:01+00:00"}},
+         "s.json: summary: 'started' must be an ISO 8601 time with its UTC offset, not \"2026-01-01T00:00:00\""),
+        ({"results": [{**valid_shard()["results"][0], "leftovers": [1]}]},
+         "s.json: result 1: 'leftovers' must be a list of strings, not [1]"),
+        ({"results": [{**valid_shard()["results"][0], "attempt_log": [{**ATTEMPT, "leftovers": [{"pid": 1}]}]}]},
+         "s.json: result 1: attempt 1: 'leftovers' must be a list of strings, not [{\"pid\": 1}]"),
+        ({"results": [{**valid_shard()["results"][0], "status": "weird"}]},
+         "s.json: result 1: 'status' must be one of passed, failed, skipped, xfailed, xpassed, not run, interrupted, not \"weird\""),
+        ({"results": [{**valid_shard()["results"][0], "duration_ms": float("inf")}]},
+         "s.json: result 1: 'duration_ms' must be a number, not Infinity"),
+        ({"results": [{**valid_shard()["results"][0], "attempt_log": [{**ATTEMPT, "duration_ms": float("nan")}]}]},
+         "s.json: result 1: attempt 1: 'duration_ms' must be a number, not NaN"),
+        ({"results": [{**valid_shard()["results"][0], "duration_ms": 10**400}]},
+         "s.json: result 1: 'duration_ms' must be a number, not 1000000"),
+        ({"summary": {"total_duration_ms": float("-inf")}},
+         "s.json: summary: 'total_duration_ms' must be a number or null, not -Infinity"),
+        pytest.param('{"summary": {}, "results": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                     "s.json: not the JSON results of a run (--batch-json): nested too deeply", id="deep"),
     ],
 )
 def test_merge_names_the_file_and_what_is_wrong_with_a_malformed_shard(
-    tmp_path: Path, change: dict[str, Any], message: str
+    tmp_path: Path, change: dict[str, Any] | str, message: str
 ) -> None:
-    (tmp_path / "s.json").write_text(json.dumps({**valid_shard(), **change}))
+    (tmp_path / "s.json").write_text(change if isinstance(change, str) else json.dumps({**valid_shard(), **change}))
     done = merge("s.json", "-o", "all.json", "--junitxml", "all.xml", "--cache-dir", "cache", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stdout == ""

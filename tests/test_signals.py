@@ -162,3 +162,15 @@ def test_sigterm_to_pytest_alone_still_records_the_workers_interrupted_attempt(p
     assert interrupted["stdout"] == "partial\n", interrupted
     [attempt] = interrupted["attempt_log"]
     assert attempt["interrupted"] is True and attempt["worker"].startswith("gw"), attempt
+
+
+def test_a_command_killed_by_a_realtime_signal_reports_it(pytester: pytest.Pytester, run) -> None:
+    number = signal.SIGRTMIN + 3
+    (pytester.path / "rt.batch").write_text(f"kill -{number} $$\n")
+    result = run("rt.batch", "--batch-json=r.json", "--batch-joblog=j.tsv", "--batch-log=a.log")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*rt.batch:1  kill -* $$  [[]killed by SIGRTMIN+3[]]*"])
+    r = json.loads((pytester.path / "r.json").read_text())["results"][0]
+    assert (r["exit_code"], r["signal"], r["attempt_log"][0]["signal"]) == (-number, "SIGRTMIN+3", "SIGRTMIN+3")
+    assert (pytester.path / "j.tsv").read_text().splitlines()[1].split("\t")[7] == str(number)
+    assert f"[X] Command failed (exit code -{number})" in (pytester.path / "a.log").read_text()

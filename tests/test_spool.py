@@ -303,7 +303,7 @@ def test_a_spool_per_run_of_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize("value", [
-    {"a": "é\u2028\x00\"\\ ünï\ud800", "b": [1, 2.5, -0.0, 1e300, float("nan"), float("inf"), -float("inf")],
+    {"a": "é\u2028\x00\"\\ ünï\ud800", "b": [1, 2.5, -0.0, 1e300, -1e-300],
      "c": {"x": [{"y": []}, {}], "t": (True, False, None)}, "n": 10**30},
     [], {}, "text", 1.5, None,
 ])
@@ -311,8 +311,19 @@ def test_the_fast_indented_writer_writes_what_json_writes(value) -> None:
     """The results are written with a faster encoder of our own: the same text as ``json.dumps(indent=2)``."""
     from pytest_batchrunner.reports.json import _indented
 
-    expected = "\n    ".join(json.dumps(value, ensure_ascii=False, indent=2).split("\n"))
+    expected = "\n    ".join(json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False).split("\n"))
     assert _indented(value, "    ") == expected
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_no_writer_writes_nan_or_infinity(number: float) -> None:
+    """NaN and Infinity are no JSON: refused, as ``json.dumps(allow_nan=False)`` refuses them."""
+    from pytest_batchrunner.reports.json import _indented
+
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        json.dumps({"d": [number]}, allow_nan=False)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        _indented({"d": [number]}, "")
 
 
 def test_what_the_fast_writer_does_not_know_falls_back_to_json() -> None:

@@ -137,7 +137,7 @@ def test_trace_html_and_markdown_agree_with_the_results(
     assert "| `cmds.batch:3` | `echo hello; echo oops >&2; exit 3` | exit code 3 | oops |" in markdown
     assert "| `cmds.batch:5` | `sleep 5` | timed out after 0.4 s | Command timed out after 0.4 seconds |" in markdown
     assert "**Success rate: 66.7%**" in markdown
-    assert "`cmds.batch:6` | sleep 0.2; echo 'a\\|b \\`c\\`' |" in markdown
+    assert "`cmds.batch:6` | ``sleep 0.2; echo 'a\\|b `c`'`` |" in markdown
     appended = step_summary.read_text()
     assert appended.startswith("## Earlier step\n") and appended.endswith(markdown)
 
@@ -182,3 +182,28 @@ def test_step_summary_that_cannot_be_written_is_named(pytester: pytest.Pytester,
     result = pytester.runpytest_subprocess("cmds.batch", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     result.stdout.fnmatch_lines(["*$GITHUB_STEP_SUMMARY *: not written: *"])
+
+
+HOSTILE = (
+    "printf 'out\\n'; printf '%s\\n' 'first' '*x* __init__ ![i](http://example.com/i.png) <b>b</b> ~~s~~ $m$ a|b `c`' >&2; exit 3\n"
+    "echo only stdout; exit 4\n"
+    "echo \"a|b\" `echo x` ``; exit 5\n"
+)
+
+
+def test_markdown_summary_renders_hostile_output_as_text(pytester: pytest.Pytester, run) -> None:
+    markdown_it = pytest.importorskip("markdown_it")
+    (pytester.path / "cmds.batch").write_text(HOSTILE)
+    result = run("--batch-markdown", "summary.md")
+    result.assert_outcomes(failed=3)
+    text = (pytester.path / "summary.md").read_text()
+    page = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+    failed = page.split("Failed commands")[1].split("</table>")[0]
+    assert not re.search(r"<(img|em|strong|a|b|s|del)\b", page.split("Failed commands")[1]), page
+    rows = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", failed, re.S)][1:]
+    assert [len(cells) for cells in rows] == [4, 4, 4], failed
+    commands = [html.unescape(re.sub(r"</?code>", "", cells[1])).replace("\\|", "|") for cells in rows]
+    assert commands == [line if len(line) <= 120 else line[:119] + "…" for line in HOSTILE.splitlines()]
+    assert all(cells[1].startswith("<code>") for cells in rows)
+    last = [html.unescape(cells[3]) for cells in rows]
+    assert last == ["*x* __init__ ![i](http://example.com/i.png) <b>b</b> ~~s~~ $m$ a|b `c`", "", ""]

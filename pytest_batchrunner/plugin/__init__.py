@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from pytest_batchrunner.batchfile import split_nodeid
 from pytest_batchrunner.reports import options as reports
 from pytest_batchrunner.plugin.engine import (
     ENGINE_KEY,
@@ -162,7 +163,7 @@ def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
     known: dict[str, bool] = {}
 
     def is_batch(nodeid: str) -> bool:
-        path = nodeid.split("::", 1)[0]
+        path = split_nodeid(nodeid)[0]
         answer = known.get(path)
         if answer is None:
             answer = known[path] = batch_file(path)

@@ -313,7 +313,7 @@ class CommandItem(pytest.Item):
         live = self.config.stash.get(LIVE_KEY, None)
         watch = None
         if live is not None:  # shown where the run is reported: output lines, what is running
-            watch = live.watch(self.nodeid, self.spec.command, f"{self.spec.path}:{self.spec.line}", number)
+            watch = live.watch(self.nodeid, self.spec.reported, f"{self.spec.path}:{self.spec.line}", number)
         running = start_command(
             self.spec.command,
             timeout=timeout,
@@ -460,7 +460,7 @@ class CommandItem(pytest.Item):
         policy = self.rerun_policy()
         return {
             "nodeid": self.nodeid,
-            "command": self.spec.command,
+            "command": self.spec.reported,
             "file": self.spec.path,
             "line": self.spec.line,
             "attempt": number,

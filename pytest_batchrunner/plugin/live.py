@@ -31,6 +31,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -286,11 +287,12 @@ class StatusArea:
     through this file and the board's own lines, so it is always the real one.
     """
 
-    def __init__(self, terminal: Terminal, column: int, width: int) -> None:
+    def __init__(self, terminal: Terminal, column: int, width: Callable[[], int]) -> None:
         self.terminal = terminal
         self.file = terminal.file
         self.column = column
         self.width = width
+        """The terminal's width now (read at each draw: the terminal may be resized mid-run)."""
         self.lock = terminal.lock
         self.drawn = 0
         self.pad = 0
@@ -337,9 +339,10 @@ class StatusArea:
 
     def draw(self, lines: list[str]) -> None:
         with self.lock:
-            if self.column >= self.width - 1:
+            width = self.width()
+            if self.column >= width - 1:
                 return  # pytest's line is full: drawing would wrap it
-            lines = [line[: self.width - 1] for line in lines][:8]
+            lines = [line[: width - 1] for line in lines][:8]
             back = "\r" + (f"\x1b[{self.column}C" if self.column else "")
             text = "".join("\n\x1b[2K" + line for line in lines) + f"\x1b[{len(lines)}A" + back
             self.terminal.raw(("\x1b[J" if self.drawn else "") + text)
@@ -441,7 +444,8 @@ class LiveBoard:
             # The writer's file is wrapped, so that every write of pytest's erases the
             # status first and the column pytest's line has reached is known (pytest
             # has no public hook on its terminal writes).
-            self.area = StatusArea(self.terminal, self.writer.width_of_current_line, self.writer.fullwidth)
+            writer = self.writer
+            self.area = StatusArea(self.terminal, writer.width_of_current_line, lambda: writer.fullwidth)
             self.writer._file = self.area
         if self.status_line or self.interval > 0:
             self.thread = threading.Thread(target=self._tick, name="batchrunner-status", daemon=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
+from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file, split_nodeid
 from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
 from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
@@ -94,9 +94,7 @@ class BatchRecording:
 
     def is_batch_nodeid(self, nodeid: str) -> bool:
         """Whether *nodeid* names a command of a batch file (decided by its file's name or path)."""
-        # A command's name never holds "::" (item names turn it into ": :"), so the
-        # last "::" ends the file's path, which may hold one ("a::b.batch").
-        path = nodeid.rpartition("::")[0]
+        path = split_nodeid(nodeid)[0]
         known = self._is_batch.get(path)
         if known is None and self.remote is not None and self.remote.knows(nodeid):
             known = self._is_batch[path] = True
@@ -122,7 +120,7 @@ class BatchRecording:
     def expect_selected(self, items) -> None:  # type: ignore[no-untyped-def]
         """Announce the command items selected to run: the only ones the reports count."""
         for item in items:
-            self.recorder.expect(item.nodeid, item.spec.command, item.spec.path, item.spec.line)
+            self.recorder.expect(item.nodeid, item.spec.reported, item.spec.path, item.spec.line)
 
     @pytest.hookimpl(optionalhook=True)  # pytest-xdist may be absent or disabled (-p no:xdist)
     def pytest_xdist_node_collection_finished(self, node, ids) -> None:  # type: ignore[no-untyped-def]
@@ -153,7 +151,7 @@ class BatchRecording:
         by_file: dict[str, list[str]] = defaultdict(list)
         for nodeid in ids:
             if self.is_batch_nodeid(nodeid):
-                by_file[nodeid.rpartition("::")[0]].append(nodeid)
+                by_file[split_nodeid(nodeid)[0]].append(nodeid)
         for rel, nodeids in by_file.items():
             path = Path(self.config.rootpath, rel)
             try:
@@ -165,7 +163,7 @@ class BatchRecording:
             for spec, name in zip(specs, item_names(specs), strict=True):
                 nodeid = f"{rel}::{name}"
                 for _ in range(wanted[nodeid]):
-                    self.recorder.expect(nodeid, spec.command, spec.path, spec.line)
+                    self.recorder.expect(nodeid, spec.reported, spec.path, spec.line)
 
     # -- what ran -------------------------------------------------------------------------
 

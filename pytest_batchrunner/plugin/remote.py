@@ -161,7 +161,7 @@ class RemoteCollection:
     @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reports its collection
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.channel.send([
-            (item.nodeid, item.spec.command, item.spec.path, item.spec.line, group_key(item.spec),
+            (item.nodeid, item.spec.reported, item.spec.path, item.spec.line, group_key(item.spec),
              item.spec.settings.sequential)
             for item in session.items if isinstance(item, CommandItem)
         ])

@@ -104,7 +104,7 @@ class ShardSelection:
 
         commands = [i for i in items if isinstance(i, CommandItem)]
         self.commands = [
-            {"nodeid": i.nodeid, "command": i.spec.command, "file": i.spec.path, "line": i.spec.line}
+            {"nodeid": i.nodeid, "command": i.spec.reported, "file": i.spec.path, "line": i.spec.line}
             for i in commands
         ]
         try:

@@ -65,6 +65,7 @@ __all__ = [
     "stop_adopting",
     "terminate_in_flight",
     "signal_name",
+    "signal_number",
 ]
 
 SHELL = "/bin/sh"
@@ -84,11 +85,26 @@ Echo = Callable[[int, bytes], None]
 
 
 def signal_name(signum: int) -> str:
-    """``11`` -> ``"SIGSEGV"``; an unknown number gives ``"signal 99"``."""
+    """``11`` -> ``"SIGSEGV"``, ``37`` -> ``"SIGRTMIN+3"`` (a realtime signal); an unknown number gives ``"signal 99"``."""
+    rtmin, rtmax = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", 0)
+    if rtmin < signum < rtmax:
+        return f"SIGRTMIN+{signum - rtmin}"
     try:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def signal_number(name: str | None) -> int | None:
+    """The number :func:`signal_name` gave *name* (``None`` for none, or a name it never gives)."""
+    if name and name.startswith("SIGRTMIN+") and name[9:].isdigit():
+        return int(signal.SIGRTMIN) + int(name[9:])
+    if name and name.startswith("signal ") and name[7:].isdigit():
+        return int(name[7:])
+    try:
+        return int(signal.Signals[name]) if name else None
+    except KeyError:
+        return None
 
 
 class OutputBuffer:

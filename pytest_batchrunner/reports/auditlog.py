@@ -266,7 +266,7 @@ class AuditLog:
             if outcome == "skipped":
                 self.log(INFO, "Command failed as expected (xfail)", ended)
         if record["leftovers"]:
-            killed = ", ".join(record["leftovers"])
+            killed = one_line(", ".join(record["leftovers"]))
             self.log(WARNING, f"[!] Killed processes left behind by the command: {killed}", ended)
         if outcome == "rerun":
             delay = record.get("retry_delay") or 0.0

@@ -158,13 +158,13 @@ def check_report_paths(reports: list[tuple[str, Path]], inputs: Iterable[tuple[s
             raise ReportPathError(f"{seen[key]} is the same file as {what} {path}: it would be overwritten")
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def one_line(text: str) -> str:
-    r"""*text* on one line: newline, tab and carriage return become ``\n``, ``\t``, ``\r``,
-    other control characters ``\xNN`` (so a stray ESC cannot drive a terminal reading the log)."""
+    r"""*text* on one line: newline, tab and carriage return become ``\n``, ``\t``, ``\r``, the line and paragraph
+    separators ``\u2028``, ``\u2029``, other control characters ``\xNN`` (so a stray ESC cannot drive a terminal reading the log)."""
     return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 

@@ -31,9 +31,9 @@ The file is truncated when the run starts, like GNU parallel's (without
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
+from pytest_batchrunner.process.command import signal_number
 from pytest_batchrunner.reports.files import LineFile, one_line
 from pytest_batchrunner.reports.results import Recorder
 
@@ -42,17 +42,6 @@ __all__ = ["JOBLOG_HEADER", "JobLog", "joblog_row"]
 JOBLOG_HEADER = "\t".join(
     ["Seq", "Host", "Starttime", "JobRuntime", "Send", "Receive", "Exitval", "Signal", "Command"]
 )
-
-
-def _signal_number(name: str | None) -> int:
-    if not name:
-        return 0
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        # run_command names an unknown signal "signal 99".
-        tail = name.rsplit(" ", 1)[-1]
-        return int(tail) if tail.isdigit() else 0
 
 
 def joblog_row(seq: int, record: dict[str, Any]) -> str:
@@ -68,7 +57,7 @@ def joblog_row(seq: int, record: dict[str, Any]) -> str:
             "0",
             str(record["stdout_bytes"] + record["stderr_bytes"]),
             str(exitval),
-            str(_signal_number(record["signal"])),
+            str(signal_number(record["signal"]) or 0),
             one_line(record["command"]),
         ]
     )

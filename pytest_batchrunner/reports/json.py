@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -59,7 +60,7 @@ def json_document(
 
 def encode_json(document: Any) -> bytes:
     """*document* as UTF-8 JSON bytes, whatever strings it holds."""
-    text = json.dumps(document, ensure_ascii=False, indent=2)
+    text = json.dumps(document, ensure_ascii=False, indent=2, allow_nan=False)
     # "replace" only matters for lone surrogates, which would make strict
     # encoding fail and leave no report at all.
     return text.encode("utf-8", "replace") + b"\n"
@@ -73,7 +74,7 @@ def json_chunks(
     *results* is read once, as it comes (the recorder's stream): a run of any
     size is written holding one result in memory.
     """
-    head = json.dumps({"summary": dict(summary)}, ensure_ascii=False, indent=2)
+    head = json.dumps({"summary": dict(summary)}, ensure_ascii=False, indent=2, allow_nan=False)
     yield head[: head.rindex("}")].rstrip().encode("utf-8", "replace") + b',\n  "results": ['
     first = True
     for result in results:
@@ -81,14 +82,14 @@ def json_chunks(
         try:
             text = _indented(fields, "    ")
         except TypeError:  # something _indented does not write: json's own encoder, then re-indented
-            text = json.dumps(result.to_dict(), ensure_ascii=False, indent=2)
+            text = json.dumps(result.to_dict(), ensure_ascii=False, indent=2, allow_nan=False)
             # JSON strings hold no raw newline: every line break is the layout's.
             text = "\n    ".join(text.split("\n"))
         yield (b"\n    " if first else b",\n    ") + text.encode("utf-8", "replace")
         first = False
     end = b"]" if first else b"\n  ]"
     if shard is not None:
-        text = "\n  ".join(json.dumps(shard, ensure_ascii=False, indent=2).split("\n"))
+        text = "\n  ".join(json.dumps(shard, ensure_ascii=False, indent=2, allow_nan=False).split("\n"))
         end += b',\n  "shard": ' + text.encode("utf-8", "replace")
     yield end + b"\n}\n"
 
@@ -138,12 +139,8 @@ _string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C 
 
 
 def _float(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if value == float("inf"):
-        return "Infinity"
-    if value == -float("inf"):
-        return "-Infinity"
+    if not math.isfinite(value):  # as json's allow_nan=False: NaN and Infinity are no JSON
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
     return float.__repr__(value)
 
 

@@ -61,6 +61,7 @@ from typing import Any
 
 import pytest
 
+from pytest_batchrunner.batchfile import split_nodeid
 from pytest_batchrunner.reports.files import attempt_status, write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
 
@@ -156,7 +157,7 @@ except ImportError:  # pragma: no cover - every supported pytest has it
 def command_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
     """``(classname, name)`` of our testcase for *nodeid*: the batch file as pytest
     names it, and the item's name (the command) exactly."""
-    path, _, name = nodeid.rpartition("::")  # a name never holds "::"; a file name may
+    path, name = split_nodeid(nodeid)
     classnames = [re.sub(r"\.py$", "", path.replace("/", "."))]
     if prefix:
         classnames.insert(0, prefix)

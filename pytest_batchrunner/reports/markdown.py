@@ -11,12 +11,13 @@ slowest commands, from the same records as the terminal summary.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from pytest_batchrunner.reports.files import write_atomically
 from pytest_batchrunner.reports.results import CommandResult, Recorder
-from pytest_batchrunner.reports.summary import Slowest, duration, last_words, name, shown_rate, where
+from pytest_batchrunner.reports.summary import Slowest, duration, last_stderr_line, name, shown_rate, where
 
 __all__ = ["MarkdownReport", "MarkdownText", "markdown_summary"]
 
@@ -24,19 +25,25 @@ FAILED_ROWS = 50
 """Failed commands listed; the rest are counted."""
 
 
-def _cell(text: str, limit: int = 200) -> str:
-    """*text* safe inside a table cell: one line, pipes and backticks escaped, clipped."""
+def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("<", "&lt;")
+    return text[: limit - 1] + "…" if len(text) > limit else text
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    """*text* as plain text in a table cell: one line, clipped, with what inline Markdown acts on backslash-escaped
+    (no emphasis, link, image, HTML, math or cell break can come of a command's output)."""
+    return re.sub(r"[\\`*_\[\]<>!|~&$]", r"\\\g<0>", _clip(text, limit))
 
 
 def _code(text: str, limit: int = 120) -> str:
-    """*text* as inline code in a table cell (a backtick or pipe in it falls back to escaped text)."""
-    if "`" in text or "|" in text or len(text) > limit:
-        return _cell(text, limit)
-    return f"`{' '.join(text.split())}`"
+    """*text* as inline code in a table cell: a fence longer than its longest run of backticks, ``|`` as ``\\|``."""
+    text = _clip(text, limit)
+    if not text:
+        return ""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return fence + pad + text.replace("|", "\\|") + pad + fence
 
 
 def markdown_summary(summary: dict[str, Any], results: Iterable[CommandResult], *,
@@ -80,7 +87,7 @@ def markdown_summary(summary: dict[str, Any], results: Iterable[CommandResult], 
             continue
         bad += 1
         if bad <= FAILED_ROWS:
-            last = last_words(r)
+            last = last_stderr_line(r)
             rows.append(f"| {_code(where(r))} | {_code(name(r))} | {_cell(r.message or r.status)} | {_cell(last)} |")
     if bad:
         out += [f"#### Failed commands ({bad})", "", "| Where | Command | Status | Last stderr line |",

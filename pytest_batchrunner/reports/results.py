@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import datetime
 import pickle
-import signal
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pytest_batchrunner.process.command import signal_number
 
 __all__ = ["CommandResult", "Recorder", "SummaryCounter", "original_exit_code", "summarize"]
 
@@ -667,12 +668,8 @@ def original_exit_code(record: dict[str, Any] | None) -> int:
         return -1
     if record["exit_code"] is not None:
         return int(record["exit_code"])
-    if record["signal"]:
-        try:
-            return -int(signal.Signals[record["signal"]])
-        except KeyError:
-            pass
-    return -1
+    number = signal_number(record["signal"])
+    return -number if number else -1
 
 
 def _reason(record: dict[str, Any] | None, outcome: str, message: str) -> str:

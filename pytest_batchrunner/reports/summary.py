@@ -58,13 +58,18 @@ def shown_rate(summary: dict[str, Any]) -> str:
     return NO_RATE if rate is None else format_rate(rate, summary["successful"], summary["failed"]) + "%"
 
 
-def last_words(r: CommandResult) -> str:
-    """The last line the failed command *r* printed (stderr first), without the reason added after it (a timeout's)."""
+def last_stderr_line(r: CommandResult) -> str:
+    """The last line the failed command *r* wrote to stderr, without the reason added after it (a timeout's)."""
     stderr = r.stderr
     if r.exit_code == -1 and not r.success:
         # The original's convention: no exit code, and the reason as stderr's last line (see .results).
         stderr = stderr.rstrip("\n").rpartition("\n")[0]
-    return last_line(stderr) or last_line(r.stdout)
+    return last_line(stderr)
+
+
+def last_words(r: CommandResult) -> str:
+    """The last line the failed command *r* printed (stderr first), without the reason added after it (a timeout's)."""
+    return last_stderr_line(r) or last_line(r.stdout)
 
 
 def format_rate(rate: float, successful: int, unsuccessful: int) -> str:
