@@ -408,3 +408,33 @@ def test_history_eta_arithmetic() -> None:
     eta.finished("b")
     eta.finished("c")
     assert eta.seconds({"a": 9.0, "d": 5.0}) == 1.0  # d overran its estimate: it counts for nothing more
+
+
+# -- runs at once in one folder ---------------------------------------------------------------------
+
+
+def test_runs_at_once_in_one_folder_lose_no_history(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    # A large history makes each run's read-modify-write of it take a while: without
+    # the lock, the two runs, ending together, would each write back what they read.
+    past = History()
+    past.record((f"old.batch::true  # {i}", 0.01, "passed") for i in range(30_000))
+    path = pytester.path / HISTORY_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(past.data()))
+    # Each run's command waits for the other's to start: the two sessions end together.
+    write(pytester, "touch a.started; until test -e b.started; do sleep 0.01; done\n", name="a.batch")
+    write(pytester, "touch b.started; until test -e a.started; do sleep 0.01; done\n", name="b.batch")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "pytest", "-q", name, *extra], cwd=pytester.path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in ("a.batch", "b.batch")
+    ]
+    for proc in runs:
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out
+    data = json.loads(path.read_text())
+    assert data["run"] == 3
+    assert {"a.batch::touch a.started; until test -e b.started; do sleep 0.01; done",
+            "b.batch::touch b.started; until test -e a.started; do sleep 0.01; done"} <= set(data["commands"])
+    assert len(data["commands"]) == 30_002

@@ -3,7 +3,8 @@
 Every run records, on the controller, each command's duration (its last
 attempt's) and outcome in pytest's cache: the file :data:`HISTORY_FILE` of the
 cache's ``batchrunner`` directory (``.pytest_cache/d/batchrunner/``, from
-``config.cache.mkdir``; compact JSON, written atomically), keyed by the
+``config.cache.mkdir``; compact JSON, written atomically under a lock, so that
+runs at once in one directory lose nothing), keyed by the
 command's node id (the batch file relative to the rootdir, ``::``, the item's
 name), which stays the same from run to run and machine to machine. The last
 :data:`KEEP_RUNS` runs of a command are kept; a command not seen for
@@ -37,6 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryEta", "HistoryWriter", "add_run", "history",
@@ -212,10 +218,18 @@ def write_history(path: Path, history: History) -> None:
 
 
 def add_run(path: Path, ran: list[tuple[str, float, str]]) -> None:
-    """Add the run *ran* (see :func:`run_of`) to the history in *path*."""
-    past = read_history(path)
-    past.record(ran)
-    write_history(path, past)
+    """Add the run *ran* (see :func:`run_of`) to the history in *path*, read and written under a lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "ab") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        else:  # Windows: a lock on the first byte, retried for 10 s (then OSError, a warning)
+            import msvcrt
+
+            msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
+        past = read_history(path)
+        past.record(ran)
+        write_history(path, past)
 
 
 class HistoryWriter:
@@ -243,7 +257,7 @@ class HistoryWriter:
             return  # said when it was first asked
         path = folder / HISTORY_FILE
         try:
-            add_run(path, ran)  # read again: another run in the same directory may have written since
+            add_run(path, ran)  # read again, under the lock: another run in this directory may have written since
         except OSError as exc:  # as pytest's cache does: a warning, never a failed run
             warnings.warn(pytest.PytestCacheWarning(f"could not write the batch history {path}: {exc}"), stacklevel=1)
 
