@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tracemalloc
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -449,3 +451,37 @@ def test_a_spool_that_cannot_be_made_starts_in_memory(tmp_path: Path, monkeypatc
     assert [r.stdout for r in recorder.results()] == ["out"]
     assert "the results spool could not be written" in (recorder.spool_problem or "")
     recorder.close()
+
+
+MANY_ATTEMPTS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_spool import record
+from pytest_batchrunner.reports.html import HtmlReport
+from pytest_batchrunner.reports.results import Recorder
+from pytest_batchrunner.reports.trace import TraceReport
+
+recorder = Recorder()
+for line in range(1, 25_001):
+    recorder.attempt(record(f"a.batch::x{line}", line, output="o" * 50), "passed")
+    recorder.outcome(f"a.batch::x{line}", "passed")
+recorder.seq("a.batch::x1")
+HtmlReport("out.html").finish(recorder)
+TraceReport("out.trace").finish(recorder)
+print(json.dumps([recorder.spool_problem, recorder.summary()["successful"], recorder.files()]))
+"""
+
+
+def test_the_timeline_of_a_large_run_with_a_full_tmpdir(tmp_path: Path, mount, monkeypatch: pytest.MonkeyPatch) -> None:
+    """25,000 attempts overflow a 1 MiB $TMPDIR: the spool, and the HTML and trace reports' timeline, go on in memory."""
+    tmp = tmp_path / "small-tmp"
+    tmp.mkdir()
+    mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))  # SQLite reads it once per process: a new process
+    result = subprocess.run([sys.executable, "-c", MANY_ATTEMPTS, str(Path(__file__).parent)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    problem, successful, files = json.loads(result.stdout)
+    assert "the results spool could not be written" in problem and successful == 25_000 and files == 1
+    assert (tmp_path / "out.html").read_text().endswith("</html>\n")
+    assert len([e for e in json.loads((tmp_path / "out.trace").read_text())["traceEvents"] if e["ph"] == "X"]) == 25_000

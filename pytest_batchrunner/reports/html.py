@@ -275,6 +275,6 @@ class HtmlReport:
 
     def finish(self, recorder: Recorder) -> None:
         summary = recorder.summary()
-        with Timeline(recorder.results(output=False), recorder.started) as placed:
+        with Timeline(recorder.results(output=False), recorder.started, in_memory=recorder.spool_problem is not None) as placed:
             page = html_chunks(summary, recorder.results(), placed, started_iso=iso_time(recorder.started))
             write_atomically(self.path, page)

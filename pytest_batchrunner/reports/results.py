@@ -144,6 +144,13 @@ CREATE INDEX attempt_command ON attempt (command_id, id);
 """
 
 
+def _memory_db() -> sqlite3.Connection:
+    """A spool in memory, its temporary tables and sorts too (``$TMPDIR`` is full)."""
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA temp_store = MEMORY")
+    return db
+
+
 def _storable(value: Any) -> Any:
     """*value*, with a str's surrogate escapes (undecodable bytes of a file name) as ``\\xNN``."""
     if not isinstance(value, str):
@@ -185,7 +192,7 @@ class Recorder:
         try:
             self._db = self._open_file()
         except (OSError, sqlite3.OperationalError) as exc:
-            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._db = _memory_db()
             self._tx = None
             self.spool_problem = _PROBLEM.format(exc)
         self._db.executescript(_SCHEMA)
@@ -271,7 +278,7 @@ class Recorder:
         """The spool's file failed: go on in memory, from its last commit and the writes since (raises *exc* if in memory)."""
         if self._tx is None:
             raise exc
-        old, self._db = self._db, sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        old, self._db = self._db, _memory_db()
         try:
             if old.in_transaction:
                 old.execute("ROLLBACK")
