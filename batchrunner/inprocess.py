@@ -158,8 +158,10 @@ class InnerRun:
             # collector's reach (see plugin.pytest_collection); give them back.
             if frozen == 0 and gc.get_freeze_count():
                 gc.unfreeze()
-            # The inner run sets and removes it; an outer pytest test expects its own value.
-            if current_test is not None:
+            # The inner run sets it, and an interrupted one leaves it: the caller's value (or none) comes back.
+            if current_test is None:
+                os.environ.pop("PYTEST_CURRENT_TEST", None)
+            else:
                 os.environ["PYTEST_CURRENT_TEST"] = current_test
         if status == pytest.ExitCode.INTERRUPTED:
             raise KeyboardInterrupt("the batch run was interrupted")

@@ -294,6 +294,29 @@ def no_leftovers(leftover_check: str) -> str:
     return leftover_check
 
 
+@pytest.fixture
+def mount():
+    """``mount(*args)``: run ``mount *args`` (its last argument the mount point), unmounted when the test ends.
+
+    Skips the test, with mount's reason, where mounts are not permitted (not root, a restricted container).
+    """
+    points: list[str] = []
+
+    def _mount(*args: str) -> None:
+        try:
+            result = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no mount command here")
+        if result.returncode:
+            pytest.skip(f"mounts are not permitted here (mount {' '.join(args)}: {result.stderr.strip()})")
+        if args[-1] not in points:  # a remount is no new mount
+            points.append(args[-1])
+
+    yield _mount
+    for point in reversed(points):
+        subprocess.run(["umount", point], check=True, timeout=30)
+
+
 @pytest.fixture(params=["inprocess", "xdist"])
 def mode(request: pytest.FixtureRequest) -> str:
     """Run each scenario in-process and under ``-n 2``."""

@@ -800,6 +800,49 @@ def test_a_held_ctrl_c_is_not_held_through_a_rerun_in_its_slot(tmp_path: Path, m
     assert time.monotonic() - start < 20
 
 
+CALL_STARTED = '''
+import pytest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # The test's Ctrl+C comes once the item's call phase waits for its command.
+    open("started", "w").close()
+    return (yield)
+'''
+
+ENVIRONMENT_RUN = '''
+import json
+import os
+import sys
+
+import batchrunner.inprocess as inprocess
+from batchrunner import BatchRunner
+
+inprocess.ENGINE_PLUGINS = (*inprocess.ENGINE_PLUGINS, "call_started")
+before = dict(os.environ)
+try:
+    BatchRunner(["sleep 60", "true"], mode=sys.argv[1], verbose=False).run()
+except KeyboardInterrupt:
+    print(json.dumps({k: [before.get(k), v] for k, v in os.environ.items() if before.get(k) != v}
+                     | {k: [v, None] for k, v in before.items() if k not in os.environ}))
+    sys.exit(130)
+'''
+
+
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_an_interrupted_run_leaves_the_callers_environment_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftovers: str, interrupt_once_started, mode: str
+) -> None:
+    (tmp_path / "call_started.py").write_text(CALL_STARTED)
+    (tmp_path / "run.py").write_text(ENVIRONMENT_RUN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")  # the caller is no pytest test
+    result = interrupt_once_started([sys.executable, "run.py", mode], tmp_path, tmp_path / "started")
+    assert result.returncode == 130, result.stdout + result.stderr
+    assert json.loads(result.stdout) == {}
+
+
 THREADS = """
 import os
 from concurrent.futures import ThreadPoolExecutor

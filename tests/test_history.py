@@ -93,15 +93,98 @@ def test_bounded_runs_and_forgotten_commands() -> None:
     assert not History({"run": "x", "commands": {"a": {"seen": 1, "runs": [["bad", 1]]}}})
 
 
-def test_a_damaged_history_is_ignored_and_replaced(pytester: pytest.Pytester, no_leftovers: str) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "{not json",
+        '{"run": 1, "commands": {"cmds.batch::true": {"seen": 1, "runs": [[-1, 2]]}}}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than Python's recursion limit
+        '{"run": 1, "commands": {"cmds.batch::true": {"seen": 1, "runs": [[1' + "0" * 400 + ', "passed"]]}}}',
+        b"\xff\xfe\x00garbage\x1b[2J",
+    ],
+    ids=["not-json", "bad-entry", "nested", "huge-number", "binary"],
+)
+def test_a_damaged_history_is_ignored_and_replaced(pytester: pytest.Pytester, no_leftovers: str, damage: str | bytes) -> None:
     write(pytester, "true  # batch: timeout=300%\n")
     path = pytester.path / HISTORY_FILE
     path.parent.mkdir(parents=True)
-    for damage in ("{not json", '{"run": 1, "commands": {"cmds.batch::true": {"seen": 1, "runs": [[-1, 2]]}}}'):
-        path.write_text(damage)
-        result = pytester.runpytest_subprocess("--batch-jobs", "2")
-        result.assert_outcomes(passed=1)
-        assert json.loads(path.read_text())["commands"]["cmds.batch::true"]["runs"][0][1] == "passed"
+    path.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    result = pytester.runpytest_subprocess("--batch-jobs", "2", "--batch-timeout", "300%")
+    result.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert json.loads(path.read_text())["commands"]["cmds.batch::true"]["runs"][0][1] == "passed"
+
+
+def test_a_fifo_in_place_of_the_history_does_not_block(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "true\n")
+    path = pytester.path / HISTORY_FILE
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+    pytester.runpytest_subprocess("--batch-jobs", "2", timeout=60).assert_outcomes(passed=1)
+    assert json.loads(path.read_text())["commands"]["cmds.batch::true"]["runs"][0][1] == "passed"
+
+
+# -- a cache that cannot be used: the run goes on, with one warning and no history ---------------
+
+
+def project(folder: Path) -> Path:
+    """A project with a batch file and a Python test, in *folder*."""
+    folder.mkdir()
+    (folder / "cmds.batch").write_text("echo ran\n")
+    (folder / "test_py.py").write_text("def test_python():\n    pass\n")
+    return folder
+
+
+def run_in(folder: Path, mode: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest, its cache on, in *folder* (``-n 2`` in the xdist mode)."""
+    extra = ["-n", "2"] if mode == "xdist" else ["--batch-jobs", "2"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", "cmds.batch", "test_py.py",
+         "--batch-json", str(folder.parent / "out.json"), *extra, *args],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )
+
+
+def assert_ran_with_one_warning(result: subprocess.CompletedProcess[str], warning: str) -> None:
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+    assert re.search(r"\b2 passed, \d+ warnings?\b", out), out
+    ours = [line for line in out.splitlines() if re.search("PytestCacheWarning: .*batch history", line)]
+    assert len(ours) == 1 and warning in ours[0], out
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache-yet", "cache-with-history"])
+def test_a_read_only_project_runs_without_history(tmp_path: Path, mode: str, mount, no_leftovers: str, cached: bool) -> None:
+    folder = project(tmp_path / "project")
+    if cached:
+        path = folder / HISTORY_FILE
+        path.parent.mkdir(parents=True)
+        before = json.dumps(History().data())
+        path.write_text(before)
+    mount("--bind", str(folder), str(folder))
+    mount("-o", "remount,ro,bind", str(folder))
+    with pytest.raises(OSError):
+        (folder / "probe").write_text("")
+    result = run_in(folder, mode)
+    # With a cache to read, its history is used; only writing it fails.
+    assert_ran_with_one_warning(result, "could not write the batch history" if cached else "batch history off")
+    assert [r["status"] for r in json.loads((tmp_path / "out.json").read_text())["results"]] == ["passed"]
+    if cached:
+        assert (folder / HISTORY_FILE).read_text() == before
+
+
+@pytest.mark.parametrize("in_the_way", [".pytest_cache", ".pytest_cache/d/batchrunner"])
+def test_a_file_in_place_of_the_cache_folder(tmp_path: Path, mode: str, no_leftovers: str, in_the_way: str) -> None:
+    folder = project(tmp_path / "project")
+    (folder / in_the_way).parent.mkdir(parents=True, exist_ok=True)
+    (folder / in_the_way).write_text("not a folder")
+    assert_ran_with_one_warning(run_in(folder, mode), "batch history off")
+    assert (folder / in_the_way).read_text() == "not a folder"
+    # Python tests alone, with the plugin on: no error either.
+    result = subprocess.run([sys.executable, "-m", "pytest", "test_py.py", "--batch-jobs", "2"], cwd=folder,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "INTERNALERROR" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_no_cacheprovider_reads_and_writes_nothing(pytester: pytest.Pytester, no_leftovers: str) -> None:
@@ -325,3 +408,33 @@ def test_history_eta_arithmetic() -> None:
     eta.finished("b")
     eta.finished("c")
     assert eta.seconds({"a": 9.0, "d": 5.0}) == 1.0  # d overran its estimate: it counts for nothing more
+
+
+# -- runs at once in one folder ---------------------------------------------------------------------
+
+
+def test_runs_at_once_in_one_folder_lose_no_history(pytester: pytest.Pytester, mode: str, no_leftovers: str) -> None:
+    # A large history makes each run's read-modify-write of it take a while: without
+    # the lock, the two runs, ending together, would each write back what they read.
+    past = History()
+    past.record((f"old.batch::true  # {i}", 0.01, "passed") for i in range(30_000))
+    path = pytester.path / HISTORY_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(past.data()))
+    # Each run's command waits for the other's to start: the two sessions end together.
+    write(pytester, "touch a.started; until test -e b.started; do sleep 0.01; done\n", name="a.batch")
+    write(pytester, "touch b.started; until test -e a.started; do sleep 0.01; done\n", name="b.batch")
+    extra = ["-n", "2"] if mode == "xdist" else []
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "pytest", "-q", name, *extra], cwd=pytester.path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in ("a.batch", "b.batch")
+    ]
+    for proc in runs:
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out
+    data = json.loads(path.read_text())
+    assert data["run"] == 3
+    assert {"a.batch::touch a.started; until test -e b.started; do sleep 0.01; done",
+            "b.batch::touch b.started; until test -e a.started; do sleep 0.01; done"} <= set(data["commands"])
+    assert len(data["commands"]) == 30_002

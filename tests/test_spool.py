@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tracemalloc
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -406,3 +408,91 @@ def test_audit_log_of_an_item_run_twice_in_this_process(monkeypatch: pytest.Monk
     ]
     assert [(r.run, r.status) for r in recorder.results()] == [(1, "failed"), (2, "passed")]
     recorder.close()
+
+
+# -- a full $TMPDIR ------------------------------------------------------------------------------
+
+KEPT = 300_000  # bytes each command prints (all kept): twelve of them overflow a 1 MiB $TMPDIR
+# The last one also fills what is left of $TMPDIR, for the reports written after it.
+FULL_TMPDIR_BATCH = "".join(f"head -c {KEPT} /dev/zero | tr '\\0' {c}\n" for c in "abcdefghijk") \
+    + f"head -c {KEPT} /dev/zero | tr '\\0' z; head -c 2000000 /dev/zero > \"$TMPDIR/filler\" 2>/dev/null; exit 3\n"
+REPORTS = ("--batch-json", "out.json", "--junitxml", "out.xml", "--batch-html", "out.html", "--batch-trace", "out.trace",
+           "--batch-markdown", "out.md", "--batch-log", "out.log", "--batch-joblog", "out.joblog")
+
+
+def test_a_full_tmpdir_loses_no_report(pytester: pytest.Pytester, run, mount, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spool overflows a small real tmpfs as $TMPDIR: the run goes on in memory, every report complete."""
+    tmp = pytester.path / "small-tmp"
+    tmp.mkdir()
+    mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    pytester.makefile(".batch", cmds=FULL_TMPDIR_BATCH)
+    result = run(*REPORTS, "-rf")
+    result.assert_outcomes(passed=11, failed=1)
+    assert os.statvfs(tmp).f_bavail == 0  # still full
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out and "Traceback" not in out
+    # One warning says the spool moved to memory (the scenario happened).
+    assert len(re.findall(r"PytestWarning: the results spool could not be written in the temporary folder", out)) == 1, out
+    result.stdout.fnmatch_lines(["Total Commands: 12 | Successful: 11 | Failed: 1 *"])
+    results = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert [(r["line"], r["status"], r["stdout"]) for r in results] == [
+        (line, "passed" if c != "z" else "failed", c * KEPT) for line, c in enumerate("abcdefghijkz", 1)
+    ]
+    cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
+    failed = [case for case in cases if case.find("failure") is not None]
+    assert len(list(ET.parse(pytester.path / "out.xml").getroot().iter("testcase"))) == 12
+    assert len(failed) == 1 and "z" * 1000 in ET.tostring(failed[0], encoding="unicode")
+    page = (pytester.path / "out.html").read_text()
+    assert page.endswith("</html>\n") and "Failed commands (1)" in page and "z" * 1000 in page
+    assert len(json.loads((pytester.path / "out.trace").read_text())["traceEvents"]) >= 12
+    assert "cmds.batch:12" in (pytester.path / "out.md").read_text()
+    assert len((pytester.path / "out.joblog").read_text().splitlines()) == 13  # a header and a line per command
+    log = (pytester.path / "out.log").read_text()
+    assert "Total Commands: 12" in log and "Failed: 1" in log and "tr '\\0' z" in log.split("Failed commands:")[1]
+
+
+def test_a_spool_that_cannot_be_made_starts_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))  # mkstemp fails: no such folder
+    recorder = Recorder()
+    recorder.attempt(record("a.batch::x", 1, output="out"), "passed")
+    recorder.outcome("a.batch::x", "passed")
+    assert [r.stdout for r in recorder.results()] == ["out"]
+    assert "the results spool could not be written" in (recorder.spool_problem or "")
+    recorder.close()
+
+
+MANY_ATTEMPTS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_spool import record
+from pytest_batchrunner.reports.html import HtmlReport
+from pytest_batchrunner.reports.results import Recorder
+from pytest_batchrunner.reports.trace import TraceReport
+
+recorder = Recorder()
+for line in range(1, 25_001):
+    recorder.attempt(record(f"a.batch::x{line}", line, output="o" * 50), "passed")
+    recorder.outcome(f"a.batch::x{line}", "passed")
+recorder.seq("a.batch::x1")
+HtmlReport("out.html").finish(recorder)
+TraceReport("out.trace").finish(recorder)
+print(json.dumps([recorder.spool_problem, recorder.summary()["successful"], recorder.files()]))
+"""
+
+
+def test_the_timeline_of_a_large_run_with_a_full_tmpdir(tmp_path: Path, mount, monkeypatch: pytest.MonkeyPatch) -> None:
+    """25,000 attempts overflow a 1 MiB $TMPDIR: the spool, and the HTML and trace reports' timeline, go on in memory."""
+    tmp = tmp_path / "small-tmp"
+    tmp.mkdir()
+    mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))  # SQLite reads it once per process: a new process
+    result = subprocess.run([sys.executable, "-c", MANY_ATTEMPTS, str(Path(__file__).parent)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    problem, successful, files = json.loads(result.stdout)
+    assert "the results spool could not be written" in problem and successful == 25_000 and files == 1
+    assert (tmp_path / "out.html").read_text().endswith("</html>\n")
+    assert len([e for e in json.loads((tmp_path / "out.trace").read_text())["traceEvents"] if e["ph"] == "X"]) == 25_000

@@ -3,13 +3,16 @@
 Every run records, on the controller, each command's duration (its last
 attempt's) and outcome in pytest's cache: the file :data:`HISTORY_FILE` of the
 cache's ``batchrunner`` directory (``.pytest_cache/d/batchrunner/``, from
-``config.cache.mkdir``; compact JSON, written atomically), keyed by the
+``config.cache.mkdir``; compact JSON, written atomically under a lock, so that
+runs at once in one directory lose nothing), keyed by the
 command's node id (the batch file relative to the rootdir, ``::``, the item's
 name), which stays the same from run to run and machine to machine. The last
 :data:`KEEP_RUNS` runs of a command are kept; a command not seen for
 :data:`FORGET_AFTER` runs is forgotten. ``-p no:cacheprovider`` turns history
 off: nothing is read or written. The Python API and the ``batchrunner``
-command block the cache provider, so they keep no history.
+command block the cache provider, so they keep no history. A cache that cannot
+be used (a read-only folder, a file in the way, a damaged history) turns history
+off for the run with one warning: history only guides, it never fails a run.
 
 What reads it: longest-first ordering (:mod:`.ordering`), shards
 (:mod:`.shards`) and relative timeouts (:mod:`.timeouts`). Each process (the
@@ -25,7 +28,9 @@ records the merged run instead, as one run.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import statistics
 import warnings
 from collections.abc import Iterable
@@ -34,8 +39,13 @@ from typing import Any
 
 import pytest
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
-    "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryEta", "HistoryWriter", "history",
+    "CACHE_DIR", "FORGET_AFTER", "HISTORY_FILE", "KEEP_RUNS", "History", "HistoryEta", "HistoryWriter", "add_run", "history",
     "history_path", "read_history", "run_of", "write_cache_file", "write_history",
 ]
 
@@ -48,6 +58,7 @@ FORGET_AFTER = 50
 """Runs after which a command that no run has seen is dropped from the cache."""
 
 _HISTORY_KEY = pytest.StashKey["History"]()
+_DIR_KEY = pytest.StashKey["Path | None"]()
 
 
 class History:
@@ -139,9 +150,16 @@ def _valid(entry: Any) -> bool:
         return False
     runs = entry.get("runs")
     return isinstance(runs, list) and all(
-        isinstance(r, list) and len(r) == 2 and isinstance(r[0], (int, float)) and r[0] >= 0 and isinstance(r[1], str)
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], (int, float)) and _seconds(r[0]) and isinstance(r[1], str)
         for r in runs
     )
+
+
+def _seconds(value: float) -> bool:
+    try:
+        return 0 <= float(value) < math.inf
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def history(config: pytest.Config) -> History | None:
@@ -150,11 +168,25 @@ def history(config: pytest.Config) -> History | None:
     if found is None:
         # Not remembered while there is no cache: pytest's cache provider sets it in
         # its own pytest_configure, which may run after a caller's.
-        cache = getattr(config, "cache", None)
-        if cache is None:
+        if getattr(config, "cache", None) is None:
             return None
-        found = config.stash[_HISTORY_KEY] = read_history(cache.mkdir(CACHE_DIR) / HISTORY_FILE)
+        folder = _history_dir(config)
+        found = config.stash[_HISTORY_KEY] = read_history(folder / HISTORY_FILE) if folder else History()
     return found
+
+
+def _history_dir(config: pytest.Config) -> Path | None:
+    """The history's folder in pytest's cache, made once; None, with one warning, when it cannot be made."""
+    if _DIR_KEY not in config.stash:
+        try:
+            config.stash[_DIR_KEY] = config.cache.mkdir(CACHE_DIR)  # type: ignore[union-attr]
+        except OSError as exc:
+            config.stash[_DIR_KEY] = None
+            if not hasattr(config, "workerinput"):  # the controller says it, once, in the warnings summary
+                config.issue_config_time_warning(
+                    pytest.PytestCacheWarning(f"batch history off: cannot use pytest's cache ({exc})"), stacklevel=2
+                )
+    return config.stash[_DIR_KEY]
 
 
 def history_path(cache_dir: str | os.PathLike[str]) -> Path:
@@ -165,8 +197,12 @@ def history_path(cache_dir: str | os.PathLike[str]) -> Path:
 def read_history(path: Path) -> History:
     """The history in *path*; empty if there is none or it cannot be read (history only guides)."""
     try:
-        return History(json.loads(path.read_bytes()))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO in its place must not block
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return History()
+            return History(json.loads(f.read()))
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return History()
 
 
@@ -179,6 +215,21 @@ def write_history(path: Path, history: History) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def add_run(path: Path, ran: list[tuple[str, float, str]]) -> None:
+    """Add the run *ran* (see :func:`run_of`) to the history in *path*, read and written under a lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "ab") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        else:  # Windows: a lock on the first byte, retried for 10 s (then OSError, a warning)
+            import msvcrt
+
+            msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)
+        past = read_history(path)
+        past.record(ran)
+        write_history(path, past)
 
 
 class HistoryWriter:
@@ -201,12 +252,12 @@ class HistoryWriter:
         ran = run_of(self.recorder.results(output=False))  # streamed from the spool; no output needed
         if not ran:
             return
-        # Read again: another run in the same directory may have written since.
-        path = cache.mkdir(CACHE_DIR) / HISTORY_FILE
-        past = read_history(path)
-        past.record(ran)
+        folder = _history_dir(self.config)
+        if folder is None:
+            return  # said when it was first asked
+        path = folder / HISTORY_FILE
         try:
-            write_history(path, past)
+            add_run(path, ran)  # read again, under the lock: another run in this directory may have written since
         except OSError as exc:  # as pytest's cache does: a warning, never a failed run
             warnings.warn(pytest.PytestCacheWarning(f"could not write the batch history {path}: {exc}"), stacklevel=1)
 
@@ -227,9 +278,6 @@ def write_cache_file(cache_dir: str | os.PathLike[str], results: Iterable[Any]) 
 
     Returns how many commands were recorded.
     """
-    path = history_path(cache_dir)
-    past = read_history(path)
     ran = run_of(results)
-    past.record(ran)
-    write_history(path, past)
+    add_run(history_path(cache_dir), ran)
     return len(ran)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,8 @@ class BatchRecording:
             return
         for writer in self.writers:
             writer.finish(self.recorder)
+        if self.recorder.spool_problem:
+            warnings.warn(pytest.PytestWarning(self.recorder.spool_problem), stacklevel=1)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:  # type: ignore[no-untyped-def]
         self.summary_printed = True

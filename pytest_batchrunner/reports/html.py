@@ -13,6 +13,7 @@ the failed, rerun and slowest ones and says how many it left out.
 from __future__ import annotations
 
 import html
+import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -180,7 +181,7 @@ def html_chunks(summary: dict[str, Any], results: Iterable[CommandResult], place
     are made in the same pass and set aside in a temporary file until the chart
     (drawn from *placed*) is written: memory does not grow with the run.
     """
-    with tempfile.TemporaryFile() as failures:
+    with _SetAside() as failures:
         count = 0
 
         def watched() -> Iterator[CommandResult]:
@@ -225,6 +226,42 @@ def html_chunks(summary: dict[str, Any], results: Iterable[CommandResult], place
         yield f"\n<p><small>pytest-batchrunner {_e(__version__)}{when}</small></p></body></html>\n".encode()
 
 
+class _SetAside:
+    """Bytes set aside in a temporary file, moved to memory if ``$TMPDIR`` cannot take them (it is full)."""
+
+    def __init__(self) -> None:
+        try:
+            self.file: Any = tempfile.TemporaryFile(buffering=0)  # unbuffered: what was written is known
+        except OSError:
+            self.file = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.file.write(view):]
+            except OSError:
+                if isinstance(self.file, io.BytesIO):
+                    raise
+                self.file.seek(0)
+                kept = self.file.read()
+                self.file.close()
+                self.file = io.BytesIO(kept)
+                self.file.seek(0, io.SEEK_END)
+
+    def seek(self, offset: int) -> None:
+        self.file.seek(offset)
+
+    def read(self, size: int) -> bytes:
+        return self.file.read(size)
+
+    def __enter__(self) -> _SetAside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
 class HtmlReport:
     """Writer of ``--batch-html PATH``: writes the page once, at the end of the run (also when interrupted).
 
@@ -238,6 +275,6 @@ class HtmlReport:
 
     def finish(self, recorder: Recorder) -> None:
         summary = recorder.summary()
-        with Timeline(recorder.results(output=False), recorder.started) as placed:
+        with Timeline(recorder.results(output=False), recorder.started, in_memory=recorder.spool_problem is not None) as placed:
             page = html_chunks(summary, recorder.results(), placed, started_iso=iso_time(recorder.started))
             write_atomically(self.path, page)

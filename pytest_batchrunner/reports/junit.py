@@ -716,7 +716,7 @@ class JUnitReport:
         # that cannot be written is named with exit status 3, not a traceback.
         for plugin in session.config.pluginmanager.get_plugins():
             if type(plugin).__name__ == "LogXML" and isinstance(getattr(plugin, "logfile", None), str):
-                fd, self.spool = tempfile.mkstemp(prefix="batchrunner-junit-", suffix=".xml")
+                fd, self.spool = _spool_file(plugin.logfile)
                 os.close(fd)
                 self._logxml, self._logfile = plugin, plugin.logfile
                 plugin.logfile = self.spool
@@ -764,3 +764,15 @@ class JUnitReport:
             suite_name=self.suite_name,
         )
         write_atomically(self.path, chunks)
+
+
+def _spool_file(report: str) -> tuple[int, str]:
+    """A temporary file for pytest's junitxml: beside a regular *report* (its disk must take the report anyway,
+    and pytest cannot be kept from failing on a full ``$TMPDIR``), else in ``$TMPDIR``."""
+    folder = os.path.dirname(os.path.abspath(report))
+    if os.path.isdir(folder) and (not os.path.lexists(report) or os.path.isfile(report)):
+        try:
+            return tempfile.mkstemp(prefix=".batchrunner-junit-", suffix=".xml", dir=folder)
+        except OSError:
+            pass
+    return tempfile.mkstemp(prefix="batchrunner-junit-", suffix=".xml")

@@ -7,10 +7,13 @@ agree by construction.
 
 The recorder holds nothing per command in memory: every command and every
 attempt record (with its kept output) goes to a spool, a private SQLite
-database in a temporary file that the operating system removes when it is
-closed (or when the process dies). Writers read it back in one streaming pass,
-in file order (:meth:`Recorder.results`, :meth:`Recorder.results_with_records`),
-so a run of a million commands needs no more memory than a run of ten.
+database in a temporary file of ``$TMPDIR``, unlinked as soon as it is open, so
+that the operating system removes it when it is closed (or when the process
+dies). Writers read it back in one streaming pass, in file order
+(:meth:`Recorder.results`, :meth:`Recorder.results_with_records`), so a run of
+a million commands needs no more memory than a run of ten. The
+spool is optional: when its file cannot be written (a full ``$TMPDIR``), what it
+held moves to memory and the run goes on (:attr:`Recorder.spool_problem` says why).
 
 A *command* here is one run of an item: a session may run the same item more
 than once (``pytest c.batch c.batch --keep-duplicates``, or xdist's ``--dist
@@ -25,8 +28,10 @@ final outcome starts the next run (see :meth:`Recorder.begin`).
 from __future__ import annotations
 
 import datetime
+import os
 import pickle
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -100,14 +105,17 @@ class CommandInfo:
     """Attempt records received so far."""
 
 
-# Writes between two commits of the spool: a commit is cheap without a journal,
-# and keeps the transaction (and SQLite's dirty pages) small.
+# Writes (or bytes written) between two commits of the spool: a commit is cheap,
+# and keeps the transaction (and SQLite's dirty pages) small. The transaction's
+# writes are kept until its commit, to be replayed if the spool moves to memory.
 _COMMIT_EVERY = 1000
+_COMMIT_BYTES = 4 << 20
 # SQLite's page cache for the spool, in KiB (negative: a size, not pages).
 _CACHE_KIB = 2048
 # Runs kept in memory after their final outcome (the most recent ones): a
 # failing teardown reports after the outcome of its call.
 _ID_CACHE = 256
+_PROBLEM = "the results spool could not be written in the temporary folder ({}): the run went on with it in memory"
 _ORDER = "coalesce(file, ''), coalesce(line, 0), nodeid, run"
 _ORDER_JOINED = "coalesce(c.file, ''), coalesce(c.line, 0), c.nodeid, c.run"
 _SCHEMA = f"""
@@ -135,6 +143,13 @@ CREATE TABLE attempt (
 );
 CREATE INDEX attempt_command ON attempt (command_id, id);
 """
+
+
+def _memory_db() -> sqlite3.Connection:
+    """A spool in memory, its temporary tables and sorts too (``$TMPDIR`` is full)."""
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA temp_store = MEMORY")
+    return db
 
 
 def _storable(value: Any) -> Any:
@@ -167,13 +182,21 @@ class Recorder:
         self.finished: float | None = None
         self.interrupted = False
         self.listeners: list[Any] = []
-        # "": a private database in a temporary file, deleted by SQLite on close.
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-        self._db.execute("PRAGMA journal_mode = OFF")
-        self._db.execute("PRAGMA synchronous = OFF")
-        self._db.executescript(_SCHEMA)
         self._writes = 0
+        self._tx: list[tuple[str, tuple[Any, ...]]] | None = []
+        """The writes of the open transaction (None once the spool is in memory)."""
+        self._tx_bytes = 0
+        self.spool_problem: str | None = None
+        """Why the spool is in memory, or None."""
+        self._path: str | None = None
+        """The spool's file while it has a name (where an open file cannot be unlinked: Windows)."""
+        try:
+            self._db = self._open_file()
+        except (OSError, sqlite3.OperationalError) as exc:
+            self._db = _memory_db()
+            self._tx = None
+            self.spool_problem = _PROBLEM.format(exc)
+        self._db.executescript(_SCHEMA)
         # The runs in memory, by (nodeid, worker): those in flight, and the most
         # recent finished ones (_done, oldest first); their rows, in _claimed.
         self._live: dict[tuple[str, str], _Run] = {}
@@ -190,7 +213,30 @@ class Recorder:
 
     # -- the spool ------------------------------------------------------------------------
 
+    def _open_file(self) -> sqlite3.Connection:
+        # A file, not SQLite's "" temporary database: a commit writes the file, so a
+        # write the disk refuses later leaves the committed spool readable (and movable to memory).
+        fd, path = tempfile.mkstemp(prefix="batchrunner-spool-", suffix=".sqlite")
+        os.close(fd)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+            # A journal (in memory) so that a write the disk refuses is rolled back, not left half done.
+            db.execute("PRAGMA journal_mode = MEMORY")
+            db.execute("PRAGMA synchronous = OFF")
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                self._path = path  # removed on close
+        return db
+
     def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        cursor = self._write_uncommitted(sql, args)
+        self._commit_if_due()
+        return cursor
+
+    def _write_uncommitted(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         # Asked of SQLite, not counted: a Ctrl+C between two statements must not
         # leave a transaction that the next write would try to begin again.
         if not self._db.in_transaction:
@@ -199,17 +245,60 @@ class Recorder:
         self._summary = None
         cursor = self._execute(sql, args)
         self._writes += 1
-        if self._writes >= _COMMIT_EVERY:
-            self._db.execute("COMMIT")
+        if self._tx is not None:
+            self._tx.append((sql, args))
+            self._tx_bytes += sum(len(a) for a in args if isinstance(a, (bytes, str)))
         return cursor
 
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _commit_if_due(self) -> None:
+        if self._writes >= _COMMIT_EVERY or self._tx_bytes >= _COMMIT_BYTES:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._to_memory(exc)
+            if self._tx is not None:
+                self._tx.clear()
+                self._tx_bytes = 0
+
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._statement(sql, args)
+        except sqlite3.OperationalError as exc:  # e.g. "database or disk is full"
+            self._to_memory(exc)
+            return self._statement(sql, args)
+
+    def _statement(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
         except UnicodeEncodeError:
             # A file name that is not UTF-8 reaches pytest's ids as surrogate
             # escapes, which SQLite cannot store: its bytes are kept as \xNN.
             return self._db.execute(sql, tuple(_storable(a) for a in args))
+
+    def _to_memory(self, exc: sqlite3.OperationalError) -> None:
+        """The spool's file failed: go on in memory, from its last commit and the writes since (raises *exc* if in memory)."""
+        if self._tx is None:
+            raise exc
+        old, self._db = self._db, _memory_db()
+        try:
+            if old.in_transaction:
+                old.execute("ROLLBACK")
+            old.backup(self._db)
+        finally:
+            self._close(old)
+        writes, self._tx = self._tx, None
+        for sql, args in writes:
+            self._statement(sql, args)
+        self.spool_problem = _PROBLEM.format(exc)
+
+    def _close(self, db: sqlite3.Connection) -> None:
+        db.close()
+        if self._path is not None:
+            try:
+                os.unlink(self._path)
+            except OSError:
+                pass
+            self._path = None
 
     def _new_run(self, nodeid: str) -> _Run:
         # The first row of *nodeid* that no run has claimed (collection expects
@@ -271,7 +360,7 @@ class Recorder:
         if self._db is not None:
             if self._summary is None:
                 self.summary()
-            self._db.close()
+            self._close(self._db)
             self._db = None  # type: ignore[assignment]
 
     # -- what the plugin tells it ---------------------------------------------------------
@@ -369,7 +458,7 @@ class Recorder:
     def __len__(self) -> int:
         """The number of commands known (expected or reported)."""
         if self._count < 0:
-            self._count = self._db.execute("SELECT count(*) FROM command").fetchone()[0]
+            self._count = self._execute("SELECT count(*) FROM command").fetchone()[0]
         return self._count
 
     def __contains__(self, nodeid: object) -> bool:
@@ -384,7 +473,7 @@ class Recorder:
         # The row of *worker*'s run of *nodeid* when it is in memory, else *nodeid*'s first.
         run = self._live.get((nodeid, worker)) if worker is not None else None
         if run is not None:
-            return self._db.execute(f"SELECT {columns} FROM command WHERE id = ?", (run.id,)).fetchone()
+            return self._execute(f"SELECT {columns} FROM command WHERE id = ?", (run.id,)).fetchone()
         return self._execute(
             f"SELECT {columns} FROM command WHERE nodeid = ? ORDER BY run LIMIT 1", (nodeid,)
         ).fetchone()
@@ -397,7 +486,7 @@ class Recorder:
 
     def files(self) -> int:
         """The number of distinct batch files of the known commands."""
-        return self._db.execute("SELECT count(DISTINCT file) FROM command").fetchone()[0]
+        return self._execute("SELECT count(DISTINCT file) FROM command").fetchone()[0]
 
     def seq(self, nodeid: str, worker: str | None = None) -> int:
         """*nodeid*'s position (1-based) among the commands in results order (of its run on *worker*, if
@@ -405,15 +494,17 @@ class Recorder:
         if not self._sequenced:
             # Once, when every command is known; a temporary table keeps it one sort.
             self._sequenced = True
-            db = self._db
-            db.execute(f"CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY {_ORDER}) AS n FROM command")
-            self._write("UPDATE command SET seq = (SELECT n FROM numbered WHERE numbered.id = command.id)", ())
-            db.execute("DROP TABLE numbered")
+            # In one transaction, so that the spool moving to memory replays the three together.
+            numbered = f"CREATE TEMP TABLE numbered AS SELECT id, row_number() OVER (ORDER BY {_ORDER}) AS n FROM command"
+            self._write_uncommitted(numbered, ())
+            self._write_uncommitted("UPDATE command SET seq = (SELECT n FROM numbered WHERE numbered.id = command.id)", ())
+            self._write_uncommitted("DROP TABLE numbered", ())
+            self._commit_if_due()
         row = self._row(nodeid, worker, "id, seq")
         if row is not None and row[1] is not None:
             return row[1]
         command_id = row[0] if row is not None else self._new_run(nodeid).id
-        number = self._db.execute("SELECT coalesce(max(seq), 0) + 1 FROM command").fetchone()[0]
+        number = self._execute("SELECT coalesce(max(seq), 0) + 1 FROM command").fetchone()[0]
         self._write("UPDATE command SET seq = ? WHERE id = ?", (number, command_id))
         return number
 
@@ -429,7 +520,7 @@ class Recorder:
         # One joined pass (commands in file order, each one's attempts in order),
         # not a query per command: a third of the time of writing 100,000 results.
         columns = "a.record, a.stdout, a.stderr" if output else "a.record, NULL, NULL"
-        rows = self._db.execute(
+        rows = self._execute(
             "SELECT c.id, c.nodeid, c.command, c.file, c.line, c.outcome, c.message, c.attempts, c.run, "
             f"{columns} FROM command c LEFT JOIN attempt a ON a.command_id = c.id ORDER BY {_ORDER_JOINED}, a.id"
         )

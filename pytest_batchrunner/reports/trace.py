@@ -104,9 +104,12 @@ class Timeline:
     instead. Use it as a context manager, or :meth:`close` it.
     """
 
-    def __init__(self, results: Iterable[CommandResult], origin: float) -> None:
+    def __init__(self, results: Iterable[CommandResult], origin: float, *, in_memory: bool = False) -> None:
         # "" is a temporary database on disk: SQLite's page cache, not the run, bounds the memory used.
-        self._db = sqlite3.connect("")
+        # *in_memory* when the disk is known to be full (the results spool had to move to memory).
+        self._db = sqlite3.connect(":memory:" if in_memory else "")
+        if in_memory:
+            self._db.execute("PRAGMA temp_store = MEMORY")  # its sorts too
         try:
             self._build(results, origin)
         except BaseException:
@@ -288,5 +291,5 @@ class TraceReport:
 
     def finish(self, recorder: Recorder) -> None:
         # Two streaming passes: the attempts (without output) into the timeline's table, then the file.
-        with Timeline(recorder.results(output=False), recorder.started) as placed:
+        with Timeline(recorder.results(output=False), recorder.started, in_memory=recorder.spool_problem is not None) as placed:
             write_atomically(self.path, trace_chunks(placed, started_iso=iso_time(recorder.started)))
