@@ -150,3 +150,19 @@ def test_ctrl_c_after_a_crash(pytester: pytest.Pytester, no_leftovers: str, inte
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert sorted(r["line"] for r in results) == [2, 3, 5]
     assert [r["line"] for r in results if r["command"] == CRASH] == [2]
+
+
+@pytest.mark.parametrize("mode", [["--batch-jobs", "2"], ["-n", "1"]], ids=["inprocess", "xdist"])
+def test_history_never_moves_a_command_before_a_python_test(pytester: pytest.Pytester, no_leftovers: str,
+                                                            mode: list[str]) -> None:
+    # The command after the test needs what the test makes; the history says it is the longest.
+    pytester.makepyfile(test_prep="import time, pathlib\n\ndef test_prep():\n"
+                                  "    time.sleep(0.5)\n    pathlib.Path('ready.flag').touch()\n")
+    (pytester.path / "c.batch").write_text("test -f ready.flag && sleep 0.3\ntrue\n")
+    history = History()
+    history.record([("c.batch::test -f ready.flag && sleep 0.3", 0.3, "passed"), ("c.batch::true", 0.01, "passed")])
+    path = pytester.path / history_path(".pytest_cache")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history.data()))
+    result = pytester.runpytest_subprocess("test_prep.py", "c.batch", "-p", "no:randomly", *mode, timeout=90)
+    result.assert_outcomes(passed=3)
