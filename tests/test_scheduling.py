@@ -166,3 +166,15 @@ def test_history_never_moves_a_command_before_a_python_test(pytester: pytest.Pyt
     path.write_text(json.dumps(history.data()))
     result = pytester.runpytest_subprocess("test_prep.py", "c.batch", "-p", "no:randomly", *mode, timeout=90)
     result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize("dist", DISTS)
+def test_a_crash_after_the_other_worker_finished_early(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
+    # One unit of work (a group): the second worker gets nothing and ends at once; the replacement runs the rest.
+    (pytester.path / "c.batch").write_text(f"# batch: group=g\n{CRASH}\nsleep 0.2\necho last\n")
+    seed_history(pytester)
+    result = run_crashing(pytester, "--dist", dist)
+    result.assert_outcomes(passed=2, failed=1)
+    assert crash_runs(pytester) == 1
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [(r["line"], r["status"], r["attempts"]) for r in results] == [(2, "failed", 1), (3, "passed", 1), (4, "passed", 1)]

@@ -10,8 +10,8 @@ mean of those with it:
 * in-process with ``--batch-jobs N`` (N > 1), the items are reordered at the end
   of collection, and the job runner looks further ahead (:data:`LOOKAHEAD` x N
   items) so that short commands fill the other slots while a long one runs;
-* under xdist (``--dist load``, the default, or ``loadgroup``), the plugin's
-  scheduler (:mod:`.pipelines`) hands workers the longest units first.
+* under xdist (``--dist load``, the default, ``loadgroup`` or ``loadfile``), the
+  plugin's scheduler (:mod:`.pipelines`) hands workers the longest units first.
 
 What is never reordered: a sequential group is one unit, counted by its total,
 its steps kept together and in file order; a Python test stays where it is, and

@@ -5,9 +5,9 @@ Lines marked ``sequential`` (``# batch: group=deploy sequential``; without
 
 * **one worker, file order.** Each step carries pytest-xdist's ``xdist_group``
   marker, and under ``-n`` (``--dist load``, the default, or ``loadgroup``) the
-  controller schedules each group as one unit of work, which one worker runs in
-  collection (file) order (:func:`configure_distribution`). ``--dist loadfile``
-  keeps whole files together anyway; an explicit ``--dist load`` or
+  plugin's scheduler hands each group as one unit of work to one worker, which
+  runs it in collection (file) order (:func:`configure_distribution`). Under
+  ``--dist loadfile`` its units are whole files; an explicit ``--dist load`` or
   ``worksteal`` gets a warning. Steps are never started ahead by ``--batch-jobs``.
 * **fail fast.** Once a step has finally failed (after its reruns), the group's
   later steps are skipped with "not run: step N (line L) failed".
