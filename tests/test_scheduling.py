@@ -178,3 +178,16 @@ def test_a_crash_after_the_other_worker_finished_early(pytester: pytest.Pytester
     assert crash_runs(pytester) == 1
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert [(r["line"], r["status"], r["attempts"]) for r in results] == [(2, "failed", 1), (3, "passed", 1), (4, "passed", 1)]
+
+
+def test_loadgroup_keeps_python_tests_xdist_groups(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Beside batch files, the plugin's scheduler keeps pytest-xdist's own groups of Python tests together.
+    pytester.makepyfile(test_grouped="import os, pytest\n\n"
+                        + "".join(f"@pytest.mark.xdist_group('x')\ndef test_{i}():\n"
+                                  f"    open('workers', 'a').write(os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n\n"
+                                  for i in range(4)))
+    (pytester.path / "c.batch").write_text("true\ntrue  # 2\ntrue  # 3\n")
+    result = pytester.runpytest_subprocess("test_grouped.py", "c.batch", "-n", "2", "--dist", "loadgroup",
+                                           "-p", "no:randomly", "-p", "no:cacheprovider", timeout=90)
+    result.assert_outcomes(passed=7)
+    assert len(set((pytester.path / "workers").read_text().split())) == 1

@@ -163,7 +163,8 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
         if dist != "worksteal":
             config.pluginmanager.register(GroupScheduling(remote.groups, dist, always=True), "batchrunner-groups")
         return
-    groups = _groups(config, discovery)
+    files = list(_batch_files(config, discovery))
+    groups = _groups(config, files)
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
     if any(sequential for _, sequential in groups.values()) and (dist == "worksteal" or (dist == "load" and explicit)):
         config.issue_config_time_warning(
@@ -177,7 +178,7 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
         return
     if dist == "worksteal":
         return
-    always = dist != "load" and next(iter(_batch_files(config, discovery)), None) is not None
+    always = dist != "load" and bool(files)
     config.pluginmanager.register(GroupScheduling(groups, dist, always=always), "batchrunner-groups")
 
 
@@ -200,7 +201,7 @@ class GroupScheduling:
         order = scope_estimates(config, is_batch)
         if not self.groups and order is None and not self.always:
             return None  # xdist's own scheduler
-        return BatchScheduling(config, self.groups, order, by_file=self.dist == "loadfile")
+        return BatchScheduling(config, self.groups, order, self.dist)
 
 
 class BatchScheduling:
@@ -210,13 +211,13 @@ class BatchScheduling:
     crashed); the rest of its work goes to the others, in order.
     """
 
-    def __init__(self, config: pytest.Config, groups: dict[str, tuple[str, bool]], order, by_file: bool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: pytest.Config, groups: dict[str, tuple[str, bool]], order, dist: str) -> None:  # type: ignore[no-untyped-def]
         from xdist.workermanage import parse_tx_spec_config
 
         self.config = config
         self.groups = groups
         self.order = order
-        self.by_file = by_file
+        self.dist = dist
         self.numnodes = len(parse_tx_spec_config(config))
         self.collection: list[str] | None = None
         self.collections: dict = {}  # type: ignore[type-arg]  # node -> the ids it collected
@@ -237,10 +238,14 @@ class BatchScheduling:
     def scope(self, index: int) -> str | int:
         """The unit of work of the item at *index* of the collection: its file, its group, or itself."""
         nodeid = self.collection[index]  # type: ignore[index]
-        if self.by_file:
+        if self.dist == "loadfile":
             return nodeid.split("::", 1)[0]
         group = self.group(nodeid)
-        return index if group is None else f"batch-group:{group[0]}"
+        if group is not None:
+            return f"batch-group:{group[0]}"
+        if self.dist == "loadgroup" and "@" in nodeid:
+            return f"xdist-group:{nodeid.rsplit('@', 1)[1]}"  # a Python test's xdist_group, as xdist's loadgroup does
+        return index
 
     @property
     def nodes(self) -> list:  # type: ignore[type-arg]
@@ -351,10 +356,10 @@ class BatchScheduling:
                 self.config.hook.pytest_collectreport(report=report)
 
 
-def _groups(config: pytest.Config, discovery: BatchDiscovery) -> dict[str, tuple[str, bool]]:
-    """``nodeid -> (group, sequential)`` for every grouped line of the batch files pytest will collect."""
+def _groups(config: pytest.Config, files: list[Path]) -> dict[str, tuple[str, bool]]:
+    """``nodeid -> (group, sequential)`` for every grouped line of *files* (the batch files pytest will collect)."""
     groups: dict[str, tuple[str, bool]] = {}
-    for path in _batch_files(config, discovery):
+    for path in files:
         try:
             data = read_batch_file(path)  # a FIFO or a device is refused, not read
             if b"group=" not in data and b"sequential" not in data:
