@@ -191,3 +191,18 @@ def test_loadgroup_keeps_python_tests_xdist_groups(pytester: pytest.Pytester, no
                                            "-p", "no:randomly", "-p", "no:cacheprovider", timeout=90)
     result.assert_outcomes(passed=7)
     assert len(set((pytester.path / "workers").read_text().split())) == 1
+
+
+@pytest.mark.parametrize(("dist", "settings", "scheduler"), [
+    ("load", "group=g", "BatchScheduling"), ("loadgroup", "group=g sequential", "BatchScheduling"),
+    ("loadfile", "group=g sequential", "BatchScheduling"), ("loadscope", "group=g sequential", "LoadScopeScheduling"),
+    ("worksteal", "group=g", "WorkStealingScheduling"),
+])
+def test_which_dist_modes_the_plugin_schedules(pytester: pytest.Pytester, no_leftovers: str, dist: str, settings: str,
+                                               scheduler: str) -> None:
+    # With groups and history the plugin schedules load, loadgroup and loadfile; loadscope stays pytest-xdist's own.
+    (pytester.path / "c.batch").write_text(f"# batch: {settings}\nsleep 0.2\ntrue\n# batch:\nsleep 0.3\n")
+    seed_history(pytester)
+    result = pytester.runpytest_subprocess("c.batch", "-n", "2", "--dist", dist, "-v", "-p", "no:randomly", timeout=90)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([f"scheduling tests via {scheduler}"])
