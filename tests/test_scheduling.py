@@ -9,8 +9,11 @@ only. A run that hangs fails its test (pytester's timeout), not the suite.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -206,3 +209,30 @@ def test_which_dist_modes_the_plugin_schedules(pytester: pytest.Pytester, no_lef
     result = pytester.runpytest_subprocess("c.batch", "-n", "2", "--dist", dist, "-v", "-p", "no:randomly", timeout=90)
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([f"scheduling tests via {scheduler}"])
+
+
+@pytest.mark.parametrize("dist", DISTS)
+def test_an_outside_kill_of_a_worker(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
+    # The worker is killed from outside while its command runs: the same as a command killing it.
+    (pytester.path / "c.batch").write_text("# batch: group=g\necho $PPID > worker.pid; sleep 60\nsleep 0.2\n"
+                                           "# batch:\nsleep 0.3\nsleep 0.1\n")
+    seed_history(pytester)
+    argv = [sys.executable, "-m", "pytest", "c.batch", "-n", "2", "--dist", dist, "-p", "no:randomly",
+            "--batch-json", "r.json"]
+    proc = subprocess.Popen(argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pid_file = pytester.path / "worker.pid"
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert [(r["line"], r["status"], r["attempts"]) for r in results] == [
+        (2, "failed", 1), (3, "passed", 1), (5, "passed", 1), (6, "passed", 1)]
