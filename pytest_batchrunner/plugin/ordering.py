@@ -10,8 +10,8 @@ mean of those with it:
 * in-process with ``--batch-jobs N`` (N > 1), the items are reordered at the end
   of collection, and the job runner looks further ahead (:data:`LOOKAHEAD` x N
   items) so that short commands fill the other slots while a long one runs;
-* under xdist (``--dist load``, the default, or ``loadgroup``), the plugin's
-  scheduler (:mod:`.pipelines`) hands workers the longest units first.
+* under xdist (``--dist load``, the default, ``loadgroup`` or ``loadfile``), the
+  plugin's scheduler (:mod:`.pipelines`) hands workers the longest units first.
 
 What is never reordered: a sequential group is one unit, counted by its total,
 its steps kept together and in file order; a Python test stays where it is, and
@@ -23,6 +23,7 @@ whatever the run order: the JSON, JUnit and summary sort by file and line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -130,16 +131,33 @@ class Ordering:
             runner.window = max(runner.window, runner.jobs * LOOKAHEAD)
 
 
-def scope_estimates(config: pytest.Config) -> Any:
-    """For the xdist scheduler: a function from a unit's node ids to its expected seconds, or None without history."""
+def scope_estimates(config: pytest.Config, is_batch: Callable[[str], bool]) -> Any:
+    """For the xdist scheduler: ``order(units) -> scopes``, longest first between Python tests, or None without history.
+
+    *units* maps each unit of work to its node ids, in collection order; a unit
+    holding a Python test (not *is_batch*) stays in its place, and no other unit
+    moves across it.
+    """
     if order_option(config) == "file":
         return None
     past = history(config)
     if not worthwhile(past):
         return None
 
-    def order(units: dict[str, dict[str, bool]]) -> list[str]:
-        estimates = past.estimates(n for nodeids in units.values() for n in nodeids) or {}
-        return sorted(units, key=lambda scope: -sum(estimates.get(n, 0.0) for n in units[scope]))
+    def order(units: dict[Any, list[str]]) -> list[Any]:
+        estimates = past.estimates(n for nodeids in units.values() for n in nodeids if is_batch(n)) or {}
+
+        def longest(segment: list[Any]) -> list[Any]:
+            return sorted(segment, key=lambda scope: -sum(estimates.get(n, 0.0) for n in units[scope]))
+
+        ordered: list[Any] = []
+        segment: list[Any] = []
+        for scope, nodeids in units.items():
+            if all(map(is_batch, nodeids)):
+                segment.append(scope)
+            else:
+                ordered += [*longest(segment), scope]
+                segment = []
+        return ordered + longest(segment)
 
     return order

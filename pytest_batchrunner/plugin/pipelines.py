@@ -5,9 +5,9 @@ Lines marked ``sequential`` (``# batch: group=deploy sequential``; without
 
 * **one worker, file order.** Each step carries pytest-xdist's ``xdist_group``
   marker, and under ``-n`` (``--dist load``, the default, or ``loadgroup``) the
-  controller schedules each group as one unit of work, which one worker runs in
-  collection (file) order (:func:`configure_distribution`). ``--dist loadfile``
-  keeps whole files together anyway; an explicit ``--dist load`` or
+  plugin's scheduler hands each group as one unit of work to one worker, which
+  runs it in collection (file) order (:func:`configure_distribution`). Under
+  ``--dist loadfile`` its units are whole files; an explicit ``--dist load`` or
   ``worksteal`` gets a warning. Steps are never started ahead by ``--batch-jobs``.
 * **fail fast.** Once a step has finally failed (after its reruns), the group's
   later steps are skipped with "not run: step N (line L) failed".
@@ -144,34 +144,29 @@ def keep_group_order(items: list[pytest.Item]) -> None:
 
 
 def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> None:
-    """Keep groups on one xdist worker: a scheduler of our own when the batch files have groups.
+    """Under ``--dist load``, ``loadgroup`` or ``loadfile``: the plugin's own xdist scheduler (:class:`BatchScheduling`).
 
-    pytest-xdist's ``--dist loadgroup`` finds groups through an ``@group`` suffix
-    that it writes into node ids on the workers, which pytest 9.2 no longer lets
-    it do. The controller reads the batch files instead (cheap) and hands xdist,
-    through its ``pytest_xdist_make_scheduler`` hook, a load-scope scheduler whose
-    scope for a grouped command is its group: the same result, on any pytest.
+    Under ``load`` only when the batch files have groups or the history can order them
+    (else xdist's own, which sends short items in chunks); under ``loadgroup`` and
+    ``loadfile`` whenever batch files are collected. ``loadscope``, ``worksteal`` and
+    ``each`` keep xdist's schedulers.
     """
     if hasattr(config, "workerinput"):
         return
     dist = getattr(config.option, "dist", "no")
-    if dist in ("no", "each", "loadfile"):
+    if dist not in ("load", "loadgroup", "loadfile", "worksteal"):
         return
     remote = config.stash.get(REMOTE_KEY, None)
     if remote is not None:
         # Remote workers collect copies the controller may not have: the groups
         # are the ones they send (see .remote), known before anything is scheduled.
-        if dist in ("load", "loadgroup"):
-            config.pluginmanager.register(GroupScheduling(remote.groups, always=True), "batchrunner-groups")
+        if dist != "worksteal":
+            config.pluginmanager.register(GroupScheduling(remote.groups, dist, always=True), "batchrunner-groups")
         return
-    groups = _groups(config, discovery)
-    if not any(sequential for _, sequential in groups.values()):
-        if dist in ("load", "loadgroup"):
-            # Also without groups: longest first when the history knows the commands (see .ordering).
-            config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
-        return
+    files = list(batch_files(config, discovery))
+    groups = _groups(config, files)
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
-    if dist == "worksteal" or (dist == "load" and explicit):
+    if any(sequential for _, sequential in groups.values()) and (dist == "worksteal" or (dist == "load" and explicit)):
         config.issue_config_time_warning(
             pytest.PytestWarning(
                 f"pytest-batchrunner: the batch files hold sequential groups, whose order --dist {dist} "
@@ -181,56 +176,190 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
             stacklevel=2,
         )
         return
-    config.pluginmanager.register(GroupScheduling(groups), "batchrunner-groups")
+    if dist == "worksteal":
+        return
+    always = dist != "load" and bool(files)
+    config.pluginmanager.register(GroupScheduling(groups, dist, always=always), "batchrunner-groups")
 
 
 class GroupScheduling:
-    """On the xdist controller: schedule by batch-file group, longest-expected unit first with history."""
+    """On the xdist controller: hands xdist a :class:`BatchScheduling` (see :func:`configure_distribution`)."""
 
-    def __init__(self, groups: dict[str, tuple[str, bool]], always: bool = False) -> None:
+    def __init__(self, groups: dict[str, tuple[str, bool]], dist: str, always: bool = False) -> None:
         self.groups = groups
+        self.dist = dist
         self.always = always
         """Schedule by group even if *groups* is empty now (a remote run's fill in before scheduling)."""
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
-        from xdist.scheduler import LoadScopeScheduling
-
+        from pytest_batchrunner.plugin import _batch_nodeid_test
         from pytest_batchrunner.plugin.ordering import scope_estimates
 
-        groups = self.groups
+        is_batch = _batch_nodeid_test(config)
         # ``order(units) -> scopes``, or None: file order. Asked here, once pytest's cache is configured.
-        order = scope_estimates(config)
-        if not groups and order is None and not self.always:
+        order = scope_estimates(config, is_batch)
+        if not self.groups and order is None and not self.always:
             return None  # xdist's own scheduler
-
-        class BatchGroupScheduling(LoadScopeScheduling):
-            """Load scheduling where each batch-file group is one unit of work, run in file order."""
-
-            ordered = False
-
-            def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
-                # The work queue is complete before the first unit is assigned.
-                if order is not None and not self.ordered:
-                    self.ordered = True
-                    units = self.workqueue
-                    self.workqueue = type(units)((scope, units[scope]) for scope in order(units))
-                super()._assign_work_unit(node)
-
-            def _split_scope(self, nodeid: str) -> str:
-                group = groups.get(nodeid)
-                if group is None and "@" in nodeid:
-                    # Under an explicit --dist loadgroup, pytest < 9.2 lets xdist add "@group".
-                    group = groups.get(nodeid[: nodeid.rfind("@")])
-                return nodeid if group is None else f"batch-group:{group[0]}"
-
-        return BatchGroupScheduling(config, log)
+        return BatchScheduling(config, self.groups, order, self.dist)
 
 
-def _groups(config: pytest.Config, discovery: BatchDiscovery) -> dict[str, tuple[str, bool]]:
-    """``nodeid -> (group, sequential)`` for every grouped line of the batch files pytest will collect."""
+class BatchScheduling:
+    """pytest-xdist's scheduler protocol: units of work (a group, a file under ``loadfile``, else an item) handed out whole.
+
+    A worker that dies loses only the item it was running (xdist reports it as
+    crashed); the rest of its work goes to the others, in order.
+    """
+
+    def __init__(self, config: pytest.Config, groups: dict[str, tuple[str, bool]], order, dist: str) -> None:  # type: ignore[no-untyped-def]
+        from xdist.workermanage import parse_tx_spec_config
+
+        self.config = config
+        self.groups = groups
+        self.order = order
+        self.dist = dist
+        self.numnodes = len(parse_tx_spec_config(config))
+        self.collection: list[str] | None = None
+        self.collections: dict = {}  # type: ignore[type-arg]  # node -> the ids it collected
+        self.pending: dict = {}  # type: ignore[type-arg]  # node -> indices sent to it and not done, in order
+        self.queue: list[list[int]] = []
+        """Units of work not handed out yet: indices into the collection, in run order."""
+        self.crashed: dict[str, int] = {}
+        """The items that crashed a worker, for a rerun (:meth:`mark_test_pending`)."""
+
+    def group(self, nodeid: str) -> tuple[str, bool] | None:
+        """``(group, sequential)`` of a grouped command, else None."""
+        group = self.groups.get(nodeid)
+        if group is None and "@" in nodeid:
+            # Under an explicit --dist loadgroup, pytest < 9.2 lets xdist add "@group".
+            group = self.groups.get(nodeid[: nodeid.rfind("@")])
+        return group
+
+    def scope(self, index: int) -> str | int:
+        """The unit of work of the item at *index* of the collection: its file, its group, or itself."""
+        nodeid = self.collection[index]  # type: ignore[index]
+        if self.dist == "loadfile":
+            return nodeid.split("::", 1)[0]
+        group = self.group(nodeid)
+        if group is not None:
+            return f"batch-group:{group[0]}"
+        if self.dist == "loadgroup" and "@" in nodeid:
+            return f"xdist-group:{nodeid.rsplit('@', 1)[1]}"  # a Python test's xdist_group, as xdist's loadgroup does
+        return index
+
+    @property
+    def nodes(self) -> list:  # type: ignore[type-arg]
+        return list(self.pending)
+
+    @property
+    def collection_is_completed(self) -> bool:
+        return len(self.collections) >= self.numnodes
+
+    @property
+    def tests_finished(self) -> bool:
+        # A worker runs its last item once told to shut down: one pending item is its last.
+        return self.collection_is_completed and not self.queue and all(len(p) < 2 for p in self.pending.values())
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.queue) or any(self.pending.values())
+
+    def add_node(self, node) -> None:  # type: ignore[no-untyped-def]
+        self.pending[node] = []
+
+    def add_node_collection(self, node, collection) -> None:  # type: ignore[no-untyped-def]
+        if self.collection is not None and list(collection) != self.collection:
+            node.shutdown()  # a replacement worker that collected something else gets no work
+            return
+        self.collections[node] = list(collection)
+
+    def mark_test_complete(self, node, item_index: int, duration: float = 0) -> None:  # type: ignore[no-untyped-def]
+        self.pending[node].remove(item_index)
+        self._reschedule(node)
+
+    def mark_test_pending(self, item: str) -> None:
+        """pytest-rerunfailures' rerun of an item that crashed its worker: next in line (a sequential step: never)."""
+        group = self.group(item)
+        if group is not None and group[1]:
+            # Its earlier steps ran in the dead worker: a step rerun elsewhere would not run.
+            raise NotImplementedError("a sequential step is not rerun after it crashed its worker")
+        self.queue.insert(0, [self.crashed[item]])
+        self._hand_out()
+
+    def remove_pending_tests_from_node(self, node, indices) -> None:  # type: ignore[no-untyped-def]
+        raise NotImplementedError  # asked only by worksteal
+
+    def remove_node(self, node) -> str | None:  # type: ignore[no-untyped-def]
+        """*node* is gone: its first pending item is the one it crashed on, the others go back to the queue's front."""
+        pending = self.pending.pop(node)
+        if not pending or self.collection is None:
+            return None
+        crashed, rest = pending[0], pending[1:]
+        units: dict[str | int, list[int]] = {}
+        for index in rest:
+            units.setdefault(self.scope(index), []).append(index)
+        self.queue[:0] = list(units.values())
+        self._hand_out()
+        nodeid = self.collection[crashed]
+        self.crashed[nodeid] = crashed
+        return nodeid
+
+    def schedule(self) -> None:
+        if self.collection is None:
+            collections = list(self.collections.values())
+            if any(c != collections[0] for c in collections[1:]):
+                self._report_different_collections()
+                return
+            self.collection = collections[0]
+            units: dict[str | int, list[int]] = {}
+            # An id collected twice (--keep-duplicates) runs once, as under xdist's load-scope schedulers.
+            first: dict[str, int] = {}
+            for index, nodeid in enumerate(self.collection):
+                first.setdefault(nodeid, index)
+            for index in first.values():
+                units.setdefault(self.scope(index), []).append(index)
+            scopes = list(units) if self.order is None else self.order(
+                {scope: [self.collection[i] for i in indices] for scope, indices in units.items()}
+            )
+            self.queue = [units[scope] for scope in scopes]
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """A unit at a time to each worker in turn (the longest go to different workers), see :meth:`_reschedule`."""
+        while any([self._reschedule(node, 1) for node in self.nodes]):
+            pass
+
+    def _reschedule(self, node, units: int | None = None) -> bool:  # type: ignore[no-untyped-def]
+        """Send *node* units (up to *units*) while it has fewer than two items to go; shut it down once none is left."""
+        if node.shutting_down or node not in self.collections or self.collection is None:
+            return False
+        pending = self.pending[node]
+        sent = 0
+        while self.queue and len(pending) < 2 and (units is None or sent < units):
+            unit = self.queue.pop(0)
+            pending.extend(unit)
+            node.send_runtest_some(unit)
+            sent += 1
+        if not self.queue:
+            # The worker runs its last item once told there is no next one.
+            node.shutdown()
+        return sent > 0
+
+    def _report_different_collections(self) -> None:
+        from xdist.report import report_collection_diff
+
+        (first, collection), *others = self.collections.items()
+        for node, other in others:
+            message = report_collection_diff(collection, other, first.gateway.id, node.gateway.id)
+            if message:
+                report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
+                self.config.hook.pytest_collectreport(report=report)
+
+
+def _groups(config: pytest.Config, files: list[Path]) -> dict[str, tuple[str, bool]]:
+    """``nodeid -> (group, sequential)`` for every grouped line of *files* (the batch files pytest will collect)."""
     groups: dict[str, tuple[str, bool]] = {}
-    for path in batch_files(config, discovery):
+    for path in files:
         try:
             data = read_batch_file(path)  # a FIFO or a device is refused, not read
             if b"group=" not in data and b"sequential" not in data:
