@@ -129,6 +129,10 @@ class BatchRecording:
         # The controller collects nothing: whether the run is batch commands alone
         # (see the plugin's pytest_unconfigure) is what every worker collected.
         self.only_commands = self.only_commands is not False and bool(ids) and all(map(self.is_batch_nodeid, ids))
+        if any(map(self.is_batch_nodeid, ids)):
+            from pytest_batchrunner.plugin import refuse_retry_plugins
+
+            refuse_retry_plugins(self.config)
         self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs:

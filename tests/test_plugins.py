@@ -1,0 +1,58 @@
+"""Batch commands beside pytest-retry, flaky, pytest-repeat and pytest-benchmark (the ``plugins`` extra, part of ``test``).
+
+The suite runs with these plugins off (pyproject addopts, ``plugins_off`` in
+conftest.py); each test here turns on the one it is about. A test whose plugin
+is not installed is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_ecosystem import ecosystem  # noqa: F401  (the fixture)
+from test_plugin import outcomes, write
+
+MODULES = {"pytest-retry": "pytest_retry", "flaky": "flaky", "repeat": "pytest_repeat", "benchmark": "pytest_benchmark"}
+
+
+def need(plugin: str) -> None:
+    pytest.importorskip(MODULES[plugin])
+
+
+# -- retry plugins that take over an item's protocol are refused ------------------------------
+
+
+@pytest.mark.parametrize(
+    "plugin, args",
+    [
+        ("pytest-retry", ()),
+        ("pytest-retry", ("--retries", "2")),
+        ("flaky", ()),
+        ("flaky", ("--force-flaky", "--max-runs", "3")),
+        ("flaky", ("--reruns", "1")),
+    ],
+)
+def test_retry_plugins_are_refused_before_any_command(pytester: pytest.Pytester, ecosystem, plugin: str, args) -> None:  # noqa: F811
+    need(plugin)
+    write(pytester, "touch ran\n# batch: retries=2\nfalse\n")
+    result = ecosystem("cmds.batch", *args, "--batch-json", "r.json", plugins=(plugin,))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest-batchrunner cannot run batch commands with the {plugin} plugin*-p no:{plugin}"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not (pytester.path / "ran").exists()
+    assert not (pytester.path / "r.json").exists()
+
+
+@pytest.mark.parametrize("plugin", ["pytest-retry", "flaky"])
+def test_retry_plugins_still_serve_python_tests(pytester: pytest.Pytester, ecosystem, plugin: str) -> None:  # noqa: F811
+    need(plugin)
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    assert outcomes(ecosystem("test_x.py", plugins=(plugin,))) == {"passed": 1}
+    # Turned off, the batch file runs, retries= counted.
+    write(pytester, "# batch: retries=2\nfalse\n")
+    result = ecosystem("cmds.batch", "--batch-json", "r.json")
+    assert outcomes(result) == {"failed": 1, "rerun": 2}
+    summary = json.loads((pytester.path / "r.json").read_text())["summary"]
+    assert (summary["failed"], summary["success_rate"]) == (1, 0.0)
