@@ -56,3 +56,42 @@ def test_retry_plugins_still_serve_python_tests(pytester: pytest.Pytester, ecosy
     assert outcomes(result) == {"failed": 1, "rerun": 2}
     summary = json.loads((pytester.path / "r.json").read_text())["summary"]
     assert (summary["failed"], summary["success_rate"]) == (1, 0.0)
+
+
+# -- a state no one foresaw is counted, never dropped -----------------------------------------
+
+FOREIGN_STATE = """\
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        report.outcome = "retried"  # as pytest-retry leaves a retried test
+    if report.when == "call" and "boom" in item.name:
+        raise RuntimeError("a plugin broke")
+    return report
+"""
+
+
+def test_an_outcome_of_another_plugin_counts_as_failed(pytester: pytest.Pytester, ecosystem) -> None:  # noqa: F811
+    pytester.makeconftest(FOREIGN_STATE)
+    write(pytester, "echo ok\nfalse\n")
+    result = ecosystem("cmds.batch", "--batch-json", "r.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["Total Commands: 2 | Successful: 1 | Failed: 1 |*", "Success Rate: 50.0%", "*cmds.batch:2  false  ?retried: exit code 1?"])
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert (data["summary"]["failed"], data["summary"]["success_rate"]) == (1, 50.0)
+    assert [r["status"] for r in data["results"]] == ["passed", "failed"]
+
+
+def test_an_internalerror_of_another_plugin_is_not_a_pass(pytester: pytest.Pytester, ecosystem) -> None:  # noqa: F811
+    pytester.makeconftest(FOREIGN_STATE)
+    write(pytester, "echo ok\necho boom\necho after\n")
+    result = ecosystem("cmds.batch", "--batch-json", "r.json")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["*BatchRunner summary*", "Total Commands: 3 |*", "Interrupted: *"])
+    summary = json.loads((pytester.path / "r.json").read_text())["summary"]
+    assert summary["interrupted"] is True
+    assert summary["success_rate"] < 100.0 and summary["failed"] >= 1
+    assert f"Failed: {summary['failed']} |" in result.stdout.str()

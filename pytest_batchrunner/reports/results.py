@@ -355,6 +355,10 @@ class Recorder:
         self._finished(key, run)
         self._active = True
 
+    def fail_unfinished(self, message: str) -> None:
+        """Count every command without a final outcome as failed with *message* (a run that ended without a stop lost them)."""
+        self._write("UPDATE command SET outcome = 'failed', message = ? WHERE outcome IS NULL", (message,))
+
     def lost(self, nodeid: str, worker: str) -> None:
         """*worker* died while running *nodeid*: a rerun of that run may come from any other worker."""
         key = (nodeid, worker)
