@@ -95,3 +95,32 @@ def test_an_internalerror_of_another_plugin_is_not_a_pass(pytester: pytest.Pytes
     assert summary["interrupted"] is True
     assert summary["success_rate"] < 100.0 and summary["failed"] >= 1
     assert f"Failed: {summary['failed']} |" in result.stdout.str()
+
+
+# -- warnings as errors (-W error, filterwarnings = error) --------------------------------------
+
+
+@pytest.mark.parametrize("how", ["-W", "ini"])
+def test_a_leftover_under_warnings_as_errors_is_a_compact_failure(pytester: pytest.Pytester, run, how: str) -> None:
+    if how == "ini":
+        pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    args = ("-W", "error") if how == "-W" else ()
+    write(pytester, "sleep 30 &\necho ok\n")
+    result = run(*args, "--batch-json", "r.json", "--junitxml", "j.xml")
+    assert outcomes(result) == {"failed": 1, "passed": 1}
+    out = result.stdout.str()
+    assert "Traceback" not in out and "LeftoverProcessWarning" not in out and len(out.splitlines()) < 60, out
+    result.stdout.fnmatch_lines(["*cmds.batch:1  sleep 30 &  ?left processes behind: *sleep 30* (pid *)?"])
+    failed = json.loads((pytester.path / "r.json").read_text())["results"][0]
+    assert (failed["status"], failed["success"]) == ("failed", False)
+    assert failed["attempt_log"][-1]["status"].startswith("left processes behind: ") and "(pid " in failed["attempt_log"][-1]["status"]
+    assert 'type="leftovers" message="left processes behind: ' in (pytester.path / "j.xml").read_text()
+
+
+def test_a_dist_that_breaks_groups_under_warnings_as_errors_is_a_usage_error(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    write(pytester, "# batch: group=g sequential\ntouch ran\necho 2\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "-W", "error", "-n", "2", "--dist", "load", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-batchrunner: the batch files hold sequential groups, whose order --dist load does not keep*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not (pytester.path / "ran").exists()

@@ -292,6 +292,8 @@ def _kind(record: dict[str, Any]) -> str:
         return "signal"
     if record["exit_code"] is None:
         return "crash"  # the worker died under it (see recording._crash_record)
+    if record["status"].startswith("left processes behind"):
+        return "leftovers"  # -W error
     return "exit code"
 
 
