@@ -124,3 +124,32 @@ def test_a_dist_that_breaks_groups_under_warnings_as_errors_is_a_usage_error(pyt
     result.stderr.fnmatch_lines(["ERROR: pytest-batchrunner: the batch files hold sequential groups, whose order --dist load does not keep*"])
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "ran").exists()
+
+
+# -- --batch-jobs stays parallel beside plugins that do not set commands up ---------------------
+
+# Each command waits (at most 10 s) until all four have started: one at a time, the first one fails.
+BARRIER = "".join(
+    f"touch s{i}; n=0; while [ $(ls s? | wc -l) -lt 4 ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done; [ $(ls s? | wc -l) -eq 4 ]\n"
+    for i in range(4)
+)
+
+
+def test_batch_jobs_stay_parallel_beside_pytest_benchmark(pytester: pytest.Pytester, ecosystem, mode: str) -> None:  # noqa: F811
+    need("benchmark")
+    if mode == "xdist":
+        pytest.skip("the four commands must share one worker")
+    write(pytester, BARRIER)
+    result = ecosystem("cmds.batch", "--batch-jobs", "4", plugins=("benchmark",))
+    assert outcomes(result) == {"passed": 4}
+    assert "one at a time" not in result.stdout.str()
+
+
+def test_batch_jobs_name_what_makes_them_run_one_at_a_time(pytester: pytest.Pytester, ecosystem) -> None:  # noqa: F811
+    pytester.makeconftest("def pytest_runtest_setup(item):\n    pass\n")
+    write(pytester, "true\ntrue\n")
+    result = ecosystem("cmds.batch", "--batch-jobs", "4")
+    assert outcomes(result) == {"passed": 2}
+    result.stdout.fnmatch_lines(["pytest-batchrunner: --batch-jobs 4 ran commands one at a time beside conftest.py: it implements pytest_runtest_setup*"])
+    # Without --batch-jobs there is nothing to say.
+    assert "one at a time" not in ecosystem("cmds.batch").stdout.str()
