@@ -153,3 +153,17 @@ def test_batch_jobs_name_what_makes_them_run_one_at_a_time(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["pytest-batchrunner: --batch-jobs 4 ran commands one at a time beside conftest.py: it implements pytest_runtest_setup*"])
     # Without --batch-jobs there is nothing to say.
     assert "one at a time" not in ecosystem("cmds.batch").stdout.str()
+
+
+# -- pytest-repeat ------------------------------------------------------------------------------
+
+
+def test_repeat_count_says_that_commands_run_once(pytester: pytest.Pytester, ecosystem) -> None:  # noqa: F811
+    need("repeat")
+    write(pytester, "echo x >> ran\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = ecosystem("cmds.batch", "test_x.py", "--count", "2", plugins=("repeat",))
+    assert outcomes(result) == {"passed": 3}
+    assert (pytester.path / "ran").read_text() == "x\n"
+    result.stdout.fnmatch_lines(["pytest-batchrunner: --count 2 (pytest-repeat) repeats Python tests only: each batch command ran once"])
+    assert "repeats Python tests only" not in ecosystem("cmds.batch", plugins=("repeat",)).stdout.str()

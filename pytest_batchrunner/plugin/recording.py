@@ -256,6 +256,11 @@ class BatchRecording:
         if not self.recorder.active:
             return
         write_terminal_summary(terminalreporter, self.recorder.summary(), self.recorder.results())
+        count = getattr(self.config.option, "count", None)
+        if self.config.pluginmanager.has_plugin("repeat") and isinstance(count, int) and count > 1:
+            terminalreporter.write_line(
+                f"pytest-batchrunner: --count {count} (pytest-repeat) repeats Python tests only: each batch command ran once"
+            )
 
     summary_printed = False
 
