@@ -167,3 +167,38 @@ def test_repeat_count_says_that_commands_run_once(pytester: pytest.Pytester, eco
     assert (pytester.path / "ran").read_text() == "x\n"
     result.stdout.fnmatch_lines(["pytest-batchrunner: --count 2 (pytest-repeat) repeats Python tests only: each batch command ran once"])
     assert "repeats Python tests only" not in ecosystem("cmds.batch", plugins=("repeat",)).stdout.str()
+
+
+# -- JUnit's junit_logging and the JSON's max_retries -----------------------------------------
+
+import xml.etree.ElementTree as ET  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "logging, passing, tags",
+    [
+        ("no", "true", {"pass": [], "fail": []}),
+        ("system-out", "true", {"pass": ["system-out"], "fail": ["system-out"]}),
+        ("system-err", "true", {"pass": ["system-err"], "fail": ["system-err"]}),
+        ("all", "true", {"pass": ["system-out", "system-err"], "fail": ["system-out", "system-err"]}),
+        ("out-err", "false", {"pass": [], "fail": ["system-out", "system-err"]}),
+    ],
+)
+def test_junit_follows_junit_logging_for_commands_as_for_python_tests(
+    pytester: pytest.Pytester, run, logging: str, passing: str, tags: dict
+) -> None:
+    write(pytester, "echo out; echo err >&2\necho out; echo err >&2; false\n")
+    pytester.makepyfile(test_x="import sys\n\ndef test_pass():\n    print('out'); print('err', file=sys.stderr)\n")
+    run("--junitxml", "j.xml", "-o", f"junit_logging={logging}", "-o", f"junit_log_passing_tests={passing}")
+    cases = {c.get("name"): c for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
+    streams = ("system-out", "system-err")
+    assert [c.tag for c in cases["echo out; echo err >&2"] if c.tag in streams] == tags["pass"]
+    assert [c.tag for c in cases["echo out; echo err >&2; false"] if c.tag in streams] == tags["fail"]
+    # The same streams as pytest writes for the passing Python test.
+    assert [c.tag for c in cases["test_pass"] if c.tag in streams] == tags["pass"]
+
+
+def test_json_max_retries_is_the_highest_of_the_commands(pytester: pytest.Pytester, run) -> None:
+    write(pytester, "true\n# batch: retries=2\ntrue\n# batch: retries=1\nfalse\n")
+    run("--batch-json", "r.json")
+    assert json.loads((pytester.path / "r.json").read_text())["summary"]["max_retries"] == 2

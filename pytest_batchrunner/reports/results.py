@@ -323,6 +323,8 @@ class Recorder:
     def attempt(self, record: dict[str, Any], outcome: str, worker: str = "main") -> None:
         """A finished attempt; *outcome* is the report's (``"rerun"`` for one that will be retried)."""
         nodeid = record["nodeid"]
+        # The summary's max_retries: the highest of the commands' own (retries=, the flaky marker, --reruns).
+        self.max_retries = max(self.max_retries, int(record.get("max_attempts") or 1) - 1)
         key = (nodeid, worker)
         if key not in self._live or self._live[key].finished:
             self._started(nodeid)  # a run begins here: no begin() announced it
