@@ -202,3 +202,15 @@ def test_json_max_retries_is_the_highest_of_the_commands(pytester: pytest.Pytest
     write(pytester, "true\n# batch: retries=2\ntrue\n# batch: retries=1\nfalse\n")
     run("--batch-json", "r.json")
     assert json.loads((pytester.path / "r.json").read_text())["summary"]["max_retries"] == 2
+
+
+# -- pytest-timeout's thread method (what the README says of it) --------------------------------
+
+
+def test_a_python_tests_thread_timeout_loses_the_reports_in_process_only(pytester: pytest.Pytester, run, mode: str) -> None:
+    write(pytester, "echo ok\n")
+    pytester.makepyfile(test_slow="import time\n\ndef test_slow():\n    time.sleep(60)\n")
+    result = run("--timeout", "2", "--timeout-method", "thread", "--batch-json", "r.json")
+    assert result.ret != pytest.ExitCode.OK
+    # In-process, pytest-timeout ends the process with os._exit; under -n only a worker dies.
+    assert (pytester.path / "r.json").exists() == (mode == "xdist")
