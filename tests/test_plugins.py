@@ -8,6 +8,7 @@ is not installed is skipped.
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -43,6 +44,9 @@ def test_retry_plugins_are_refused_before_any_command(pytester: pytest.Pytester,
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "ran").exists()
     assert not (pytester.path / "r.json").exists()
+    # Collecting only runs nothing: nothing to refuse (a subprocess: pytest-retry cannot run twice in one process).
+    result = pytester.runpytest_subprocess("cmds.batch", "--collect-only", *args, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
 
 
 @pytest.mark.parametrize("plugin", ["pytest-retry", "flaky"])
@@ -170,9 +174,6 @@ def test_repeat_count_says_that_commands_run_once(pytester: pytest.Pytester, eco
 
 
 # -- JUnit's junit_logging and the JSON's max_retries -----------------------------------------
-
-import xml.etree.ElementTree as ET  # noqa: E402
-
 
 @pytest.mark.parametrize(
     "logging, passing, tags",

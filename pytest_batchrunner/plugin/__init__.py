@@ -379,8 +379,9 @@ def refuse_retry_plugins(config: pytest.Config) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     from pytest_batchrunner.plugin.items import CommandItem
 
-    if is_controller(session.config) and any(isinstance(item, CommandItem) for item in session.items):
-        refuse_retry_plugins(session.config)
+    config = session.config
+    if is_controller(config) and not config.option.collectonly and any(isinstance(i, CommandItem) for i in session.items):
+        refuse_retry_plugins(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
