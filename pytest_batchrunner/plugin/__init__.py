@@ -356,31 +356,14 @@ def pytest_collection(session: pytest.Session):  # type: ignore[no-untyped-def]
             session.config.stash[_FROZEN_KEY] = True
 
 
-# Retry plugins that take over an item's protocol (they call a Python test's
-# private fixture machinery, and share rerunfailures' ``flaky`` marker): refused
-# beside batch commands, before any of them starts.
-REFUSED_PLUGINS = {
-    "pytest-retry": "its retries would bypass the reports (use retries= or --reruns)",
-    "flaky": "it also takes over the flaky marker that retries= and --reruns use (use them instead)",
-}
-
-
-def refuse_retry_plugins(config: pytest.Config) -> None:
-    """Stop a run of batch commands with a usage error if pytest-retry or flaky is on, naming the way out."""
-    for name, why in REFUSED_PLUGINS.items():
-        if config.pluginmanager.has_plugin(name):
-            raise pytest.UsageError(
-                f"pytest-batchrunner cannot run batch commands with the {name} plugin: {why}; "
-                f"turn it off with -p no:{name}"
-            )
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     from pytest_batchrunner.plugin.items import CommandItem
 
     config = session.config
     if is_controller(config) and not config.option.collectonly and any(isinstance(i, CommandItem) for i in session.items):
+        from pytest_batchrunner.plugin.engine import refuse_retry_plugins
+
         refuse_retry_plugins(config)
 
 

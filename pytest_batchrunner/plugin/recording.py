@@ -130,7 +130,7 @@ class BatchRecording:
         # (see the plugin's pytest_unconfigure) is what every worker collected.
         self.only_commands = self.only_commands is not False and bool(ids) and all(map(self.is_batch_nodeid, ids))
         if any(map(self.is_batch_nodeid, ids)):
-            from pytest_batchrunner.plugin import refuse_retry_plugins
+            from pytest_batchrunner.plugin.engine import refuse_retry_plugins
 
             refuse_retry_plugins(self.config)
         self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
