@@ -359,7 +359,8 @@ def _pytest_arguments(runner: RunSettings, rootdir: Path) -> list[str]:
     if runner.log_file is not None:
         args += ["--batch-log", os.fspath(runner.log_file)]
     if runner.junitxml is not None:
-        args += ["--junitxml", os.fspath(runner.junitxml)]
+        # Each command's output in its testcase, as the API has always written it (pytest's default is none).
+        args += ["--junitxml", os.fspath(runner.junitxml), "-o", "junit_logging=out-err"]
     args.append(str(rootdir))
     return args
 

@@ -38,6 +38,7 @@ REPORTS = (
     "--batch-json", "out/results.json",
     "--batch-log", "out/audit.log",
     "--batch-joblog", "out/jobs.tsv",
+    "-o", "junit_logging=all",
 )
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
 # Keys the JSON summary adds to the one the terminal and the audit log show.
@@ -293,7 +294,7 @@ def test_python_tests_keep_pytests_junit_output(pytester: pytest.Pytester, no_le
 def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers: str) -> None:
     write(pytester, "echo hi\n\necho oops; false\n")
     result = pytester.runpytest_subprocess(
-        "cmds.batch", "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false",
+        "cmds.batch", "--junitxml", "j.xml", "-o", "junit_family=xunit1", "-o", "junit_log_passing_tests=false", "-o", "junit_logging=all",
         "-o", "junit_suite_name=batches", "-p", "no:cacheprovider",
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED

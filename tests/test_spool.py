@@ -255,7 +255,7 @@ def test_pytests_copies_of_passed_reports_carry_no_output(
     pytester.makeconftest(CHECK_COPIES)
     lines = [f"yes line-{n} | head -c 20000" for n in range(12)] + ["echo oops; exit 3"]
     (pytester.path / "cmds.batch").write_text("\n".join(lines) + "\n")
-    args = ["cmds.batch", "-s", "--batch-json", "out.json", "--junitxml", "junit.xml"]
+    args = ["cmds.batch", "-s", "--batch-json", "out.json", "--junitxml", "junit.xml", "-o", "junit_logging=all"]
     result = run(*args, *([report_chars] if report_chars else []))
     assert result.ret == 1
     out = result.stdout.str()

@@ -401,6 +401,16 @@ def _check_retries_before_workers(config: pytest.Config) -> None:
                 raise _retries_error(spec)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from pytest_batchrunner.plugin.items import CommandItem
+
+    config = session.config
+    if is_controller(config) and not config.option.collectonly and any(isinstance(i, CommandItem) for i in session.items):
+        from pytest_batchrunner.plugin.engine import refuse_retry_plugins
+
+        refuse_retry_plugins(config)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     from pytest_batchrunner.process.command import stop_adopting
 

@@ -93,3 +93,22 @@ def runs_commands(config: pytest.Config) -> bool:
     """False under ``--collect-only``, ``--setup-only`` and ``--setup-plan``: no item's call runs, so no command does."""
     option = config.option
     return not (option.collectonly or getattr(option, "setuponly", False) or getattr(option, "setupplan", False))
+
+
+# Retry plugins that take over an item's protocol (they call a Python test's
+# private fixture machinery, and share rerunfailures' ``flaky`` marker): refused
+# beside batch commands, before any of them starts.
+REFUSED_PLUGINS = {
+    "pytest-retry": "its retries would bypass the reports (use retries= or --reruns)",
+    "flaky": "it also takes over the flaky marker that retries= and --reruns use (use them instead)",
+}
+
+
+def refuse_retry_plugins(config: pytest.Config) -> None:
+    """Stop a run of batch commands with a usage error if pytest-retry or flaky is on, naming the way out."""
+    for name, why in REFUSED_PLUGINS.items():
+        if config.pluginmanager.has_plugin(name):
+            raise pytest.UsageError(
+                f"pytest-batchrunner cannot run batch commands with the {name} plugin: {why}; "
+                f"turn it off with -p no:{name}"
+            )

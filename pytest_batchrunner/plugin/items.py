@@ -373,12 +373,15 @@ class CommandItem(pytest.Item):
         if attempt.stderr and max_lines:
             self.add_report_section("call", "stderr", report_section("stderr", attempt.stderr, attempt.stderr_bytes, max_lines))
         if attempt.leftovers:
-            self.warn(
-                LeftoverProcessWarning(
-                    f"{printable(self.spec.path)}:{self.spec.line}: killed processes left behind by "
-                    f"'{printable(self.spec.display)}': {printable(', '.join(attempt.leftovers))}"
+            try:
+                self.warn(
+                    LeftoverProcessWarning(
+                        f"{printable(self.spec.path)}:{self.spec.line}: killed processes left behind by "
+                        f"'{printable(self.spec.display)}': {printable(', '.join(attempt.leftovers))}"
+                    )
                 )
-            )
+            except LeftoverProcessWarning:
+                attempt.leftovers_fail = True  # -W error: a compact failure of its own, in every report
         if not attempt.success:
             raise CommandFailed(attempt, self.spec)
 

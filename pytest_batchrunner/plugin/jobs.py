@@ -35,6 +35,7 @@ so only the already-assigned next item is started ahead.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,8 +68,10 @@ class JobRunner:
         """Items whose first attempt has started (ahead or in their own protocol)."""
         self.startable: dict[CommandItem, bool] = {}
         """Whether an item may start ahead of its turn (see _may_start), once looked up."""
-        self.foreign: dict[int, bool] = {}
-        """Per hook relay (by id: relays live as long as the session): whether some conftest or plugin sets items up."""
+        self.foreign: dict[int, list[str]] = {}
+        """Per hook relay (by id: relays live as long as the session): the conftests and plugins that set items up."""
+        self.held_by: set[str] = set()
+        """Those that kept a command from starting ahead (named in the notice, see pytest_terminal_summary)."""
         self.running = 0
         """Commands started ahead and not yet finished: at most ``jobs``."""
         self.upcoming: list[pytest.Item] = []
@@ -115,6 +118,19 @@ class JobRunner:
             raise
         finally:
             self._reported(item)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """One line naming what made ``--batch-jobs N`` run commands one at a time."""
+        recording = self.config.pluginmanager.get_plugin("batchrunner-recording")
+        if self.jobs < 2 or recording is None or not recording.recorder.active:
+            return
+        # Under xdist the workers ran the commands: the plugins and root conftests are the controller's too.
+        names = sorted({_shown(name, self.config.rootpath) for name in self.held_by | set(_foreign_setup(self.config.hook))})
+        if names:
+            terminalreporter.write_line(
+                f"pytest-batchrunner: --batch-jobs {self.jobs} ran commands one at a time beside {', '.join(names)}: "
+                "it implements pytest_runtest_setup (or _call, _protocol), which may skip a command or prepare what it needs"
+            )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):  # type: ignore[no-untyped-def]
@@ -525,6 +541,7 @@ class JobRunner:
         foreign = self.foreign.get(id(hooks))
         if foreign is None:
             foreign = self.foreign[id(hooks)] = _foreign_setup(hooks)
+        self.held_by.update(foreign)
         return not foreign
 
     def _upcoming(self, item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Item]:
@@ -569,26 +586,39 @@ _BEFORE_THE_COMMAND = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytes
 # Whose implementations of them are known not to do either for a batch item:
 # pytest's own, the plugin's and the Python API's (which holds Ctrl+C around a
 # protocol), and its foundation's (pytest-timeout arms its timer, rerunfailures
-# reads its settings, both read ahead here too); and pytest-randomly, which
-# reseeds Python's random generators, which a shell command never reads.
+# reads its settings, both read ahead here too); pytest-randomly, which
+# reseeds Python's random generators, which a shell command never reads; and
+# pytest-benchmark, whose setup acts only on items with its benchmark marker.
 _KNOWN_PACKAGES = frozenset(
-    {"_pytest", "pytest_batchrunner", "batchrunner", "xdist", "pytest_timeout", "pytest_rerunfailures", "pytest_randomly"}
+    {"_pytest", "pytest_batchrunner", "batchrunner", "xdist", "pytest_timeout", "pytest_rerunfailures", "pytest_randomly",
+     "pytest_benchmark"}
 )
 
 
-def _foreign_setup(hooks: Any) -> bool:
-    """Whether a ``conftest.py`` or another plugin implements a hook (of an item's relay *hooks*) that runs before its command.
+def _foreign_setup(hooks: Any) -> list[str]:
+    """The ``conftest.py`` files and other plugins implementing a hook (of an item's relay *hooks*) that runs before its command.
 
     Such an item is not started ahead: ``pytest_runtest_setup`` may skip it, or
     create a file its command reads, and both must happen before the command
     starts, as they do with ``--batch-jobs 0``.
     """
+    names = []
     for name in _BEFORE_THE_COMMAND:
         for impl in getattr(hooks, name).get_hookimpls():
             module = getattr(impl.function, "__module__", None) or ""
-            if module.partition(".")[0] not in _KNOWN_PACKAGES:
-                return True
-    return False
+            if module.partition(".")[0] not in _KNOWN_PACKAGES and impl.plugin_name not in names:
+                names.append(impl.plugin_name)
+    return names
+
+
+def _shown(name: str, root: Any) -> str:
+    """A plugin's name, or a ``conftest.py``'s path relative to the rootdir."""
+    if os.sep in name:
+        try:
+            return os.path.relpath(name, root)
+        except ValueError:
+            return name
+    return name
 
 
 class _NotStarted(Exception):

@@ -167,14 +167,17 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
     groups = _groups(config, files)
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
     if any(sequential for _, sequential in groups.values()) and (dist == "worksteal" or (dist == "load" and explicit)):
-        config.issue_config_time_warning(
-            pytest.PytestWarning(
-                f"pytest-batchrunner: the batch files hold sequential groups, whose order --dist {dist} "
-                "does not keep (a step that did not run before its successor on the same worker makes it "
-                "'not run'); use --dist loadgroup (or loadfile)"
-            ),
-            stacklevel=2,
-        )
+        try:
+            config.issue_config_time_warning(
+                pytest.PytestWarning(
+                    f"pytest-batchrunner: the batch files hold sequential groups, whose order --dist {dist} "
+                    "does not keep (a step that did not run before its successor on the same worker makes it "
+                    "'not run'); use --dist loadgroup (or loadfile)"
+                ),
+                stacklevel=2,
+            )
+        except pytest.PytestWarning as exc:  # -W error: a usage error, not an INTERNALERROR
+            raise pytest.UsageError(str(exc)) from None
         return
     if dist == "worksteal":
         return

@@ -128,6 +128,10 @@ class BatchRecording:
         # The controller collects nothing: whether the run is batch commands alone
         # (see the plugin's pytest_unconfigure) is what every worker collected.
         self.only_commands = self.only_commands is not False and bool(ids) and all(map(self.is_batch_nodeid, ids))
+        if any(map(self.is_batch_nodeid, ids)):
+            from pytest_batchrunner.plugin.engine import refuse_retry_plugins
+
+            refuse_retry_plugins(self.config)
         self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs:
@@ -201,23 +205,48 @@ class BatchRecording:
                 outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 outcome = report.outcome
-            self.recorder.outcome(nodeid, outcome, _message(report, record), worker)
+            self.recorder.outcome(nodeid, *_known(outcome, _message(report, record)), worker)
         elif report.when == "setup" and not report.passed:
             outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
-            self.recorder.outcome(nodeid, outcome, _message(report, record), worker)
+            self.recorder.outcome(nodeid, *_known(outcome, _message(report, record)), worker)
         elif report.when == "teardown" and report.failed:
             self.recorder.outcome(nodeid, "failed", "teardown failed", worker)
 
     # -- the end --------------------------------------------------------------------------
 
+    internal_error = False
+    exited = False
+
+    def pytest_internalerror(self) -> None:
+        self.internal_error = True
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.exited = True  # Ctrl+C, or pytest.exit() (whatever its return code)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.recorder.finished = time.time()
-        self.recorder.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(session.shouldstop)
+        if self.internal_error and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            # pytest-xdist goes on after a worker's INTERNALERROR: the run still says it had one.
+            session.exitstatus = exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        # An INTERNALERROR (of any plugin) stops the run as Ctrl+C would: what was running is not a pass.
+        stopped = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        self.recorder.interrupted = stopped or bool(session.shouldstop)
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self._workers_interrupted_attempts()
         if not len(self.recorder):
             return
+        if not (self.recorder.interrupted or session.shouldfail or self.exited):
+            # Nothing stopped the run (-x, --maxfail), yet a command has no outcome: its report was lost on the way.
+            self.recorder.fail_unfinished("lost: no report of it reached the reports")
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            # pytest prints no terminal summary after an INTERNALERROR: ours still says what ran.
+            terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                self.pytest_terminal_summary(terminal)
+        if exitstatus == pytest.ExitCode.OK and self.recorder.summary()["failed"]:
+            # A failure pytest did not count (another plugin's outcome, a lost report): the exit status says it too.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         for writer in self.writers:
             writer.finish(self.recorder)
         if self.recorder.spool_problem:
@@ -229,6 +258,11 @@ class BatchRecording:
         if not self.recorder.active:
             return
         write_terminal_summary(terminalreporter, self.recorder.summary(), self.recorder.results())
+        count = getattr(self.config.option, "count", None)
+        if self.config.pluginmanager.has_plugin("repeat") and isinstance(count, int) and count > 1:
+            terminalreporter.write_line(
+                f"pytest-batchrunner: --count {count} (pytest-repeat) repeats Python tests only: each batch command ran once"
+            )
 
     summary_printed = False
 
@@ -275,6 +309,13 @@ class PlainTerminal:
 
     def write_line(self, line: str, **markup: bool) -> None:
         print(line, flush=True)
+
+
+def _known(outcome: str, message: str) -> tuple[str, str]:
+    """*outcome* and *message*, or for another plugin's state ("retried"...) ``failed`` with that state in the message."""
+    if outcome in ("passed", "failed", "skipped", "xfailed", "xpassed"):
+        return outcome, message
+    return "failed", f"{outcome}: {message}" if message else outcome
 
 
 def _message(report: pytest.TestReport, record: dict[str, Any] | None) -> str:

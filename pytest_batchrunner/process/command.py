@@ -188,15 +188,19 @@ class Attempt:
     """The run was stopped (Ctrl+C, SIGTERM...) while the command ran, and the command was killed:
     :attr:`duration` runs from its start to then; :attr:`exit_code` and :attr:`signal` are ``None``
     (how the killed shell ended says nothing about the command)."""
+    leftovers_fail: bool = False
+    """Its :attr:`leftovers` make it fail (the caller's choice: pytest's ``-W error``)."""
 
     @property
     def success(self) -> bool:
-        """Exited with the expected status, not by a signal, not timed out and not interrupted."""
+        """Exited with the expected status, not by a signal, not timed out, not interrupted, no failing leftovers."""
         return (not self.timed_out and not self.interrupted and self.signal is None
-                and self.exit_code == self.expected_exit)
+                and self.exit_code == self.expected_exit and not self.leftovers_fail)
 
     def describe_status(self) -> str:
         """``"exit code 2"``, ``"killed by SIGSEGV"``, ``"timed out after 30 s"`` or ``"interrupted after 1.93 s"``."""
+        if self.leftovers_fail and self.exit_code == self.expected_exit and self.signal is None and not self.timed_out:
+            return "left processes behind: " + ", ".join(self.leftovers)
         if self.interrupted:
             return f"interrupted after {self.duration:.2f} s"
         if self.timed_out:

@@ -29,8 +29,9 @@ pytest has written the file (a ``trylast`` ``pytest_sessionfinish``), the
   ``<system-err>``, clipped to their head and tail as Jenkins does: 500
   characters per stream for a pass, 50,000 for a failure, and all of them
   scaled down together when the file would exceed :data:`SIZE_TARGET` (GitLab
-  rejects files over 30 MB); ``junit_log_passing_tests = false`` drops the
-  output of passes, as it does for Python tests;
+  rejects files over 30 MB); as for Python tests, ``junit_logging`` says which
+  streams are written (``no``, the default: none; ``system-out``, ``system-err``,
+  ``out-err``, ``all``), and ``junit_log_passing_tests = false`` drops the output of passes;
 * text is made legal XML 1.0: characters XML cannot hold (``\\x00``, ``\\x1b``...)
   become ``#xNN``, as pytest does, and the XML writer escapes ``<``, ``&``,
   ``]]>``;
@@ -286,6 +287,15 @@ class _SizeCurve:
         return self.full[whole] + limit * (self.rates[-1] - self.rates[whole]) + clipped * (_MARKER_SIZE + _TAG_SIZE)
 
 
+STREAMS = ("stdout", "stderr")
+
+
+def logged_streams(junit_logging: str) -> tuple[str, ...]:
+    """The streams pytest's ``junit_logging`` value writes (``no``, the default: none; ``out-err``, ``all``: both)."""
+    return tuple(key for key, tag in (("stdout", "system-out"), ("stderr", "system-err"))
+                 if junit_logging in (tag, "out-err", "all"))
+
+
 def _kind(record: dict[str, Any]) -> str:
     if record["timed_out"]:
         return "timeout"
@@ -293,6 +303,8 @@ def _kind(record: dict[str, Any]) -> str:
         return "signal"
     if record["exit_code"] is None:
         return "crash"  # the worker died under it (see recording._crash_record)
+    if record["status"].startswith("left processes behind"):
+        return "leftovers"  # -W error
     return "exit code"
 
 
@@ -316,17 +328,18 @@ class _Builder:
     testcase with its output clipped to that scale, to be written at once.
     """
 
-    def __init__(self, *, prefix: str | None, family: str, log_passing: bool) -> None:
+    def __init__(self, *, prefix: str | None, family: str, log_passing: bool, streams: tuple[str, ...] = STREAMS) -> None:
         self.prefix = prefix
         self.family = family
         self.log_passing = log_passing
+        self.streams = streams
         self.scale: float | None = None
         self.outputs: dict[int, list[tuple[int, float]]] = {}
 
     def _output(self, parent: ET.Element, record: dict[str, Any], limit: int) -> None:
         for tag, key in (("system-out", "stdout"), ("system-err", "stderr")):
             text = record[key]
-            if not text:
+            if not text or key not in self.streams:
                 continue
             if self.scale is None:
                 self.outputs.setdefault(limit, []).append((len(text), _bytes_per_char(text, limit)))
@@ -461,6 +474,7 @@ def batch_testcases(
     prefix: str | None = None,
     family: str = "xunit2",
     log_passing: bool = True,
+    streams: tuple[str, ...] = STREAMS,
     other_size: int = 0,
 ) -> Iterator[ET.Element]:
     """One ``<testcase>`` per result, built and given one at a time.
@@ -469,7 +483,7 @@ def batch_testcases(
     is the size of the rest of the file: output is clipped so that the whole
     stays under :data:`SIZE_TARGET`.
     """
-    builder = _Builder(prefix=prefix, family=family, log_passing=log_passing)
+    builder = _Builder(prefix=prefix, family=family, log_passing=log_passing, streams=streams)
     measured = _Measure(builder, rows, prefix)
     builder.fit(max(0, SIZE_TARGET - other_size - measured.structure))
     for result, records in rows():
@@ -513,6 +527,7 @@ def junit_chunks(
     prefix: str | None = None,
     family: str = "xunit2",
     log_passing: bool = True,
+    streams: tuple[str, ...] = STREAMS,
     suite_name: str = "pytest",
 ) -> Iterator[bytes]:
     """pytest's JUnit XML (*data*) with its batch testcases replaced by one testcase per result, as chunks of bytes.
@@ -531,7 +546,7 @@ def junit_chunks(
     # Measure our testcases first (one pass over the results): their number and
     # counts go in the suite's opening tag; batch files' classnames tell
     # pytest's testcases for commands; their size sets how much output fits.
-    builder = _Builder(prefix=prefix, family=family, log_passing=log_passing)
+    builder = _Builder(prefix=prefix, family=family, log_passing=log_passing, streams=streams)
     measured = _Measure(builder, rows, prefix)
     total, mine, classnames = measured.total, measured.counts, measured.classnames
 
@@ -642,6 +657,7 @@ class JUnitReport:
         family = config.getini("junit_family")
         self.family = "xunit1" if family == "legacy" else family
         self.log_passing = bool(config.getini("junit_log_passing_tests"))
+        self.streams = logged_streams(config.getini("junit_logging"))
         self.suite_name = config.getini("junit_suite_name")
         self.recording = recording
         self.guard = guard
@@ -761,6 +777,7 @@ class JUnitReport:
             prefix=self.prefix,
             family=self.family,
             log_passing=self.log_passing,
+            streams=self.streams,
             suite_name=self.suite_name,
         )
         write_atomically(self.path, chunks)

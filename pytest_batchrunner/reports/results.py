@@ -413,6 +413,8 @@ class Recorder:
     def attempt(self, record: dict[str, Any], outcome: str, worker: str = "main") -> None:
         """A finished attempt; *outcome* is the report's (``"rerun"`` for one that will be retried)."""
         nodeid = record["nodeid"]
+        # The summary's max_retries: the highest of the commands' own (retries=, the flaky marker, --reruns).
+        self.max_retries = max(self.max_retries, int(record.get("max_attempts") or 1) - 1)
         key = (nodeid, worker)
         if key not in self._live or self._live[key].finished:
             self._started(nodeid)  # a run begins here: no begin() announced it
@@ -444,6 +446,10 @@ class Recorder:
         self._write("UPDATE command SET outcome = ?, message = ? WHERE id = ?", (outcome, message, run.id))
         self._finished(key, run)
         self._active = True
+
+    def fail_unfinished(self, message: str) -> None:
+        """Count every command without a final outcome as failed with *message* (a run that ended without a stop lost them)."""
+        self._write("UPDATE command SET outcome = 'failed', message = ? WHERE outcome IS NULL", (message,))
 
     def lost(self, nodeid: str, worker: str) -> None:
         """*worker* died while running *nodeid*: a rerun of that run may come from any other worker."""
