@@ -223,6 +223,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin import remote
 
     remote.configure(config, is_controller(config))
+    from pytest_batchrunner.plugin import batchtexts
+
+    batchtexts.configure(config, discovery(config))
     if is_controller(config) and not config.option.collectonly:
         from pytest_batchrunner.plugin.recording import BatchRecording
 

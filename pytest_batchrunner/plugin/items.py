@@ -19,9 +19,9 @@ from pytest_batchrunner.batchfile import (
     item_names,
     parse_batch_text,
     printable,
-    read_batch_file,
 )
 from pytest_batchrunner.process.environment import command_environment
+from pytest_batchrunner.plugin.batchtexts import text_of
 from pytest_batchrunner.plugin.engine import (
     ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, RECORDING_KEY, WORKDIR_KEY,
     EngineSettings,
@@ -132,7 +132,7 @@ class BatchFile(pytest.File):
         try:
             # A tag that names a marker pytest or a plugin acts on is refused on the line that sets it.
             check_tag = tag_rules(self.config).problem
-            specs = parse_batch_text(read_batch_file(self.path), self.display_path(), check_tag=check_tag)
+            specs = parse_batch_text(text_of(self.config, self.path), self.display_path(), check_tag=check_tag)
         except BatchFileError as exc:
             # CollectError is shown as its message alone, without a traceback.
             raise self.CollectError(f"batch file error: {exc}") from None

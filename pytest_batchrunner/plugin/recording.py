@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text, read_batch_file
+from pytest_batchrunner.batchfile import BatchFileError, item_names, parse_batch_text
+from pytest_batchrunner.plugin.batchtexts import text_of
 from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
 from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
@@ -157,7 +158,7 @@ class BatchRecording:
         for rel, nodeids in by_file.items():
             path = Path(self.config.rootpath, rel)
             try:
-                specs = parse_batch_text(read_batch_file(path), rel)
+                specs = parse_batch_text(text_of(self.config, path), rel)
             except (OSError, BatchFileError):
                 continue
             # A count, not a set: under --dist each an item collected twice runs twice.
