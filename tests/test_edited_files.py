@@ -81,3 +81,10 @@ def test_a_line_editing_its_file_changes_nothing_of_the_run(pytester: pytest.Pyt
     result = run("--batch-jobs", jobs)
     result.assert_outcomes(passed=7)
     assert ran(pytester) == sorted(f"ran-{n}" for n in range(1, 7))
+
+
+def test_a_missing_batch_file_is_named(pytester: pytest.Pytester, run) -> None:
+    result = run("gone.batch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*file or directory not found: gone.batch*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
