@@ -84,6 +84,26 @@ class BatchRecording:
         # Its run is the one its worker began (the record names the worker as _worker() does).
         self.recorder.attempt(record, "interrupted", record.get("worker") or "main")
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker died: the commands it had started ahead of their items are attempts of theirs (xdist runs
+        those items again elsewhere, as further attempts of the same runs)."""
+        board = self.config.pluginmanager.get_plugin("batchrunner-live")
+        if error is None or board is None:
+            return
+        from pytest_batchrunner.plugin.remote import host_name
+
+        worker = node.gateway.id
+        for record in board.lost_with(worker):
+            nodeid = self.key(record["nodeid"])
+            entry = self.recorder.info(nodeid)
+            if entry is None:
+                continue
+            record.update(nodeid=nodeid, command=entry.command, file=entry.file, line=entry.line,
+                          host=host_name(node.gateway.spec))
+            self.recorder.attempt(record, "rerun", worker)
+            self.recorder.lost(nodeid, worker)
+
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
         at = nodeid.rfind("@")
