@@ -8,7 +8,10 @@ collected). So the controller reads each batch file once, before any worker
 starts, and hands the bytes to every worker of this machine in ``workerinput``:
 the workers parse those, never the files, and so all collect the same
 commands. A batch file deleted meanwhile cannot be collected again (pytest
-refuses a missing argument): the worker stops the run, naming the file.
+refuses a missing argument): the worker stops the run, naming the file. So
+does a replacing worker that still collects other items than the run did (a
+batch file added to a searched folder, a Python test file edited), rather
+than run them by their places.
 
 Remote workers (``--tx ssh=...``, ``popen//chdir=...``) collect their own copies (see :mod:`.remote`).
 """
@@ -28,6 +31,8 @@ __all__ = ["BatchTexts", "WorkerTexts", "configure", "text_of"]
 
 TEXTS_INPUT = "batchrunner_batch_texts"
 """The ``workerinput`` key of ``{absolute path: bytes}``, the batch files as the controller read them."""
+IDS_INPUT = "batchrunner_collected_ids"
+"""The ``workerinput`` key of the ids the run collected, for a worker that replaces a crashed one."""
 TEXTS_KEY = pytest.StashKey[dict[str, bytes]]()
 
 
@@ -50,6 +55,7 @@ class BatchTexts:
 
     def __init__(self, texts: dict[str, bytes]) -> None:
         self.texts = texts
+        self.ids: list[str] | None = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -57,14 +63,23 @@ class BatchTexts:
 
         if not is_remote(node.gateway.spec):
             node.workerinput[TEXTS_INPUT] = self.texts
+            if self.ids is not None:  # a worker replacing a crashed one
+                node.workerinput[IDS_INPUT] = self.ids
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.ids is None:
+            self.ids = list(ids)
 
 
 class WorkerTexts:
-    """In an xdist worker: refuses to collect once a batch file the controller read is gone."""
+    """In an xdist worker: stops the run rather than collect other items than the run did (xdist would run
+    them by their places in this worker's list), or once a batch file the controller read is gone."""
 
-    def __init__(self, config: pytest.Config, texts: dict[str, bytes]) -> None:
+    def __init__(self, config: pytest.Config, texts: dict[str, bytes], ids: list[str] | None) -> None:
         self.config = config
         self.texts = texts
+        self.ids = ids
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> None:
@@ -76,15 +91,34 @@ class WorkerTexts:
             f"pytest-batchrunner: batch file deleted during the run: {names}; a new xdist worker (one replacing "
             "a crashed worker) cannot collect it, so the run stops: its commands not run yet are not run"
         )
-        # xdist's controller stops the run with this message (as for -x), instead of giving work to this worker.
-        session.shouldstop = message
-        raise pytest.UsageError(message)
+        _stop(session, message)
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends its collection
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.ids is None:
+            return
+        ids = [item.nodeid for item in session.items]
+        if ids == self.ids:
+            return
+        at = next((i for i, (new, old) in enumerate(zip(ids, self.ids)) if new != old), min(len(ids), len(self.ids)))
+        other = ids[at] if at < len(ids) else self.ids[at]
+        _stop(session, (
+            f"pytest-batchrunner: a new xdist worker (one replacing a crashed worker) collected other tests than "
+            f"the run did ({len(ids)} instead of {len(self.ids)}, first difference: {other}): files changed during "
+            "the run; the run stops: its tests not run yet are not run"
+        ))
 
     def shown(self, path: str) -> str:
         try:
             return Path(path).relative_to(self.config.rootpath).as_posix()
         except ValueError:
             return path
+
+
+def _stop(session: pytest.Session, message: str) -> None:
+    """Stop this worker's collection; xdist's controller stops the run with *message* (as for ``-x``)."""
+    session.shouldstop = message
+    raise pytest.UsageError(message)
 
 
 def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
@@ -94,7 +128,7 @@ def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
         texts = workerinput.get(TEXTS_INPUT)
         if texts is not None:
             config.stash[TEXTS_KEY] = texts
-            config.pluginmanager.register(WorkerTexts(config, texts), "batchrunner-worker-texts")
+            config.pluginmanager.register(WorkerTexts(config, texts, workerinput.get(IDS_INPUT)), "batchrunner-worker-texts")
         return
     if getattr(config.option, "dist", "no") == "no" or config.option.collectonly:
         return

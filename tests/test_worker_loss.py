@@ -1,0 +1,58 @@
+"""An xdist worker that dies with commands it started ahead of their items (``--batch-jobs``).
+
+xdist runs those items again on another worker: the reports show every attempt,
+the one lost with the worker too (see ``LiveBoard.lost_with`` in ``pytest_batchrunner/plugin/live.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+
+@pytest.mark.parametrize("ahead_ends", [False, True], ids=["running", "ended"])
+def test_a_command_started_ahead_on_a_killed_worker_shows_both_attempts(
+    pytester: pytest.Pytester, ahead_ends: bool, no_leftovers: str
+) -> None:
+    # Each worker runs one item and starts the next one's command ahead (--batch-jobs 2). The odd lines wait
+    # for "go"; with ahead_ends the even ones end at once (a command ahead that ended, not reported yet).
+    wait = "until [ -e go ]; do sleep 0.02; done"
+    lines = [f'true {n}; echo "$BATCH_LINE $PPID" >> started; ' + (wait if n % 2 or not ahead_ends else "true")
+             for n in range(1, 9)]
+    (pytester.path / "cmds.batch").write_text("".join(line + "\n" for line in lines))
+    argv = [sys.executable, "-m", "pytest", "cmds.batch", "-n", "2", "--batch-jobs", "2", "-p", "no:cacheprovider",
+            "--batch-json", "r.json", "--batch-joblog", "jobs.log", "--batch-log", "audit.log", "--batch-markdown",
+            "steps.md", "--batch-html", "r.html", "--batch-trace", "trace.json", "--junitxml", "junit.xml"]
+    proc = subprocess.Popen(argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = pytester.path / "started"
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() or len(started.read_text().splitlines()) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        # From outside, the worker of a waiting command: the command it started ahead is lost with it.
+        worker = next(int(pid) for line, pid in (row.split() for row in started.read_text().splitlines()) if int(line) % 2)
+        os.kill(worker, signal.SIGKILL)
+        (pytester.path / "go").touch()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "INTERNALERROR" not in out and "Traceback" not in out and (pytester.path / "r.json").exists(), out
+    runs = Counter(int(line.split()[0]) for line in started.read_text().splitlines())
+    results = {r["line"]: r for r in json.loads((pytester.path / "r.json").read_text())["results"]}
+    # Every start of a command is one of its attempts in the reports.
+    assert {line: r["attempts"] for line, r in results.items() if r["attempts"]} == dict(runs), out
+    (again,) = [r for r in results.values() if r["attempts"] == 2]
+    first, second = again["attempt_log"]
+    assert "(started ahead of its turn)" in first["status"] and second["success"], again
+    crashed = [r for r in results.values() if not r["success"]]
+    assert len(crashed) == 1 and "worker crashed" in crashed[0]["attempt_log"][0]["status"], crashed
