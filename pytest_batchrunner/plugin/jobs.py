@@ -433,7 +433,7 @@ class JobRunner:
             while True:
                 if attempt is None:
                     try:
-                        running = item.start_attempt(number, resolve_timeout(item), started=self._started)
+                        running = item.start_attempt(number, resolve_timeout(item), started=self._started, ahead=True)
                         attempt = running.wait()
                     except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
                         self._hold_failed(item)

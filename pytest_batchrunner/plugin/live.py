@@ -385,8 +385,6 @@ class LiveBoard:
         self.settled: list[dict[str, Any]] | None = None
         self.ahead: dict[Any, dict[str, Any]] = {}
         """Commands a worker started ahead of their items, until the item's turn comes (see :meth:`lost_with`)."""
-        self.begun: set[str] = set()
-        """Items whose protocol has begun and not ended (a start event may come after the item's logstart)."""
 
     # -- events, from any thread --------------------------------------------------------------
 
@@ -488,7 +486,6 @@ class LiveBoard:
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         if self.keep_ends:
-            self.begun.add(nodeid)
             self._not_ahead(nodeid)
 
     def _not_ahead(self, nodeid: str) -> None:
@@ -510,8 +507,6 @@ class LiveBoard:
                 del self.running[key]
                 self.reported.pop(key, None)
             lost = [(key, self.ahead.pop(key)) for key in [k for k, i in self.ahead.items() if i["worker"] == worker]]
-            # One whose item had begun is xdist's crashed item (its start event came after the logstart).
-            lost = [(key, info) for key, info in lost if key[0] not in self.begun]
         records = []
         for key, info in lost:
             ended = info.get("ended")
@@ -526,8 +521,6 @@ class LiveBoard:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.keep_ends and report.when != "setup":  # the call, the teardown, or xdist's crash report
-            if report.when != "call":
-                self.begun.discard(report.nodeid)
             self._not_ahead(report.nodeid)
         if self.ends and report.when == "call":
             with self.lock:

@@ -49,6 +49,8 @@ class BatchRecording:
         # Under --dist each every worker runs every item it collected: each is a run of its own.
         self.each = getattr(config.option, "dist", "no") == "each"
         self._collections = 0
+        self.lost_ahead: set[tuple[str, str]] = set()
+        """``(nodeid, worker)`` of the attempts a dead worker had started ahead (see :meth:`pytest_testnodedown`)."""
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
         config.stash[ATTEMPT_ENDED_KEY] = self.attempt_ended
@@ -86,8 +88,10 @@ class BatchRecording:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """A worker died: the commands it had started ahead of their items are attempts of theirs (xdist runs
-        those items again elsewhere, as further attempts of the same runs)."""
+        """A worker died: the commands it had started ahead of their items are attempts of theirs.
+
+        xdist runs those items again elsewhere, as further attempts of the same runs, but the first of them,
+        which it reports as crashed: its crash report is the outcome of that attempt, not one more."""
         board = self.config.pluginmanager.get_plugin("batchrunner-live")
         if error is None or board is None:
             return
@@ -103,6 +107,7 @@ class BatchRecording:
                           host=host_name(node.gateway.spec))
             self.recorder.attempt(record, "rerun", worker)
             self.recorder.lost(nodeid, worker)
+            self.lost_ahead.add((nodeid, worker))
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
@@ -207,7 +212,7 @@ class BatchRecording:
         if record is not None and record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
         crashed = report.when not in ("setup", "call", "teardown")
-        if record is None and crashed and report.outcome in ("failed", "rerun"):
+        if record is None and crashed and report.outcome in ("failed", "rerun") and (nodeid, worker) not in self.lost_ahead:
             # pytest-xdist's report for an item whose worker died under it.
             record = _crash_record(report, nodeid, self.recorder, worker)
         if record is not None:
