@@ -495,11 +495,10 @@ class LiveBoard:
                     del self.ahead[key]
 
     def lost_with(self, worker: str) -> list[dict[str, Any]]:
-        """The attempts a worker that died had started ahead of items whose turn had not come, as records.
+        """The attempts a dead worker had started ahead of items not begun (as far as this process heard), as records.
 
-        pytest-xdist runs those items again elsewhere: each such attempt is
-        reported as one of its attempts, killed with the worker (or, if it had
-        ended, with its result lost). The worker's other running commands are forgotten.
+        Each is one attempt of its item, killed with the worker (or, if it had
+        ended, with its result lost); the worker's other running commands are forgotten.
         """
         now = time.time()
         with self.lock:
