@@ -226,6 +226,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin import remote
 
     remote.configure(config, is_controller(config))
+    from pytest_batchrunner.plugin import batchtexts
+
+    batchtexts.configure(config, discovery(config))
     if is_controller(config) and runs_commands(config):
         from pytest_batchrunner.plugin.recording import BatchRecording
 
@@ -602,9 +605,8 @@ def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
 
 
 def _check_named_batch_files(config: pytest.Config) -> None:
-    """A batch file named on the command line that is not a regular file is a usage error, before anything runs.
-
-    (pytest itself would only say "not found" for a FIFO or a device.)
+    """A batch file named on the command line that is not a regular file (or, under ``-n``, is missing) is a
+    usage error, before anything runs. (pytest itself would only say "not found" for a FIFO or a device.)
     """
     from pytest_batchrunner.batchfile import not_a_regular_file, printable
 
@@ -615,6 +617,9 @@ def _check_named_batch_files(config: pytest.Config) -> None:
             if kind is not None and kind != "a directory":
                 raise pytest.UsageError(f"{arg}: not a regular file ({kind}); batch files must be regular files")
             if getattr(config.option, "dist", "no") != "no" and is_controller(config):
+                if not path.exists():
+                    # In-process pytest says so; under -n its workers would stop in silence ("0 items").
+                    raise pytest.UsageError(f"file or directory not found: {printable(arg)}")
                 try:
                     arg.encode("utf-8")
                 except UnicodeEncodeError:

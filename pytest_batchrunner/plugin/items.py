@@ -19,9 +19,9 @@ from pytest_batchrunner.batchfile import (
     item_names,
     parse_batch_text,
     printable,
-    read_batch_file,
 )
 from pytest_batchrunner.process.environment import command_environment
+from pytest_batchrunner.plugin.batchtexts import text_of
 from pytest_batchrunner.plugin.engine import (
     ATTEMPT_STARTED_KEY, ENGINE_KEY, ENVIRONMENT_KEY, HOST_KEY, JOBS_KEY, LIVE_KEY, RECORDING_KEY, WORKDIR_KEY,
     EngineSettings,
@@ -132,7 +132,7 @@ class BatchFile(pytest.File):
         try:
             # A tag that names a marker pytest or a plugin acts on is refused on the line that sets it.
             check_tag = tag_rules(self.config).problem
-            specs = parse_batch_text(read_batch_file(self.path), self.display_path(), check_tag=check_tag)
+            specs = parse_batch_text(text_of(self.config, self.path), self.display_path(), check_tag=check_tag)
         except BatchFileError as exc:
             # CollectError is shown as its message alone, without a traceback.
             raise self.CollectError(f"batch file error: {exc}") from None
@@ -301,9 +301,11 @@ class CommandItem(pytest.Item):
         return self.start_attempt(number, timeout, started).wait()
 
     def start_attempt(
-        self, number: int, timeout: float | None, started: Callable[[int], None] | None = None
+        self, number: int, timeout: float | None, started: Callable[[int], None] | None = None, ahead: bool = False
     ) -> RunningCommand:
-        """Start the command as attempt *number*; its :meth:`~RunningCommand.wait` gives the attempt."""
+        """Start the command as attempt *number*; its :meth:`~RunningCommand.wait` gives the attempt.
+
+        *ahead*: started before its item's turn (``--batch-jobs``)."""
         engine = self.engine
         cwd = self.working_directory()
         if not cwd.is_dir():
@@ -313,20 +315,30 @@ class CommandItem(pytest.Item):
         live = self.config.stash.get(LIVE_KEY, None)
         watch = None
         if live is not None:  # shown where the run is reported: output lines, what is running
-            watch = live.watch(self.nodeid, self.spec.reported, f"{self.spec.path}:{self.spec.line}", number)
-        running = start_command(
-            self.spec.command,
-            timeout=timeout,
-            cwd=cwd,
-            env=self.environment(number),
-            capture_bytes=engine.capture_bytes,
-            kill_grace=engine.kill_grace,
-            expected_exit=self.spec.settings.expect or 0,
-            echo=watch.echo if watch is not None and watch.output else engine.echo,
-            started=started,
-            ended=watch.end if watch is not None else None,
-        )
-        if watch is not None:
+            watch = live.watch(self.nodeid, self.spec.reported, f"{self.spec.path}:{self.spec.line}", number, ahead)
+        # In an xdist worker, one started ahead is announced before its process starts: a worker that dies
+        # once the command runs cannot leave it unknown to the controller (see LiveBoard.lost_with).
+        announced = watch if watch is not None and ahead and hasattr(self.config, "workerinput") else None
+        if announced is not None:
+            announced.start()
+        try:
+            running = start_command(
+                self.spec.command,
+                timeout=timeout,
+                cwd=cwd,
+                env=self.environment(number),
+                capture_bytes=engine.capture_bytes,
+                kill_grace=engine.kill_grace,
+                expected_exit=self.spec.settings.expect or 0,
+                echo=watch.echo if watch is not None and watch.output else engine.echo,
+                started=started,
+                ended=watch.end if watch is not None else None,
+            )
+        except BaseException:
+            if announced is not None:
+                announced.end()
+            raise
+        if watch is not None and announced is None:
             # The time its process started (after any wait for descriptors), as in its record.
             watch.start(running.wall_start)
         announce = self.config.stash.get(ATTEMPT_STARTED_KEY, None)

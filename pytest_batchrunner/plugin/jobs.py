@@ -363,7 +363,7 @@ class JobRunner:
                     self.pending[item] = self.pool.submit(self._run, item)  # type: ignore[index]
         for item, future in chosen:
             try:
-                running = item.start_attempt(1, resolve_timeout(item), started=self._started)
+                running = item.start_attempt(1, resolve_timeout(item), started=self._started, ahead=True)
             except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
                 future.set_exception(exc)
                 with self.lock:
@@ -380,7 +380,7 @@ class JobRunner:
     def _run(self, item: CommandItem) -> Attempt:
         """Start and wait for *item*'s first attempt (its result is the pool's future)."""
         try:
-            running = item.start_attempt(1, resolve_timeout(item), started=self._started)
+            running = item.start_attempt(1, resolve_timeout(item), started=self._started, ahead=True)
         except BaseException:
             with self.lock:
                 self.running -= 1
@@ -449,7 +449,7 @@ class JobRunner:
             while True:
                 if attempt is None:
                     try:
-                        running = item.start_attempt(number, resolve_timeout(item), started=self._started)
+                        running = item.start_attempt(number, resolve_timeout(item), started=self._started, ahead=True)
                         attempt = running.wait()
                     except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
                         self._hold_failed(item)

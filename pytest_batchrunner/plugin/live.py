@@ -119,11 +119,13 @@ class Watch:
     """
 
     def __init__(self, live: WorkerLive, nodeid: str, command: str, where: str, attempt: int, worker: str,
-                 output: bool) -> None:
+                 output: bool, ahead: bool = False) -> None:
         self.live = live
         self.send = live.send
         self.key = (nodeid, attempt, worker)
         self.info = {"command": display_command(command), "where": where, "attempt": attempt, "worker": worker}
+        if ahead:
+            self.info["ahead"] = True
         self.tag = f"[{where}]" if attempt == 1 else f"[{where} #{attempt}]"
         self.output = output
         self.partial = {1: b"", 2: b""}
@@ -186,11 +188,13 @@ class WorkerLive:
         except Exception:  # noqa: BLE001 - the channel is closed: the controller stopped listening
             pass
 
-    def watch(self, nodeid: str, command: str, where: str, attempt: int) -> Watch:
-        return Watch(self, nodeid, command, where, attempt, self.worker, self.output)
+    def watch(self, nodeid: str, command: str, where: str, attempt: int, ahead: bool = False) -> Watch:
+        return Watch(self, nodeid, command, where, attempt, self.worker, self.output, ahead)
 
     def started(self, key: Any, info: dict[str, Any]) -> None:
-        if not self.delay:
+        # One started ahead of its item is announced at once: if this worker dies before the item's turn,
+        # the controller knows that it ran (see LiveBoard.lost_with).
+        if not self.delay or info.get("ahead"):
             self.send(("start", key, info))
             return
         with self.lock:
@@ -382,6 +386,8 @@ class LiveBoard:
         self.ends: dict[Any, float] = {}
         """When each announced attempt ended, until its report arrives (for an interrupted run)."""
         self.settled: list[dict[str, Any]] | None = None
+        self.ahead: dict[Any, dict[str, Any]] = {}
+        """Commands a worker started ahead of their items, until the item's turn comes (see :meth:`lost_with`)."""
 
     # -- events, from any thread --------------------------------------------------------------
 
@@ -397,11 +403,15 @@ class LiveBoard:
                 used = {other["slot"] for other in self.running.values() if other["worker"] == info["worker"]}
                 info["slot"] = next(n for n in range(1, len(used) + 2) if n not in used)
                 self.running[tuple(event[1])] = info
+                if info.get("ahead") and self.keep_ends:
+                    self.ahead[tuple(event[1])] = info
         elif kind == "end":
             with self.lock:
                 key = tuple(event[1])
                 info = self.running.pop(key, None)
                 self.reported.pop(key, None)
+                if key in self.ahead:
+                    self.ahead[key]["ended"] = event[2] if len(event) > 2 else time.time()
                 if info is not None and self.keep_ends:
                     self.ends[key] = event[2] if len(event) > 2 else time.time()
         elif kind == "attempt":
@@ -478,7 +488,43 @@ class LiveBoard:
             slots = getattr(getattr(self.recording, "recorder", None), "workers", 1)
             self.history_eta = HistoryEta(estimates, slots)
 
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.keep_ends:
+            self._not_ahead(nodeid)
+
+    def _not_ahead(self, nodeid: str) -> None:
+        if self.ahead:
+            with self.lock:
+                for key in [key for key in self.ahead if key[0] == nodeid]:
+                    del self.ahead[key]
+
+    def lost_with(self, worker: str) -> list[dict[str, Any]]:
+        """The attempts a dead worker had started ahead of items not begun (as far as this process heard), as records.
+
+        Each is one attempt of its item, killed with the worker (or, if it had
+        ended, with its result lost); the worker's other running commands are forgotten.
+        """
+        now = time.time()
+        with self.lock:
+            for key in [key for key, info in self.running.items() if info["worker"] == worker]:
+                del self.running[key]
+                self.reported.pop(key, None)
+            lost = [(key, self.ahead.pop(key)) for key in [k for k, i in self.ahead.items() if i["worker"] == worker]]
+        records = []
+        for key, info in lost:
+            ended = info.get("ended")
+            record = _record_from_start(key, info, now if ended is None else ended)
+            del record["interrupted"]
+            record["status"] = (
+                f"killed with its worker after {record['duration_ms'] / 1000:.2f} s (started ahead of its turn)"
+                if ended is None else "ended, but its worker died before reporting it (started ahead of its turn)"
+            )
+            records.append(record)
+        return records
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.keep_ends and report.when != "setup":  # the call, the teardown, or xdist's crash report
+            self._not_ahead(report.nodeid)
         if self.ends and report.when == "call":
             with self.lock:
                 for key in [key for key in self.ends if key[0] == report.nodeid]:

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text, read_batch_file, split_nodeid
+from pytest_batchrunner.batchfile import BatchFileError, group_key, item_names, parse_batch_text, split_nodeid
+from pytest_batchrunner.plugin.batchtexts import text_of
 from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ONLY_COMMANDS_KEY, REMOTE_KEY
 from pytest_batchrunner.plugin.remote import worker_specs
 from pytest_batchrunner.reports.results import Recorder
@@ -49,6 +50,8 @@ class BatchRecording:
         # Under --dist each every worker runs every item it collected: each is a run of its own.
         self.each = getattr(config.option, "dist", "no") == "each"
         self._collections = 0
+        self.lost_ahead: set[tuple[str, str]] = set()
+        """``(nodeid, worker)`` of the attempts a dead worker had started ahead (see :meth:`pytest_testnodedown`)."""
         self.writers: list[Any] = []
         config.stash[ATTEMPT_STARTED_KEY] = self.attempt_started
         config.stash[ATTEMPT_ENDED_KEY] = self.attempt_ended
@@ -83,6 +86,29 @@ class BatchRecording:
             record = {**record, "nodeid": nodeid}
         # Its run is the one its worker began (the record names the worker as _worker() does).
         self.recorder.attempt(record, "interrupted", record.get("worker") or "main")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker died: the commands it had started ahead of their items are attempts of theirs.
+
+        xdist runs those items again elsewhere, as further attempts of the same runs, but the first of them,
+        which it reports as crashed: its crash report is the outcome of that attempt, not one more."""
+        board = self.config.pluginmanager.get_plugin("batchrunner-live")
+        if error is None or board is None:
+            return
+        from pytest_batchrunner.plugin.remote import host_name
+
+        worker = node.gateway.id
+        for record in board.lost_with(worker):
+            nodeid = self.key(record["nodeid"])
+            entry = self.recorder.info(nodeid)
+            if entry is None:
+                continue
+            record.update(nodeid=nodeid, command=entry.command, file=entry.file, line=entry.line,
+                          host=host_name(node.gateway.spec))
+            self.recorder.attempt(record, "rerun", worker)
+            self.recorder.lost(nodeid, worker)
+            self.lost_ahead.add((nodeid, worker))
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
@@ -160,7 +186,7 @@ class BatchRecording:
         for rel, nodeids in by_file.items():
             path = Path(self.config.rootpath, rel)
             try:
-                specs = parse_batch_text(read_batch_file(path), rel)
+                specs = parse_batch_text(text_of(self.config, path), rel)
             except (OSError, BatchFileError):
                 continue
             # A count, not a set: under --dist each an item collected twice runs twice.
@@ -190,7 +216,7 @@ class BatchRecording:
         if record is not None and record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
         crashed = report.when not in ("setup", "call", "teardown")
-        if record is None and crashed and report.outcome in ("failed", "rerun"):
+        if record is None and crashed and report.outcome in ("failed", "rerun") and (nodeid, worker) not in self.lost_ahead:
             # pytest-xdist's report for an item whose worker died under it.
             record = _crash_record(report, nodeid, self.recorder, worker)
         if record is not None:
