@@ -75,13 +75,17 @@ class BatchRecording:
         for on_command_end in listeners:
             on_command_end(record, outcome)
 
-    def interrupted_attempt(self, record: dict[str, Any]) -> None:
-        """The record of an attempt killed as the run stopped (pytest reports nothing for it); main thread."""
+    def unreported_attempt(self, record: dict[str, Any], outcome: str) -> None:
+        """An attempt pytest reports nothing of (the run stopped), with its *outcome*: ``interrupted`` (killed as
+        the run stopped), or, for one that ran ahead of its item's turn, ``rerun``, ``passed`` or ``failed``; main thread."""
         nodeid = self.key(record["nodeid"])
         if record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
         # Its run is the one its worker began (the record names the worker as _worker() does).
-        self.recorder.attempt(record, "interrupted", record.get("worker") or "main")
+        worker = record.get("worker") or "main"
+        self.recorder.attempt(record, outcome, worker)
+        if outcome in ("passed", "failed"):
+            self.recorder.outcome(nodeid, outcome, "" if record["success"] else record["status"], worker)
 
     def key(self, nodeid: str) -> str:
         """*nodeid* without the ``@group`` suffix xdist's ``--dist loadgroup`` adds on workers."""
@@ -261,7 +265,7 @@ class BatchRecording:
                 continue  # reported already (or not a command of this run)
             if not record.get("command"):
                 record.update(command=entry.command, file=entry.file, line=entry.line)
-            self.interrupted_attempt(record)
+            self.unreported_attempt(record, record.pop("outcome", "interrupted"))
 
 
 class PlainTerminal:
