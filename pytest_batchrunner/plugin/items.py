@@ -446,6 +446,8 @@ class CommandItem(pytest.Item):
 
     def _record(self, record: dict[str, Any], outcome: str) -> None:
         # Where the run is reported: the recorder in this process, or the controller over the live channel.
+        if outcome == "interrupted":
+            record["interrupted"] = True
         recording = self.config.stash.get(RECORDING_KEY, None)
         if recording is not None:
             recording.unreported_attempt(record, outcome)
@@ -496,7 +498,7 @@ class CommandItem(pytest.Item):
             "pid": os.getpid(),
             "max_attempts": policy.reruns + 1,
             "retry_delay": policy.delay(number),
-        } | ({"interrupted": True} if a.interrupted else {})
+        }
 
 
 def _failure_repr(excinfo: pytest.ExceptionInfo[BaseException], text: str, path: str, line: int):  # type: ignore[no-untyped-def]

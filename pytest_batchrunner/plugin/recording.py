@@ -71,6 +71,8 @@ class BatchRecording:
             return
         record = item.record_of(number, attempt)
         record["nodeid"] = self.key(record["nodeid"])
+        if attempt.interrupted:  # killed as the run stopped
+            record["interrupted"] = True
         outcome = "rerun" if rerun else "passed" if attempt.success else "failed"
         for on_command_end in listeners:
             on_command_end(record, outcome)
