@@ -298,6 +298,42 @@ def test_interrupt_kills_every_command_writes_the_reports_and_exits_130(
     assert (tmp_path / "junit.xml").exists()
 
 
+# Ten commands at once (the default workers): the last one to start writes `started`.
+TEN_RUNNING = 'touch "s.$$"; [ "$(ls s.* | wc -l)" -ge 10 ] && touch started; sleep 300'
+API_RUN = """
+import sys
+from batchrunner import BatchRunner
+runner = BatchRunner([sys.argv[1]] * 12, mode="parallel", log_file="run.log", verbose=False)
+try:
+    runner.run()
+finally:
+    runner.save_results("results.json")
+"""
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_interrupted_parallel_run_reports_every_killed_command_as_the_log_does(
+    tmp_path: Path, entry: str, no_leftovers: str, interrupt_once_started
+) -> None:
+    if entry == "cli":
+        argv = [sys.executable, "-m", "batchrunner", "-c", *[TEN_RUNNING] * 12, "--parallel", "-q", "-o", "results.json",
+                "-l", "run.log"]
+    else:
+        argv = [sys.executable, "-c", API_RUN, TEN_RUNNING]
+    result = interrupt_once_started(argv, tmp_path, tmp_path / "started")
+    # The API raises KeyboardInterrupt again, which ends Python by SIGINT.
+    assert result.returncode == (130 if entry == "cli" else -signal.SIGINT), result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    # The ten that ran were killed: each has its attempt, its run time and the original's exit code for it.
+    killed = [r for r in results if r["status"] == "interrupted"]
+    assert len(killed) == 10 and all(r["attempts"] == 1 and r["duration_ms"] > 0 and r["exit_code"] == -1 for r in killed)
+    assert [(r["status"], r["attempts"]) for r in results if r not in killed] == [("not run", 0)] * 2
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("Error output: Command interrupted: the run was stopped while it ran") == 10
+    assert log.count("[X] Command interrupted: ") == 10 and log.count("[!] Not run: ") == 2
+    assert "exit code -15" not in log and "(exit code -1)" in log
+
+
 def test_ctrl_c_kills_retries_in_flight(tmp_path: Path, no_leftovers: str, interrupt_once_started) -> None:
     retry = 'if [ "$BATCH_ATTEMPT" = 2 ]; then touch started; exec sleep 60; fi; exit 1'
     result = interrupt_once_started(

@@ -6,7 +6,9 @@ four commands have started, which only a run with four in flight can satisfy.
 
 from __future__ import annotations
 
+import json
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -105,11 +107,40 @@ def test_exitfirst_kills_commands_in_flight(pytester: pytest.Pytester, run) -> N
     start = time.monotonic()
     result = run("--batch-jobs", "4", "-x", "-p", "no:randomly", *FAST)
     assert outcomes(result) == {"failed": 1}, result.stdout.str()
-    result.stdout.fnmatch_lines(["*Total Commands: 5 | Successful: 0 | Failed: 1 |*Not run: 4*"])
+    # The sleeps started ahead were killed: they ran, and are interrupted (and failed), not "not run".
+    result.stdout.fnmatch_lines(["*Total Commands: 5 | Successful: 0 | Failed: 4 |*Not run: 1*"])
+    result.stdout.fnmatch_lines(["*sleep 311  [[]interrupted after*", "*sleep 312  [[]interrupted after*"])
     assert not (pytester.path / "never-started").exists()
     # Killed at once: the kill grace, not the sleeps, bounds the run.
     assert time.monotonic() - start < 15
     # The leftover check (tests/conftest.py) checks the sleeps were killed.
+
+
+# The first line fails once the second has ended (its shell reaped) and the third has started: both ran
+# ahead of their turn, which -x never gives them. The fourth may start when the second passes, or not.
+RAN_AHEAD = ONE_WORKER + (
+    'until [ -s b.pid ] && [ ! -e "/proc/$(cat b.pid)" ] && [ -e started ]; do sleep 0.01; done; false\n'
+    'echo $$ > b.tmp; mv b.tmp b.pid; echo ran b\n'
+    'touch started; sleep 300\n'
+    'touch ran.4\n'
+)
+
+
+def test_exitfirst_reports_the_commands_that_ran_ahead_as_they_ended(pytester: pytest.Pytester, run) -> None:
+    write(pytester, RAN_AHEAD)
+    result = run("--batch-jobs", "3", "-x", "-p", "no:randomly", "--batch-json", "out.json", "--junitxml", "junit.xml", *FAST)
+    assert outcomes(result) == {"failed": 1}, result.stdout.str()
+    results = json.loads((pytester.path / "out.json").read_text())["results"]
+    fourth = ("passed", 1, 0) if (pytester.path / "ran.4").exists() else ("not run", 0, -1)
+    assert [(r["status"], r["attempts"], r["exit_code"]) for r in results] == [
+        ("failed", 1, 1), ("passed", 1, 0), ("interrupted", 1, -1), fourth
+    ]
+    assert results[1]["stdout"] == "ran b\n" and results[2]["duration_ms"] > 0
+    result.stdout.fnmatch_lines(["*cmds.batch:4  touch started; sleep 300  [[]interrupted after *"])
+    cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
+    verdicts = [[child.tag for child in case if child.tag in ("failure", "skipped")] for case in cases]
+    assert verdicts[:3] == [["failure"], [], ["failure"]]
+    # The leftover check (tests/conftest.py) checks the `sleep 300` was killed.
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])

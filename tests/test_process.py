@@ -135,6 +135,41 @@ def test_interruption_kills_the_group() -> None:
     # no_leftovers checks that both sleeps are gone.
 
 
+# The shell survives SIGTERM and exits by itself, as a shell does whose child died of it: exit code 143.
+EXITS_143_ON_TERM = "trap 'exit 143' TERM; touch started; sleep 210 & wait"
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout"),
+    [(EXITS_143_ON_TERM, None), (EXITS_143_ON_TERM, 60.0), ("trap '' TERM; touch started; sleep 12", 10.0)],
+    ids=["exits-143", "exits-143-before-its-timeout", "ignores-it-until-its-timeout"],
+)
+def test_a_command_signalled_by_the_runs_stop_is_interrupted_whatever_happens_next(tmp_path: Path, command: str, timeout) -> None:
+    # Decided by who signalled first, never by the exit status the shell chose (143 looks like a failure of its
+    # own), nor by its timeout firing later while it ignores the stop (it is killed then, and still interrupted).
+    import threading
+    from concurrent.futures import Future
+
+    from pytest_batchrunner.process.command import start_command, terminate_in_flight
+
+    lock, live, future = threading.Lock(), set(), Future()
+
+    def started(pgid: int) -> None:
+        with lock:
+            live.add(pgid)
+
+    running = start_command(command, cwd=tmp_path, timeout=timeout, kill_grace=0.2, started=started)
+    threading.Thread(target=lambda: future.set_result(running.wait())).start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.01)
+    terminate_in_flight(lock, live, [future], 30.0)
+    attempt = future.result(timeout=30)
+    assert (attempt.interrupted, attempt.timed_out, attempt.exit_code, attempt.success) == (True, False, None, False)
+    assert attempt.describe_status().startswith("interrupted after ")
+
+
 @pytest.mark.parametrize(
     "command",
     ["touch started; sleep 208", "touch started; kill -9 $PPID; sleep 209"],

@@ -444,18 +444,32 @@ class CommandItem(pytest.Item):
         """
         attempt.interrupted = True
         attempt.exit_code = attempt.signal = None
-        self.last_attempt = attempt
-        record = self.attempt_record()
-        if record is None:
-            return
-        record["interrupted"] = True
+        self.last_attempt = None
+        self._record(self.record_of(self.attempt_number, attempt), "interrupted")
+
+    def record_ahead(self, attempts: list[Attempt]) -> None:
+        """Record *attempts*, run ahead of this item's turn, which never came (``-x``, Ctrl+C): as they ended.
+
+        The last one is ``passed``, ``failed`` or (killed as the run stopped) ``interrupted``; those before it were rerun.
+        """
+        for number, attempt in enumerate(attempts, 1):
+            if number < len(attempts):
+                outcome = "rerun"
+            else:
+                outcome = "interrupted" if attempt.interrupted else "passed" if attempt.success else "failed"
+            self._record(self.record_of(number, attempt), outcome)
+
+    def _record(self, record: dict[str, Any], outcome: str) -> None:
+        # Where the run is reported: the recorder in this process, or the controller over the live channel.
+        if outcome == "interrupted":
+            record["interrupted"] = True
         recording = self.config.stash.get(RECORDING_KEY, None)
         if recording is not None:
-            recording.interrupted_attempt(record)
+            recording.unreported_attempt(record, outcome)
             return
         live = self.config.stash.get(LIVE_KEY, None)
         if live is not None:
-            live.send(("attempt", record))
+            live.send(("attempt", {**record, "outcome": outcome}))
 
     def attempt_record(self) -> dict[str, Any] | None:
         """The last attempt as plain data: travels on the report, through xdist, to the reports.

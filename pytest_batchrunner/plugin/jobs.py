@@ -26,7 +26,9 @@ either. With the default ``--batch-jobs 1``, the next command starts when the
 previous one has passed, while pytest still reports it: commands never
 overlap, pytest's bookkeeping does. When the run
 loop ends for any reason (end, ``-x``, Ctrl+C), commands still in flight are
-terminated: SIGTERM to their groups, the kill grace, then SIGKILL.
+terminated: SIGTERM to their groups, the kill grace, then SIGKILL; every
+command started ahead of an item pytest never ran is then recorded as it
+ended (interrupted, if the stop killed it).
 
 Under xdist each worker looks ahead into the items it has been given (its
 queue); with ``--dist worksteal`` queued items may be taken by another worker,
@@ -46,7 +48,7 @@ import pytest
 from pytest_batchrunner.plugin.engine import ATTEMPT_ENDED_KEY, ATTEMPT_STARTED_KEY, ENGINE_KEY, PRESTART_KEY
 from pytest_batchrunner.plugin.items import CommandFailed, CommandItem
 from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
-from pytest_batchrunner.process.command import Attempt, RunningCommand, kill_group, terminate_in_flight
+from pytest_batchrunner.process.command import Attempt, RunningCommand, stop_group, terminate_in_flight
 from pytest_batchrunner.plugin.timeouts import resolve_timeout
 
 
@@ -86,6 +88,7 @@ class JobRunner:
         self.handed_off = False
         self.adopted: dict[PrestartKey, Future[Attempt]] = {}
         """Started by the Python API before pytest was ready (see :mod:`~pytest_batchrunner.process.prestart`), not yet taken."""
+        self.adopted_items: dict[PrestartKey, CommandItem] = {}
         self.maxfail = int(getattr(config.option, "maxfail", 0) or 0)
         self.holds: set[object] = set()
         """With --maxfail: items (or prestart keys) whose attempt failed or that run their own command, not
@@ -184,7 +187,7 @@ class JobRunner:
                 with lock:
                     groups = list(live)
                 for pgid in groups:
-                    kill_group(pgid, signum)
+                    stop_group(pgid, signum)
 
         kill_all(signal.SIGTERM)
         # Exceptions only: a third Ctrl+C (see plugin.Interrupts) abandons this, as the rest of the wind-down.
@@ -280,6 +283,7 @@ class JobRunner:
             future = left.pop(key, None)
             if future is None:
                 continue
+            self.adopted_items[key] = item
             if announce is not None and key in times:
                 # The logs announce it now, stamped with when it started.
                 announce(item.nodeid, 1, item.rerun_policy().reruns + 1, times[key])
@@ -512,7 +516,7 @@ class JobRunner:
             self.live.add(pgid)
             stopping = self.stopping
         if stopping:
-            kill_group(pgid, signal.SIGKILL)
+            stop_group(pgid, signal.SIGKILL)
 
     def finished(self, pgid: int) -> None:
         with self.lock:
@@ -567,17 +571,31 @@ class JobRunner:
         return ahead + [items[i] for i in indices]
 
     def shutdown(self) -> None:
-        """Terminate commands still in flight (TERM, grace, KILL) and drop their results."""
+        """Terminate commands still in flight (TERM, grace, KILL), then record what ran ahead of items pytest never ran."""
         self.stop.set()
         with self.lock:
             self.stopping = True
             pending = [*self.pending.values(), *self.retries.values()]
         terminate_in_flight(self.lock, self.live, pending, self.config.stash[ENGINE_KEY].kill_grace)
-        self.pending.clear()
-        self.retries.clear()
         self.pool.shutdown(wait=True)
         if self.prestart is not None:
             self.prestart.close()
+        with self.lock:
+            untaken = [*self.pending.items(), *((self.adopted_items[key], f) for key, f in self.adopted.items())]
+            self.pending.clear()
+            self.adopted.clear()
+        for item, first in untaken:
+            item.record_ahead(self._ran(item, first))
+        self.retries.clear()
+
+    def _ran(self, item: CommandItem, first: Future[Attempt]) -> list[Attempt]:
+        """The attempts of *item* that ran in its slot, first one *first*, its reruns after it (in :attr:`retries`)."""
+        attempts: list[Attempt] = []
+        future: Future[Attempt] | None = first
+        while future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            attempts.append(future.result())
+            future = self.retries.pop((item, len(attempts) + 1), None)
+        return attempts
 
 
 # Hooks that run in an item's protocol before its command: an implementation of

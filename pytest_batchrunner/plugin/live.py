@@ -383,8 +383,8 @@ class LiveBoard:
         """A :class:`~.history.HistoryEta` when the history knows the commands: the ETA then comes from it."""
         self.records: dict[Any, dict[str, Any]] = {}
         """Attempts the workers killed as the run was interrupted (``"attempt"`` events), by ``(nodeid, attempt, worker)``."""
-        self.ends: dict[Any, float] = {}
-        """When each announced attempt ended, until its report arrives (for an interrupted run)."""
+        self.ends: dict[Any, tuple[float, str]] = {}
+        """When each announced attempt ended, and on which worker, until its report arrives (for an interrupted run)."""
         self.settled: list[dict[str, Any]] | None = None
         self.ahead: dict[Any, dict[str, Any]] = {}
         """Commands a worker started ahead of their items, until the item's turn comes (see :meth:`lost_with`)."""
@@ -413,7 +413,7 @@ class LiveBoard:
                 if key in self.ahead:
                     self.ahead[key]["ended"] = event[2] if len(event) > 2 else time.time()
                 if info is not None and self.keep_ends:
-                    self.ends[key] = event[2] if len(event) > 2 else time.time()
+                    self.ends[key] = (event[2] if len(event) > 2 else time.time(), info["worker"])
         elif kind == "attempt":
             record = event[1]
             with self.lock:
@@ -565,9 +565,12 @@ class LiveBoard:
         begun, stopped = time.monotonic(), time.time()
         with self.lock:
             expected = dict(self.running)
+            # Ended, never reported: a command that ran ahead of its item's turn (--batch-jobs), sent as its worker stops.
+            ended = {key: worker for key, (_, worker) in self.ends.items() if key not in expected}
         while True:
             with self.lock:
                 missing = [key for key, info in expected.items() if (*key, info["worker"]) not in self.records]
+                missing += [key for key, worker in ended.items() if (*key, worker) not in self.records]
             now = time.monotonic()
             if (not missing and now >= begun + 0.3) or now >= begun + grace + 0.5:
                 break
@@ -575,13 +578,12 @@ class LiveBoard:
         with self.lock:
             records = list(self.records.values())
             for key in missing:
-                info = expected[key]
-                if (*key, info["worker"]) in self.records:
-                    continue
+                info = expected.get(key)
+                if info is None or (*key, info["worker"]) in self.records:
+                    continue  # one that ended is not made up: its worker did not say how
                 # Its worker kills it later, as the controller shuts the workers down: its run time
                 # is counted to the interruption, what the reports can know of.
-                ended = self.ends.get(key, stopped)
-                records.append(_record_from_start(key, info, ended))
+                records.append(_record_from_start(key, info, self.ends.get(key, (stopped,))[0]))
         self.settled = records
         return records
 

@@ -75,17 +75,23 @@ class BatchRecording:
             return
         record = item.record_of(number, attempt)
         record["nodeid"] = self.key(record["nodeid"])
+        if attempt.interrupted:  # killed as the run stopped
+            record["interrupted"] = True
         outcome = "rerun" if rerun else "passed" if attempt.success else "failed"
         for on_command_end in listeners:
             on_command_end(record, outcome)
 
-    def interrupted_attempt(self, record: dict[str, Any]) -> None:
-        """The record of an attempt killed as the run stopped (pytest reports nothing for it); main thread."""
+    def unreported_attempt(self, record: dict[str, Any], outcome: str) -> None:
+        """An attempt pytest reports nothing of (the run stopped), with its *outcome*: ``interrupted`` (killed as
+        the run stopped), or, for one that ran ahead of its item's turn, ``rerun``, ``passed`` or ``failed``; main thread."""
         nodeid = self.key(record["nodeid"])
         if record["nodeid"] != nodeid:
             record = {**record, "nodeid": nodeid}
         # Its run is the one its worker began (the record names the worker as _worker() does).
-        self.recorder.attempt(record, "interrupted", record.get("worker") or "main")
+        worker = record.get("worker") or "main"
+        self.recorder.attempt(record, outcome, worker)
+        if outcome in ("passed", "failed"):
+            self.recorder.outcome(nodeid, outcome, "" if record["success"] else record["status"], worker)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -323,7 +329,7 @@ class BatchRecording:
                 continue  # reported already (or not a command of this run)
             if not record.get("command"):
                 record.update(command=entry.command, file=entry.file, line=entry.line)
-            self.interrupted_attempt(record)
+            self.unreported_attempt(record, record.pop("outcome", "interrupted"))
 
 
 class PlainTerminal:

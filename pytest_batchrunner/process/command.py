@@ -63,6 +63,7 @@ __all__ = [
     "kill_group",
     "kill_session",
     "stop_adopting",
+    "stop_group",
     "terminate_in_flight",
     "signal_name",
     "signal_number",
@@ -263,13 +264,13 @@ def start_command(
             with DeferredSignals() as deferred:
                 proc, script, wall_start, t0 = _spawn(command, cwd, env, lambda: bool(deferred.caught))
                 guardian.register(proc.pid)
-                if started is not None:
-                    started(proc.pid)
                 running = RunningCommand(
                     command, proc, _Run(proc, capture_bytes, echo), wall_start, t0, timeout, kill_grace, expected_exit
                 )
                 running.ended = ended
                 running.script = script
+                if started is not None:
+                    started(proc.pid)
         except _WaitInterrupted:
             # Leaving the block replayed the signal (a Ctrl+C raised there); a
             # handler that did not raise lets the wait for a slot go on.
@@ -453,6 +454,17 @@ class RunningCommand:
         """The attempt an interruption of :meth:`wait` cut short (the command killed), if any."""
         self.script: str | None = None
         """The temporary script file of a very long command, removed when it ends."""
+        self.end_cause: str | None = None
+        """Who ended it, decided once (see :meth:`_decide`): ``"exited"``, ``"timed out"`` or ``"stopped"``."""
+        with _in_flight_lock:
+            _in_flight[self.pgid] = self
+
+    def _decide(self, cause: str) -> str:
+        """Record *cause* as what ended the command, unless something did first; what did."""
+        with _in_flight_lock:
+            if self.end_cause is None:
+                self.end_cause = cause
+            return self.end_cause
 
     def _end(self) -> None:
         ended, self.ended = self.ended, None
@@ -464,6 +476,7 @@ class RunningCommand:
         try:
             _terminate_session(self.run, self.pgid, self.kill_grace)
         finally:
+            self._forget()
             self.run.close()
             guardian.unregister(self.pgid)
             self._end()
@@ -479,11 +492,13 @@ class RunningCommand:
         far, is then :attr:`interrupted_attempt` (marked :attr:`Attempt.interrupted`).
         """
         run, pgid, t0, timeout = self.run, self.pgid, self.t0, self.timeout
-        timed_out = False
         leftovers: list[str] = []
         try:
             deadline = t0 + timeout if timeout else None
+            # What ended the attempt is decided once, by whoever came first: its own exit, its
+            # timeout, or the run's stop (see stop_group); never by the exit status a signal left.
             if run.wait_exit(deadline):
+                self._decide("exited")
                 end = time.monotonic()
                 members = _leftover_members(pgid)
                 if members:
@@ -492,7 +507,7 @@ class RunningCommand:
                     leftovers = _describe(members, pgid)
                     _terminate_session(run, pgid, self.kill_grace, members)
             else:
-                timed_out = True
+                self._decide("timed out")
                 killed = _terminate_session(run, pgid, self.kill_grace)
                 # The shell's group was the target; what had left it is named.
                 leftovers = [name for name, group in killed if group != pgid]
@@ -512,10 +527,17 @@ class RunningCommand:
                 self._release()
             raise
         self._release()
-        return self._attempt(end - t0, leftovers=leftovers, timed_out=timed_out)
+        cause = self.end_cause
+        return self._attempt(end - t0, leftovers=leftovers, timed_out=cause == "timed out", interrupted=cause == "stopped")
+
+    def _forget(self) -> None:
+        with _in_flight_lock:
+            if _in_flight.get(self.pgid) is self:
+                del _in_flight[self.pgid]
 
     def _release(self) -> None:
         # Every path of wait() gets here with the session gone or sent SIGKILL.
+        self._forget()
         self.run.close()
         guardian.unregister(self.pgid)
         self._end()
@@ -723,7 +745,7 @@ def terminate_in_flight(lock: threading.Lock, live: set[int], futures: Iterable[
     with lock:
         groups = list(live)
     for pgid in groups:
-        kill_group(pgid, signal.SIGTERM)
+        stop_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for future in futures:
         try:
@@ -733,7 +755,31 @@ def terminate_in_flight(lock: threading.Lock, live: set[int], futures: Iterable[
     with lock:
         groups = list(live)
     for pgid in groups:
-        kill_group(pgid, signal.SIGKILL)
+        stop_group(pgid, signal.SIGKILL)
+
+
+# Commands of this process not yet waited for, by process group (see stop_group).
+_in_flight: dict[int, RunningCommand] = {}
+_in_flight_lock = threading.Lock()
+
+
+def stop_group(pgid: int, sig: int) -> None:
+    """Send *sig* to command group *pgid* because the run stops: an attempt whose shell still runs is then interrupted."""
+    with _in_flight_lock:
+        running = _in_flight.get(pgid)
+    if running is not None and not _exited(pgid):
+        running._decide("stopped")
+    kill_group(pgid, sig)
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child *pid* has exited, without reaping it (its waiting thread does)."""
+    if not hasattr(os, "waitid"):  # macOS: not known, so the stop decides
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped already
 
 
 def kill_group(pgid: int, sig: int) -> None:

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pytest_batchrunner.batchfile import CommandSpec, LineSettings
 from pytest_batchrunner.process.environment import command_environment, snapshot
 from pytest_batchrunner.process.command import (
-    DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Attempt, kill_group, run_command, terminate_in_flight,
+    DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Attempt, run_command, stop_group, terminate_in_flight,
 )
 
 __all__ = ["Prestart", "PrestartKey", "prestart_key"]
@@ -153,4 +153,4 @@ class Prestart:
             self.start_times[prestart_key(self.path, spec)] = time.time()
             closing = self.closing
         if closing:  # started by a thread that was already on its way when close() began
-            kill_group(pgid, signal.SIGKILL)
+            stop_group(pgid, signal.SIGKILL)

@@ -718,7 +718,8 @@ def _result(row: tuple[Any, ...], records: list[dict[str, Any]], running: bool, 
     _id, nodeid, command, file, line, outcome, message, _attempts, run = row
     last = records[-1] if records else None
     if outcome is None:
-        outcome = "interrupted" if (running or records) and interrupted else "not run"
+        # An attempt was recorded: it ran, whatever stopped the run (-x, Ctrl+C).
+        outcome = "interrupted" if records or (running and interrupted) else "not run"
     success = outcome in ("passed", "xpassed")
     # An attempt killed as the run stopped says so (the key is left out of the others).
     attempt_log = [{k: r.get(k) for k in _LOGGED} | ({"interrupted": True} if r.get("interrupted") else {})
