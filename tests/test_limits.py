@@ -223,3 +223,32 @@ def test_many_named_batch_files_are_each_offered_once(pytester: pytest.Pytester,
     counts = {p.name: int(p.read_text()) for p in pytester.path.glob("offered-*")}
     assert sorted(counts.values()) == ([0, files, files] if mode == "xdist" else [files]), counts
     assert len(list(pytester.path.glob("ran-*"))) == files
+
+
+def test_each_batch_file_is_read_once_per_process(pytester: pytest.Pytester, run, mode: str) -> None:
+    """Before collection the xdist controller reads each batch file once (for groups, ``retries=`` and the workers' copies)."""
+    files = 3
+    for i in range(files):
+        (pytester.path / f"f{i}.batch").write_text(f"# batch: group=g{i}\ntouch ran-{i}-a\ntouch ran-{i}-b\n")
+    pytester.makeconftest(textwrap.dedent("""
+        import os
+        import sys
+        opened = []
+
+        def _count(event, args):
+            if event == "open" and str(args[0]).endswith(".batch"):
+                opened.append(os.path.basename(str(args[0])))
+
+        sys.addaudithook(_count)
+
+        def pytest_sessionfinish(session):
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(f"opened-{worker}", "w") as f:
+                f.write(" ".join(sorted(opened)))
+    """))
+    result = run()
+    assert result.parseoutcomes() == {"passed": 2 * files}
+    opened = {p.name: p.read_text().split() for p in pytester.path.glob("opened-*")}
+    # The controller (in-process: the collection) reads each file once; xdist workers collect the controller's bytes.
+    each_once = [f"f{i}.batch" for i in range(files)]
+    assert opened == ({"opened-main": each_once, "opened-gw0": [], "opened-gw1": []} if mode == "xdist" else {"opened-main": each_once})

@@ -390,14 +390,13 @@ def _check_retries_before_workers(config: pytest.Config) -> None:
     """
     if hasattr(config.option, "reruns") or not is_controller(config) or getattr(config.option, "dist", "no") == "no":
         return
-    from pytest_batchrunner.batchfile import BatchFileError, parse_batch_text, read_batch_file
-    from pytest_batchrunner.plugin.pipelines import batch_files
+    from pytest_batchrunner.batchfile import BatchFileError, parse_batch_text
+    from pytest_batchrunner.plugin.pipelines import read_batch_files
 
-    for path in batch_files(config, discovery(config)):
+    for path, data in read_batch_files(config, discovery(config)).items():
         try:
-            data = read_batch_file(path)
             specs = parse_batch_text(data, os.path.relpath(path, config.invocation_params.dir)) if b"retries" in data else []
-        except (OSError, BatchFileError):
+        except BatchFileError:
             continue  # collection reports the problem
         for spec in specs:
             if spec.settings.retries:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import BatchFileError, read_batch_file
+from pytest_batchrunner.batchfile import read_batch_file
 from pytest_batchrunner.plugin.discovery import BatchDiscovery
 
 __all__ = ["BatchTexts", "WorkerTexts", "configure", "text_of"]
@@ -132,12 +132,8 @@ def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
         return
     if getattr(config.option, "dist", "no") == "no" or config.option.collectonly:
         return
-    from pytest_batchrunner.plugin.pipelines import batch_files
+    from pytest_batchrunner.plugin.pipelines import read_batch_files
 
-    texts = config.stash[TEXTS_KEY] = {}
-    for path in batch_files(config, discovery):
-        try:
-            texts[_key(path)] = read_batch_file(path)
-        except (OSError, BatchFileError):
-            continue  # the worker's own reading reports it
+    # Those that cannot be read are left to the worker's own reading, which reports them.
+    texts = config.stash[TEXTS_KEY] = {_key(path): data for path, data in read_batch_files(config, discovery).items()}
     config.pluginmanager.register(BatchTexts(texts), "batchrunner-batch-texts")

@@ -163,8 +163,8 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
         if dist != "worksteal":
             config.pluginmanager.register(GroupScheduling(remote.groups, dist, always=True), "batchrunner-groups")
         return
-    files = list(batch_files(config, discovery))
-    groups = _groups(config, files)
+    texts = read_batch_files(config, discovery)
+    groups = _groups(config, texts)
     explicit = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
     if any(sequential for _, sequential in groups.values()) and (dist == "worksteal" or (dist == "load" and explicit)):
         try:
@@ -181,7 +181,7 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
         return
     if dist == "worksteal":
         return
-    always = dist != "load" and bool(files)
+    always = dist != "load" and bool(texts)
     config.pluginmanager.register(GroupScheduling(groups, dist, always=always), "batchrunner-groups")
 
 
@@ -359,26 +359,41 @@ class BatchScheduling:
                 self.config.hook.pytest_collectreport(report=report)
 
 
-def _groups(config: pytest.Config, files: list[Path]) -> dict[str, tuple[str, bool]]:
-    """``nodeid -> (group, sequential)`` for every grouped line of *files* (the batch files pytest will collect)."""
+def _groups(config: pytest.Config, texts: dict[Path, bytes]) -> dict[str, tuple[str, bool]]:
+    """``nodeid -> (group, sequential)`` for every grouped line of *texts* (:func:`read_batch_files`)."""
     groups: dict[str, tuple[str, bool]] = {}
-    for path in files:
+    for path, data in texts.items():
+        if b"group=" not in data and b"sequential" not in data:
+            continue
         try:
-            data = read_batch_file(path)  # a FIFO or a device is refused, not read
-            if b"group=" not in data and b"sequential" not in data:
-                continue
-            try:
-                rel = path.resolve().relative_to(config.rootpath).as_posix()
-            except ValueError:
-                rel = str(path)
+            rel = path.resolve().relative_to(config.rootpath).as_posix()
+        except ValueError:
+            rel = str(path)
+        try:
             specs = parse_batch_text(data, rel)
-        except (OSError, BatchFileError):
+        except BatchFileError:
             continue  # collection reports the problem
         for spec, name in zip(specs, item_names(specs), strict=True):
             key = group_key(spec)
             if key is not None:
                 groups[f"{printable(rel)}::{name}"] = (key, spec.settings.sequential)
     return groups
+
+
+_TEXTS_KEY = pytest.StashKey[dict[Path, bytes]]()
+
+
+def read_batch_files(config: pytest.Config, discovery: BatchDiscovery) -> dict[Path, bytes]:
+    """The bytes of :func:`batch_files`, read once on the controller before collection (unreadable ones are left to it)."""
+    texts = config.stash.get(_TEXTS_KEY, None)
+    if texts is None:
+        texts = config.stash[_TEXTS_KEY] = {}
+        for path in batch_files(config, discovery):
+            try:
+                texts[path] = read_batch_file(path)  # a FIFO or a device is refused, not read
+            except (OSError, BatchFileError):
+                continue
+    return texts
 
 
 def batch_files(config: pytest.Config, discovery: BatchDiscovery):  # type: ignore[no-untyped-def]
