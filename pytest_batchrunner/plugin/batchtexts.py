@@ -76,8 +76,8 @@ class WorkerTexts:
     """In an xdist worker: stops the run rather than collect other items than the run did (xdist would run
     them by their places in this worker's list), or once a batch file the controller read is gone."""
 
-    def __init__(self, config: pytest.Config, texts: dict[str, bytes], ids: list[str] | None) -> None:
-        self.config = config
+    def __init__(self, discovery: BatchDiscovery, texts: dict[str, bytes], ids: list[str] | None) -> None:
+        self.discovery = discovery
         self.texts = texts
         self.ids = ids
 
@@ -86,7 +86,7 @@ class WorkerTexts:
         gone = [path for path in self.texts if not os.path.exists(path)]
         if not gone:
             return
-        names = ", ".join(self.shown(path) for path in gone)
+        names = ", ".join(self.discovery.relpath(Path(path)) for path in gone)
         message = (
             f"pytest-batchrunner: batch file deleted during the run: {names}; a new xdist worker (one replacing "
             "a crashed worker) cannot collect it, so the run stops: its commands not run yet are not run"
@@ -108,12 +108,6 @@ class WorkerTexts:
             "the run; the run stops: its tests not run yet are not run"
         ))
 
-    def shown(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(self.config.rootpath).as_posix()
-        except ValueError:
-            return path
-
 
 def _stop(session: pytest.Session, message: str) -> None:
     """Stop this worker's collection; xdist's controller stops the run with *message* (as for ``-x``)."""
@@ -128,7 +122,7 @@ def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
         texts = workerinput.get(TEXTS_INPUT)
         if texts is not None:
             config.stash[TEXTS_KEY] = texts
-            config.pluginmanager.register(WorkerTexts(config, texts, workerinput.get(IDS_INPUT)), "batchrunner-worker-texts")
+            config.pluginmanager.register(WorkerTexts(discovery, texts, workerinput.get(IDS_INPUT)), "batchrunner-worker-texts")
         return
     if getattr(config.option, "dist", "no") == "no" or config.option.collectonly:
         return
