@@ -236,3 +236,13 @@ def test_an_outside_kill_of_a_worker(pytester: pytest.Pytester, no_leftovers: st
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert [(r["line"], r["status"], r["attempts"]) for r in results] == [
         (2, "failed", 1), (3, "passed", 1), (5, "passed", 1), (6, "passed", 1)]
+
+
+def test_canary_xdist_helpers_the_scheduler_calls(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): pytest-xdist's helpers that BatchScheduling calls still behave as it expects."""
+    from xdist.report import report_collection_diff
+    from xdist.workermanage import parse_tx_spec_config
+
+    assert len(parse_tx_spec_config(pytester.parseconfig("--tx", "2*popen"))) == 2
+    assert report_collection_diff(["a", "b"], ["a", "b"], "gw0", "gw1") is None
+    assert "gw1" in report_collection_diff(["a", "b"], ["a", "c"], "gw0", "gw1")
