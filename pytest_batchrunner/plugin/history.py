@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import statistics
 import warnings
 from collections.abc import Iterable
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_batchrunner.batchfile import read_batch_file
 
 try:
     import fcntl
@@ -197,11 +198,8 @@ def history_path(cache_dir: str | os.PathLike[str]) -> Path:
 def read_history(path: Path) -> History:
     """The history in *path*; empty if there is none or it cannot be read (history only guides)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO in its place must not block
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return History()
-            return History(json.loads(f.read()))
+        # A FIFO or a device in its place is refused (BatchFileError, a ValueError), never read.
+        return History(json.loads(read_batch_file(path)))
     except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return History()
 
