@@ -228,7 +228,9 @@ def pytest_configure(config: pytest.Config) -> None:
     remote.configure(config, is_controller(config))
     from pytest_batchrunner.plugin import batchtexts
 
-    batchtexts.configure(config, discovery(config))
+    from pytest_batchrunner.plugin.pipelines import read_batch_files
+
+    batchtexts.configure(config, discovery(config), lambda: read_batch_files(config, discovery(config)))
     if is_controller(config) and runs_commands(config):
         from pytest_batchrunner.plugin.recording import BatchRecording
 
@@ -251,7 +253,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
-    configure_distribution(config, discovery(config))
+    configure_distribution(config, discovery(config), _batch_nodeid_test(config))
     _install_sigterm(config)
 
 

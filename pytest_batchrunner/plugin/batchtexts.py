@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_batchrunner.batchfile import read_batch_file
-from pytest_batchrunner.plugin.discovery import BatchDiscovery
+
+from pytest_batchrunner.plugin.engine import is_remote
+
+if TYPE_CHECKING:
+    from pytest_batchrunner.plugin.discovery import BatchDiscovery
 
 __all__ = ["BatchTexts", "WorkerTexts", "configure", "text_of"]
 
@@ -59,8 +64,6 @@ class BatchTexts:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        from pytest_batchrunner.plugin.remote import is_remote
-
         if not is_remote(node.gateway.spec):
             node.workerinput[TEXTS_INPUT] = self.texts
             if self.ids is not None:  # a worker replacing a crashed one
@@ -115,8 +118,8 @@ def _stop(session: pytest.Session, message: str) -> None:
     raise pytest.UsageError(message)
 
 
-def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
-    """Register this process's part: the controller's reading, or the worker's copies."""
+def configure(config: pytest.Config, discovery: BatchDiscovery, read_files: Callable[[], dict[Path, bytes]]) -> None:
+    """Register this process's part: the controller's reading (*read_files*), or the worker's copies."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         texts = workerinput.get(TEXTS_INPUT)
@@ -126,8 +129,6 @@ def configure(config: pytest.Config, discovery: BatchDiscovery) -> None:
         return
     if getattr(config.option, "dist", "no") == "no" or config.option.collectonly:
         return
-    from pytest_batchrunner.plugin.pipelines import read_batch_files
-
     # Those that cannot be read are left to the worker's own reading, which reports them.
-    texts = config.stash[TEXTS_KEY] = {_key(path): data for path, data in read_batch_files(config, discovery).items()}
+    texts = config.stash[TEXTS_KEY] = {_key(path): data for path, data in read_files().items()}
     config.pluginmanager.register(BatchTexts(texts), "batchrunner-batch-texts")

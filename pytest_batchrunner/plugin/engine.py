@@ -16,7 +16,7 @@ from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KI
 __all__ = [
     "ATTEMPT_ENDED_KEY", "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",
     "ONLY_COMMANDS_KEY", "RECORDING_KEY", "REMOTE_KEY", "HOST_KEY", "WORKDIR_KEY", "EngineSettings", "MIN_RELATIVE_TIMEOUT",
-    "default_timeout", "has_timeout_plugin",
+    "default_timeout", "has_timeout_plugin", "is_remote",
 ]
 
 MIN_RELATIVE_TIMEOUT = 1.0
@@ -112,3 +112,8 @@ def refuse_retry_plugins(config: pytest.Config) -> None:
                 f"pytest-batchrunner cannot run batch commands with the {name} plugin: {why}; "
                 f"turn it off with -p no:{name}"
             )
+
+
+def is_remote(spec: Any) -> bool:
+    """Whether a gateway's worker sees other copies of the files: another machine, or another folder."""
+    return not spec.popen or bool(spec.chdir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def keep_group_order(items: list[pytest.Item]) -> None:
             items[i] = step
 
 
-def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> None:
+def configure_distribution(config: pytest.Config, discovery: BatchDiscovery, is_batch: Callable[[str], bool]) -> None:
     """Under ``--dist load``, ``loadgroup`` or ``loadfile``: the plugin's own xdist scheduler (:class:`BatchScheduling`).
 
     Under ``load`` only when the batch files have groups or the history can order them
@@ -161,7 +162,7 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
         # Remote workers collect copies the controller may not have: the groups
         # are the ones they send (see .remote), known before anything is scheduled.
         if dist != "worksteal":
-            config.pluginmanager.register(GroupScheduling(remote.groups, dist, always=True), "batchrunner-groups")
+            config.pluginmanager.register(GroupScheduling(remote.groups, dist, is_batch, always=True), "batchrunner-groups")
         return
     texts = read_batch_files(config, discovery)
     groups = _groups(config, texts)
@@ -182,26 +183,25 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery) -> 
     if dist == "worksteal":
         return
     always = dist != "load" and bool(texts)
-    config.pluginmanager.register(GroupScheduling(groups, dist, always=always), "batchrunner-groups")
+    config.pluginmanager.register(GroupScheduling(groups, dist, is_batch, always=always), "batchrunner-groups")
 
 
 class GroupScheduling:
     """On the xdist controller: hands xdist a :class:`BatchScheduling` (see :func:`configure_distribution`)."""
 
-    def __init__(self, groups: dict[str, tuple[str, bool]], dist: str, always: bool = False) -> None:
+    def __init__(self, groups: dict[str, tuple[str, bool]], dist: str, is_batch: Callable[[str], bool], always: bool = False) -> None:
         self.groups = groups
         self.dist = dist
+        self.is_batch = is_batch
         self.always = always
         """Schedule by group even if *groups* is empty now (a remote run's fill in before scheduling)."""
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
-        from pytest_batchrunner.plugin import _batch_nodeid_test
         from pytest_batchrunner.plugin.ordering import scope_estimates
 
-        is_batch = _batch_nodeid_test(config)
         # ``order(units) -> scopes``, or None: file order. Asked here, once pytest's cache is configured.
-        order = scope_estimates(config, is_batch)
+        order = scope_estimates(config, self.is_batch)
         if not self.groups and order is None and not self.always:
             return None  # xdist's own scheduler
         return BatchScheduling(config, self.groups, order, self.dist)

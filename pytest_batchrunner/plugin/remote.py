@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import group_key
-from pytest_batchrunner.plugin.engine import HOST_KEY, REMOTE_KEY, WORKDIR_KEY
+from pytest_batchrunner.plugin.engine import HOST_KEY, REMOTE_KEY, WORKDIR_KEY, is_remote
 from pytest_batchrunner.plugin.items import CommandItem
 
 __all__ = ["Collected", "RemoteCollection", "RemoteWorkers", "configure", "host_name", "worker_specs"]
@@ -79,11 +79,6 @@ def _xspec(spec: str) -> Any:
     import execnet
 
     return execnet.XSpec(spec)
-
-
-def is_remote(spec: Any) -> bool:
-    """Whether a gateway's worker sees other copies of the files: another machine, or another folder."""
-    return not spec.popen or bool(spec.chdir)
 
 
 def host_name(spec: Any) -> str:
