@@ -367,7 +367,7 @@ class JobRunner:
                     self.pending[item] = self.pool.submit(self._run, item)  # type: ignore[index]
         for item, future in chosen:
             try:
-                running = item.start_attempt(1, resolve_timeout(item), started=self._started, ahead=True)
+                running = self._start(item, 1)
             except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
                 future.set_exception(exc)
                 with self.lock:
@@ -381,10 +381,14 @@ class JobRunner:
                 with self.lock:
                     self.running -= 1
 
+    def _start(self, item: CommandItem, number: int) -> RunningCommand:
+        """Start attempt *number* of *item* in a slot, ahead of its item's turn."""
+        return item.start_attempt(number, resolve_timeout(item), started=self._started, ahead=True)
+
     def _run(self, item: CommandItem) -> Attempt:
         """Start and wait for *item*'s first attempt (its result is the pool's future)."""
         try:
-            running = item.start_attempt(1, resolve_timeout(item), started=self._started, ahead=True)
+            running = self._start(item, 1)
         except BaseException:
             with self.lock:
                 self.running -= 1
@@ -453,7 +457,7 @@ class JobRunner:
             while True:
                 if attempt is None:
                     try:
-                        running = item.start_attempt(number, resolve_timeout(item), started=self._started, ahead=True)
+                        running = self._start(item, number)
                         attempt = running.wait()
                     except BaseException as exc:  # noqa: BLE001 - the item reports it when it takes its attempt
                         self._hold_failed(item)
