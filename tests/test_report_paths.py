@@ -103,7 +103,7 @@ def test_a_full_filesystem_names_the_reports_and_leaves_no_partial_file(
     (pytester.path / "cmds.batch").write_text("head -c 40000 /dev/zero | tr '\\0' x; exit 3\n")
     (small_filesystem / "filler").write_bytes(b"f" * 32 * 1024)
     json_path, junit_path = small_filesystem / "r.json", small_filesystem / "j.xml"
-    result = run("cmds.batch", f"--batch-json={json_path}", f"--junitxml={junit_path}")
+    result = run("cmds.batch", f"--batch-json={json_path}", f"--junitxml={junit_path}", "-o", "junit_logging=all")
     assert result.ret == 3, result.stdout.str()
     result.stdout.fnmatch_lines([f"*--batch-json {json_path}: not written: *No space left on device*"])
     result.stdout.fnmatch_lines([f"*--junitxml {junit_path}: not written: *No space left on device*"])

@@ -427,7 +427,7 @@ def test_a_full_tmpdir_loses_no_report(pytester: pytest.Pytester, run, mount, mo
     mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp))
     monkeypatch.setenv("TMPDIR", str(tmp))
     pytester.makefile(".batch", cmds=FULL_TMPDIR_BATCH)
-    result = run(*REPORTS, "-rf")
+    result = run(*REPORTS, "-rf", "-o", "junit_logging=all")
     result.assert_outcomes(passed=11, failed=1)
     assert os.statvfs(tmp).f_bavail == 0  # still full
     out = result.stdout.str() + result.stderr.str()
