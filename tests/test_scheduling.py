@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 
 import pytest
 
@@ -236,3 +237,27 @@ def test_an_outside_kill_of_a_worker(pytester: pytest.Pytester, no_leftovers: st
     results = json.loads((pytester.path / "r.json").read_text())["results"]
     assert [(r["line"], r["status"], r["attempts"]) for r in results] == [
         (2, "failed", 1), (3, "passed", 1), (5, "passed", 1), (6, "passed", 1)]
+
+
+def test_a_crash_under_dist_each_counts_each_run_once(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Every worker runs every line; a replacement worker takes over the runs its crashed worker had left.
+    write_batch(pytester)
+    result = run_crashing(pytester, "--dist", "each")
+    result.assert_outcomes(passed=6, failed=2)
+    assert crash_runs(pytester) == 2
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert Counter((r["line"], r["status"]) for r in results) == {
+        (1, "failed"): 2, (2, "passed"): 2, (3, "passed"): 2, (4, "passed"): 2}
+
+
+@pytest.mark.parametrize("dist", ["load", "each"])
+def test_commands_left_when_worker_restarts_run_out_are_not_run(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
+    # The one worker dies on the first line and is not replaced: the rest never ran, and no report says they failed.
+    (pytester.path / "c.batch").write_text(f"{CRASH}\ntouch ran\nsleep 0.1\n")
+    result = pytester.runpytest_subprocess("c.batch", "-n", "1", "--dist", dist, "--max-worker-restart", "0",
+                                           "-p", "no:randomly", "--batch-json", "r.json", timeout=90)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert not (pytester.path / "ran").exists()
+    summary = json.loads((pytester.path / "r.json").read_text())["summary"]
+    assert (summary["failed"], summary["not_run"]) == (1, 2)
+    result.stdout.fnmatch_lines(["Total Commands: 3 | Successful: 0 | Failed: 1 | *Not run: 2"])
