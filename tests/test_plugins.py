@@ -149,6 +149,17 @@ def test_batch_jobs_stay_parallel_beside_pytest_benchmark(pytester: pytest.Pytes
     assert "one at a time" not in result.stdout.str()
 
 
+def test_batch_jobs_stay_parallel_beside_hypothesis(pytester: pytest.Pytester, ecosystem, mode: str) -> None:  # noqa: F811
+    # Hypothesis's pytest_runtest_call acts only on Python test functions (items with an ``obj``).
+    pytest.importorskip("hypothesis")
+    if mode == "xdist":
+        pytest.skip("the four commands must share one worker")
+    write(pytester, BARRIER)
+    result = ecosystem("cmds.batch", "--batch-jobs", "4", plugins=("hypothesispytest",))
+    assert outcomes(result) == {"passed": 4}
+    assert "one at a time" not in result.stdout.str()
+
+
 def test_batch_jobs_name_what_makes_them_run_one_at_a_time(pytester: pytest.Pytester, ecosystem) -> None:  # noqa: F811
     pytester.makeconftest("def pytest_runtest_setup(item):\n    pass\n")
     write(pytester, "true\ntrue\n")

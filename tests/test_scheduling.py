@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 
 import pytest
 
@@ -246,3 +247,27 @@ def test_canary_xdist_helpers_the_scheduler_calls(pytester: pytest.Pytester) -> 
     assert len(parse_tx_spec_config(pytester.parseconfig("--tx", "2*popen"))) == 2
     assert report_collection_diff(["a", "b"], ["a", "b"], "gw0", "gw1") is None
     assert "gw1" in report_collection_diff(["a", "b"], ["a", "c"], "gw0", "gw1")
+
+
+def test_a_crash_under_dist_each_counts_each_run_once(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # Every worker runs every line; a replacement worker takes over the runs its crashed worker had left.
+    write_batch(pytester)
+    result = run_crashing(pytester, "--dist", "each")
+    result.assert_outcomes(passed=6, failed=2)
+    assert crash_runs(pytester) == 2
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert Counter((r["line"], r["status"]) for r in results) == {
+        (1, "failed"): 2, (2, "passed"): 2, (3, "passed"): 2, (4, "passed"): 2}
+
+
+@pytest.mark.parametrize("dist", ["load", "each"])
+def test_commands_left_when_worker_restarts_run_out_are_not_run(pytester: pytest.Pytester, no_leftovers: str, dist: str) -> None:
+    # The one worker dies on the first line and is not replaced: the rest never ran, and no report says they failed.
+    (pytester.path / "c.batch").write_text(f"{CRASH}\ntouch ran\nsleep 0.1\n")
+    result = pytester.runpytest_subprocess("c.batch", "-n", "1", "--dist", dist, "--max-worker-restart", "0",
+                                           "-p", "no:randomly", "--batch-json", "r.json", timeout=90)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert not (pytester.path / "ran").exists()
+    summary = json.loads((pytester.path / "r.json").read_text())["summary"]
+    assert (summary["failed"], summary["not_run"]) == (1, 2)
+    result.stdout.fnmatch_lines(["Total Commands: 3 | Successful: 0 | Failed: 1 | *Not run: 2"])

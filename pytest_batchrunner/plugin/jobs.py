@@ -610,10 +610,11 @@ _BEFORE_THE_COMMAND = ("pytest_runtest_protocol", "pytest_runtest_setup", "pytes
 # protocol), and its foundation's (pytest-timeout arms its timer, rerunfailures
 # reads its settings, both read ahead here too); pytest-randomly, which
 # reseeds Python's random generators, which a shell command never reads; and
-# pytest-benchmark, whose setup acts only on items with its benchmark marker.
+# pytest-benchmark, whose setup acts only on items with its benchmark marker; and
+# Hypothesis, whose call hook acts only on Python test functions (items with an ``obj``).
 _KNOWN_PACKAGES = frozenset(
     {"_pytest", "pytest_batchrunner", "batchrunner", "xdist", "pytest_timeout", "pytest_rerunfailures", "pytest_randomly",
-     "pytest_benchmark"}
+     "pytest_benchmark", "_hypothesis_pytestplugin"}
 )
 
 

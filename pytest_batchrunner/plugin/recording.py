@@ -50,6 +50,10 @@ class BatchRecording:
         # Under --dist each every worker runs every item it collected: each is a run of its own.
         self.each = getattr(config.option, "dist", "no") == "each"
         self._collections = 0
+        self._collected: set[str] = set()
+        self._replacing = 0
+        self.workers_died = 0
+        """Under --dist each: dead workers that had collected, whose replacements take over their runs."""
         self.lost_ahead: set[tuple[str, str]] = set()
         """``(nodeid, worker)`` of the attempts a dead worker had started ahead (see :meth:`pytest_testnodedown`)."""
         self.writers: list[Any] = []
@@ -99,6 +103,9 @@ class BatchRecording:
 
         xdist runs those items again elsewhere, as further attempts of the same runs, but the first of them,
         which it reports as crashed: its crash report is the outcome of that attempt, not one more."""
+        self.workers_died += error is not None
+        if error is not None and self.each and node.gateway.id in self._collected:
+            self._replacing += 1
         board = self.config.pluginmanager.get_plugin("batchrunner-live")
         if error is None or board is None:
             return
@@ -165,6 +172,11 @@ class BatchRecording:
 
             refuse_retry_plugins(self.config)
         self.config.stash[ONLY_COMMANDS_KEY] = self.only_commands
+        if self.each and self._replacing:
+            # xdist hands a replacement the runs its dead worker had left: they are expected already.
+            self._replacing -= 1
+            return
+        self._collected.add(node.gateway.id)
         # The controller collects nothing under xdist; it re-reads the batch files
         # (cheap) to know every command that is meant to run, for interrupted runs:
         # one worker's collection (the others are the same, and share its items),
@@ -268,8 +280,9 @@ class BatchRecording:
             self._workers_interrupted_attempts()
         if not len(self.recorder):
             return
-        if not (self.recorder.interrupted or session.shouldfail or self.exited):
-            # Nothing stopped the run (-x, --maxfail), yet a command has no outcome: its report was lost on the way.
+        if not (self.recorder.interrupted or session.shouldfail or self.exited or self.workers_died):
+            # Nothing stopped the run (-x, --maxfail, a dead worker not replaced once --max-worker-restart
+            # is used up), yet a command has no outcome: its report was lost on the way.
             self.recorder.fail_unfinished("lost: no report of it reached the reports")
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
             # pytest prints no terminal summary after an INTERNALERROR: ours still says what ran.
