@@ -72,7 +72,7 @@ def check_counted_once(pytester: pytest.Pytester, lines: list[str], attempts: in
 
 @pytest.mark.parametrize("history", [False, True], ids=["no-history", "history"])
 @pytest.mark.parametrize("group", ["", "group=g"], ids=["plain", "group"])
-@pytest.mark.parametrize("dist", DISTS)
+@pytest.mark.parametrize("dist", [*DISTS, "loadscope"])
 def test_command_killing_its_worker_runs_once(pytester: pytest.Pytester, no_leftovers: str, dist: str, group: str,
                                               history: bool) -> None:
     lines = write_batch(pytester, group)
@@ -199,12 +199,12 @@ def test_loadgroup_keeps_python_tests_xdist_groups(pytester: pytest.Pytester, no
 
 @pytest.mark.parametrize(("dist", "settings", "scheduler"), [
     ("load", "group=g", "BatchScheduling"), ("loadgroup", "group=g sequential", "BatchScheduling"),
-    ("loadfile", "group=g sequential", "BatchScheduling"), ("loadscope", "group=g sequential", "LoadScopeScheduling"),
+    ("loadfile", "group=g sequential", "BatchScheduling"), ("loadscope", "group=g sequential", "BatchScheduling"),
     ("worksteal", "group=g", "WorkStealingScheduling"),
 ])
 def test_which_dist_modes_the_plugin_schedules(pytester: pytest.Pytester, no_leftovers: str, dist: str, settings: str,
                                                scheduler: str) -> None:
-    # With groups and history the plugin schedules load, loadgroup and loadfile; loadscope stays pytest-xdist's own.
+    # With groups and history the plugin schedules load, loadgroup, loadfile and loadscope; worksteal stays pytest-xdist's own.
     (pytester.path / "c.batch").write_text(f"# batch: {settings}\nsleep 0.2\ntrue\n# batch:\nsleep 0.3\n")
     seed_history(pytester)
     result = pytester.runpytest_subprocess("c.batch", "-n", "2", "--dist", dist, "-v", "-p", "no:randomly", timeout=90)

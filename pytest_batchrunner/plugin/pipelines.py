@@ -7,7 +7,7 @@ Lines marked ``sequential`` (``# batch: group=deploy sequential``; without
   marker, and under ``-n`` (``--dist load``, the default, or ``loadgroup``) the
   plugin's scheduler hands each group as one unit of work to one worker, which
   runs it in collection (file) order (:func:`configure_distribution`). Under
-  ``--dist loadfile`` its units are whole files; an explicit ``--dist load`` or
+  ``--dist loadfile`` its units are whole files (under ``loadscope``, xdist's scopes); an explicit ``--dist load`` or
   ``worksteal`` gets a warning. Steps are never started ahead by ``--batch-jobs``.
 * **fail fast.** Once a step has finally failed (after its reruns), the group's
   later steps are skipped with "not run: step N (line L) failed".
@@ -145,17 +145,16 @@ def keep_group_order(items: list[pytest.Item]) -> None:
 
 
 def configure_distribution(config: pytest.Config, discovery: BatchDiscovery, is_batch: Callable[[str], bool]) -> None:
-    """Under ``--dist load``, ``loadgroup`` or ``loadfile``: the plugin's own xdist scheduler (:class:`BatchScheduling`).
+    """Under ``--dist load``, ``loadgroup``, ``loadfile`` or ``loadscope``: the plugin's own xdist scheduler (:class:`BatchScheduling`).
 
     Under ``load`` only when the batch files have groups or the history can order them
-    (else xdist's own, which sends short items in chunks); under ``loadgroup`` and
-    ``loadfile`` whenever batch files are collected. ``loadscope``, ``worksteal`` and
-    ``each`` keep xdist's schedulers.
+    (else xdist's own, which sends short items in chunks); under the others whenever
+    batch files are collected. ``worksteal`` and ``each`` keep xdist's schedulers.
     """
     if hasattr(config, "workerinput"):
         return
     dist = getattr(config.option, "dist", "no")
-    if dist not in ("load", "loadgroup", "loadfile", "worksteal"):
+    if dist not in ("load", "loadgroup", "loadfile", "loadscope", "worksteal"):
         return
     remote = config.stash.get(REMOTE_KEY, None)
     if remote is not None:
@@ -246,6 +245,8 @@ class BatchScheduling:
         group = self.group(nodeid)
         if group is not None:
             return f"batch-group:{group[0]}"
+        if self.dist == "loadscope":
+            return nodeid.rsplit("::", 1)[0]  # xdist's loadscope: a module or a class (a batch file)
         if self.dist == "loadgroup" and "@" in nodeid:
             return f"xdist-group:{nodeid.rsplit('@', 1)[1]}"  # a Python test's xdist_group, as xdist's loadgroup does
         return index
