@@ -145,7 +145,7 @@ def keep_group_order(items: list[pytest.Item]) -> None:
 
 
 def configure_distribution(config: pytest.Config, discovery: BatchDiscovery, is_batch: Callable[[str], bool]) -> None:
-    """Under ``--dist load``, ``loadgroup``, ``loadfile`` or ``loadscope``: the plugin's own xdist scheduler (:class:`BatchScheduling`).
+    """Under ``--dist load``, ``loadgroup``, ``loadfile`` or ``loadscope``: the plugin's own scheduler (:class:`BatchScheduling`).
 
     Under ``load`` only when the batch files have groups or the history can order them
     (else xdist's own, which sends short items in chunks); under the others whenever
