@@ -270,6 +270,8 @@ class BatchRecording:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.recorder.finished = time.time()
+        if exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # refused before any command ran: no report claims a run
         if self.internal_error and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             # pytest-xdist goes on after a worker's INTERNALERROR: the run still says it had one.
             session.exitstatus = exitstatus = pytest.ExitCode.INTERNAL_ERROR
