@@ -596,3 +596,12 @@ def test_retries_without_rerunfailures_is_a_usage_error(pytester: pytest.Pyteste
     ])
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / "ran-1").exists()
+
+
+def test_a_python_test_whose_id_holds_a_batch_file_name_is_not_a_command(pytester: pytest.Pytester, run) -> None:
+    # Its id, test_x.py::test_p[a.batch::echo x], ends like a command's: it is still a Python test.
+    pytester.makepyfile(test_x='import pytest\n\n@pytest.mark.parametrize("x", ["a.batch::echo x"])\ndef test_p(x):\n    pass\n')
+    result = run("test_x.py", "--batch-json=r.json")
+    result.assert_outcomes(passed=1)
+    assert "BatchRunner summary" not in result.stdout.str()
+    assert not (pytester.path / "r.json").exists() or json.loads((pytester.path / "r.json").read_text())["results"] == []

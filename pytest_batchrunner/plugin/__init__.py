@@ -159,15 +159,15 @@ def discovery(config: pytest.Config) -> BatchDiscovery:
 
 def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
     """Whether a nodeid names a command of a batch file, by its file's name or path (cached per file)."""
-    batch_file = discovery(config).is_batch_file
+    is_command_id = discovery(config).is_command_id
     known: dict[str, bool] = {}
 
     def is_batch(nodeid: str) -> bool:
         path = split_nodeid(nodeid)[0]
         answer = known.get(path)
         if answer is None:
-            answer = known[path] = batch_file(path)
-        return answer and "::" in nodeid
+            answer = known[path] = is_command_id(nodeid)
+        return answer
 
     return is_batch
 

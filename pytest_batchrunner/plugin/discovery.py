@@ -130,6 +130,17 @@ class BatchDiscovery:
         """Whether the file at *relpath* holds commands (``*.batch`` or a configured pattern)."""
         return matches(relpath, self.patterns)
 
+    def is_command_id(self, nodeid: str) -> bool:
+        """Whether *nodeid* names a command of a batch file: its file (up to the last ``::``) is one.
+
+        A Python test's id may hold ``x.batch::`` in its parameters: a file part that
+        holds ``::`` is a batch file's only when the id does not start with a ``.py`` file.
+        """
+        path, sep, _ = nodeid.rpartition("::")
+        if not sep or not self.is_batch_file(path):
+            return False
+        return "::" not in path or not path.partition("::")[0].endswith(".py")
+
     def wanted(self, path: Path, count: bool = True) -> bool:
         """Whether *path* is a batch file this run was asked to execute; with *count*, counts one that was not."""
         rel = self.relpath(path)

@@ -139,7 +139,7 @@ class BatchRecording:
         if known is None and self.remote is not None and self.remote.knows(nodeid):
             known = self._is_batch[path] = True
         if known is None:
-            known = self._is_batch[path] = self.discovery.is_batch_file(path)
+            known = self._is_batch[path] = self.discovery.is_command_id(nodeid)
         return known
 
     # -- what is going to run -------------------------------------------------------------
