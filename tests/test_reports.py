@@ -166,8 +166,19 @@ def assert_reports_agree(terminal: dict[str, Any], reports: Reports) -> None:
         assert len(reports.events("Retrying in ")) == summary["reruns"]
 
     assert len(reports.joblog) == attempts
+    by_seq: dict[str, list[list[str]]] = {}
+    for row in reports.joblog:
+        by_seq.setdefault(row[0], []).append(row)
+    assert all(len({row[8] for row in rows}) == 1 for rows in by_seq.values())  # a Seq is one command's
+    places = [(r["file"], r["line"]) for r in results]
+    if len(set(places)) < len(places):
+        # A line run twice (--keep-duplicates): a run first heard of once numbering began takes the next
+        # free Seq as it starts, so Seqs follow starts there, not results order.
+        assert sorted((rows[0][8], len(rows)) for rows in by_seq.values()) == sorted(
+            (r["command"].replace("\n", "\\n"), r["attempts"]) for r in results if r["attempts"])
+        return
     for seq, result in enumerate(results, 1):
-        rows = [row for row in reports.joblog if row[0] == str(seq)]
+        rows = by_seq.get(str(seq), [])
         assert len(rows) == result["attempts"], (seq, result["command"])
         if rows:
             last_row = max(rows, key=lambda row: float(row[2]))
