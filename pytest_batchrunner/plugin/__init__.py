@@ -25,13 +25,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_batchrunner.batchfile import split_nodeid
 from pytest_batchrunner.reports import options as reports
 from pytest_batchrunner.plugin.engine import (
     ENGINE_KEY,
@@ -157,21 +155,6 @@ def discovery(config: pytest.Config) -> BatchDiscovery:
     return found
 
 
-def _batch_nodeid_test(config: pytest.Config) -> Callable[[str], bool]:
-    """Whether a nodeid names a command of a batch file, by its file's name or path (cached per file)."""
-    is_command_id = discovery(config).is_command_id
-    known: dict[str, bool] = {}
-
-    def is_batch(nodeid: str) -> bool:
-        path = split_nodeid(nodeid)[0]
-        answer = known.get(path)
-        if answer is None:
-            answer = known[path] = is_command_id(nodeid)
-        return answer
-
-    return is_batch
-
-
 def is_controller(config: pytest.Config) -> bool:
     """True in the process that reports: the xdist controller, or a run without xdist."""
     return not hasattr(config, "workerinput")
@@ -202,7 +185,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(EnvironmentSnapshot(config), "batchrunner-environment")
     from pytest_batchrunner.plugin.items import ReportCopies
 
-    config.pluginmanager.register(ReportCopies(config, _batch_nodeid_test(config)), "batchrunner-report-copies")
+    config.pluginmanager.register(ReportCopies(config, discovery(config).is_command_id), "batchrunner-report-copies")
     jobs = _setting(config, "batch_jobs", non_negative_int, 1)
     # Resolved once (command line > ini); read back with config.getoption where they apply.
     config.option.batch_order = _setting(config, "batch_order", _order, "duration")
@@ -253,7 +236,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_batchrunner.plugin.pipelines import SequentialGroups, configure_distribution
 
     config.pluginmanager.register(SequentialGroups(), "batchrunner-sequential")
-    configure_distribution(config, discovery(config), _batch_nodeid_test(config))
+    configure_distribution(config, discovery(config), discovery(config).is_command_id)
     _install_sigterm(config)
 
 

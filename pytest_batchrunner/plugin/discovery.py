@@ -50,6 +50,7 @@ class BatchDiscovery:
         self.config = config
         self.configured: list[str] = [p for p in config.getini("batch_patterns") if p]
         self.patterns = DEFAULT_PATTERNS + [p for p in self.configured if p not in DEFAULT_PATTERNS]
+        self._command_files: dict[str, bool] = {}
         self.named = _named_paths(config)
         self.named_dirs = {os.path.dirname(key) for key in self.named if self.is_batch_file(self.relpath(Path(key)))}
         """The folders of the batch files named on the command line (see :class:`CollectedOnce`)."""
@@ -137,9 +138,13 @@ class BatchDiscovery:
         holds ``::`` is a batch file's only when the id does not start with a ``.py`` file.
         """
         path, sep, _ = nodeid.rpartition("::")
-        if not sep or not self.is_batch_file(path):
+        if not sep:
             return False
-        return "::" not in path or not path.partition("::")[0].endswith(".py")
+        known = self._command_files.get(path)
+        if known is None:  # once per file: asked for every report
+            known = self._command_files[path] = self.is_batch_file(path) and (
+                "::" not in path or not path.partition("::")[0].endswith(".py"))
+        return known
 
     def wanted(self, path: Path, count: bool = True) -> bool:
         """Whether *path* is a batch file this run was asked to execute; with *count*, counts one that was not."""
