@@ -287,25 +287,25 @@ class JobRunner:
             if announce is not None and key in times:
                 # The logs announce it now, stamped with when it started.
                 announce(item.nodeid, 1, item.rerun_policy().reruns + 1, times[key])
+            # Its item takes this future, published once the logs have the attempt's end (a callback
+            # runs after the waiters wake: the item's report could come first) and, in a slot, once
+            # the slot knows about a rerun (see _chain).
             proxy: Future[Attempt] = Future()
             with self.lock:
                 in_slot = self._may_start(item) and self._retries_in_slot(item)
-                if in_slot:
-                    # Its item takes this future, published once the slot knows about a rerun (see _chain).
-                    self.adopted[key] = proxy
+                self.adopted[key] = proxy
             if in_slot:
                 future.add_done_callback(lambda done, item=item, proxy=proxy: self._adopted_chain(item, done, proxy))
             else:
                 # Called at once for a command that has already ended.
-                future.add_done_callback(lambda done, key=key, item=item: self._adopted_done(done, key, item))
+                future.add_done_callback(lambda done, key=key, item=item, proxy=proxy: self._adopted_done(done, key, item, proxy))
         for key, future in left.items():  # not collected (cannot happen: the specs are the items')
             future.add_done_callback(lambda done, key=key: self._adopted_done(done, key))
 
     def _adopted_chain(self, item: CommandItem, done: Future[Attempt], proxy: Future[Attempt]) -> None:
         """An adopted first attempt of an item whose reruns run in its slot has ended: go on in the slot."""
         if done.cancelled() or done.exception() is not None:
-            proxy.set_exception(done.exception() if not done.cancelled() else _NotStarted("cancelled"))
-            self._adopted_done(done, prestart_key(str(item.path), item.spec))
+            self._adopted_done(done, prestart_key(str(item.path), item.spec), proxy=proxy)
             return
         try:
             self.pool.submit(self._chain, item, proxy, 1, done.result())
@@ -314,14 +314,21 @@ class JobRunner:
             with self.lock:
                 self.running -= 1
 
-    def _adopted_done(self, future: Future[Attempt], key: PrestartKey | None = None, item: CommandItem | None = None) -> None:
+    def _adopted_done(
+        self, future: Future[Attempt], key: PrestartKey | None = None, item: CommandItem | None = None,
+        proxy: Future[Attempt] | None = None,
+    ) -> None:
         success = not future.cancelled() and future.exception() is None and future.result().success
-        if item is not None and not future.cancelled() and future.exception() is None:
-            self._announce_end(item, 1, future.result(), False)
-        with self.lock:
-            self.running -= 1
-            if not success and self.maxfail > 0 and key is not None:
-                self.holds.add(key)
+        try:
+            if item is not None and not future.cancelled() and future.exception() is None:
+                self._announce_end(item, 1, future.result(), False)
+            with self.lock:
+                self.running -= 1
+                if not success and self.maxfail > 0 and key is not None:
+                    self.holds.add(key)
+        finally:
+            if proxy is not None:
+                _publish(future, proxy)
         if success:
             self._fill()
 
@@ -600,6 +607,16 @@ class JobRunner:
             attempts.append(future.result())
             future = self.retries.pop((item, len(attempts) + 1), None)
         return attempts
+
+
+def _publish(done: Future[Attempt], proxy: Future[Attempt]) -> None:
+    """Give *proxy* the outcome of *done*."""
+    if done.cancelled():
+        proxy.set_exception(_NotStarted("cancelled"))
+    elif done.exception() is not None:
+        proxy.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        proxy.set_result(done.result())
 
 
 # Hooks that run in an item's protocol before its command: an implementation of
