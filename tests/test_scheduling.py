@@ -239,14 +239,19 @@ def test_an_outside_kill_of_a_worker(pytester: pytest.Pytester, no_leftovers: st
         (2, "failed", 1), (3, "passed", 1), (5, "passed", 1), (6, "passed", 1)]
 
 
-def test_canary_xdist_helpers_the_scheduler_calls(pytester: pytest.Pytester) -> None:
-    """Canary (docs/internals.md): pytest-xdist's helpers that BatchScheduling calls still behave as it expects."""
-    from xdist.report import report_collection_diff
-    from xdist.workermanage import parse_tx_spec_config
-
-    assert len(parse_tx_spec_config(pytester.parseconfig("--tx", "2*popen"))) == 2
-    assert report_collection_diff(["a", "b"], ["a", "b"], "gw0", "gw1") is None
-    assert "gw1" in report_collection_diff(["a", "b"], ["a", "c"], "gw0", "gw1")
+def test_workers_that_collected_different_commands_are_named(pytester: pytest.Pytester) -> None:
+    # The scheduler counts the workers from xdist's public setupnodes hook and compares what each collected.
+    (pytester.path / "g.batch").write_text("# batch: group=g\necho a\necho b\n")
+    pytester.makeconftest("""
+import os
+def pytest_collection_modifyitems(items):
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
+        del items[-1]
+""")
+    result = pytester.runpytest_subprocess("g.batch", "-n", "2", "-p", "no:randomly", timeout=60)
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*Different tests were collected between gw0 and gw1. The difference is:*", "*-g.batch::echo b*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
 def test_a_crash_under_dist_each_counts_each_run_once(pytester: pytest.Pytester, no_leftovers: str) -> None:

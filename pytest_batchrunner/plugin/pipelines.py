@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable
+from difflib import unified_diff
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,12 @@ class GroupScheduling:
         self.is_batch = is_batch
         self.always = always
         """Schedule by group even if *groups* is empty now (a remote run's fill in before scheduling)."""
+        self.numnodes = 0
+        """How many workers the run starts: xdist names their specs (public hook) before it asks for a scheduler."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_setupnodes(self, config: pytest.Config, specs: list) -> None:  # type: ignore[type-arg]
+        self.numnodes = len(specs)
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
@@ -203,7 +210,7 @@ class GroupScheduling:
         order = scope_estimates(config, self.is_batch)
         if not self.groups and order is None and not self.always:
             return None  # xdist's own scheduler
-        return BatchScheduling(config, self.groups, order, self.dist)
+        return BatchScheduling(config, self.groups, order, self.dist, self.numnodes)
 
 
 class BatchScheduling:
@@ -213,14 +220,14 @@ class BatchScheduling:
     crashed); the rest of its work goes to the others, in order.
     """
 
-    def __init__(self, config: pytest.Config, groups: dict[str, tuple[str, bool]], order, dist: str) -> None:  # type: ignore[no-untyped-def]
-        from xdist.workermanage import parse_tx_spec_config
-
+    def __init__(  # type: ignore[no-untyped-def]
+        self, config: pytest.Config, groups: dict[str, tuple[str, bool]], order, dist: str, numnodes: int
+    ) -> None:
         self.config = config
         self.groups = groups
         self.order = order
         self.dist = dist
-        self.numnodes = len(parse_tx_spec_config(config))
+        self.numnodes = numnodes
         self.collection: list[str] | None = None
         self.collections: dict = {}  # type: ignore[type-arg]  # node -> the ids it collected
         self.pending: dict = {}  # type: ignore[type-arg]  # node -> indices sent to it and not done, in order
@@ -350,12 +357,13 @@ class BatchScheduling:
         return sent > 0
 
     def _report_different_collections(self) -> None:
-        from xdist.report import report_collection_diff
-
         (first, collection), *others = self.collections.items()
         for node, other in others:
-            message = report_collection_diff(collection, other, first.gateway.id, node.gateway.id)
-            if message:
+            if other != collection:
+                # Worded as xdist's own schedulers word it.
+                diff = "\n".join(line.rstrip() for line in unified_diff(collection, other, first.gateway.id, node.gateway.id))
+                message = (f"Different tests were collected between {first.gateway.id} and {node.gateway.id}. "
+                           f"The difference is:\n{diff}")
                 report = pytest.CollectReport(nodeid=node.gateway.id, outcome="failed", longrepr=message, result=[])
                 self.config.hook.pytest_collectreport(report=report)
 
