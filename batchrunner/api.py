@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -319,7 +319,7 @@ class BatchRunner:
                 raise TypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
             if not least <= value <= most:
                 raise ValueError(f"{name} must be a whole number, {least} to {most}, not {value!r}")
-        seconds = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
+        seconds: list[tuple[str, Any, Callable[[Any], float]]] = [("retry_delay_sec", self.retry_delay_sec, non_negative_float)]
         if self.timeout_sec is not None:
             seconds.append(("timeout_sec", self.timeout_sec, timeout_seconds))  # inf is refused: None is no timeout
         for name, value, check in seconds:

@@ -148,7 +148,8 @@ def _check_shard(path: str, shard: Any) -> tuple[int, int]:
     """The ``(index, total)`` of a shard's ``"shard"`` object; :class:`MergeError` naming the file if it is malformed."""
     if not isinstance(shard, dict):
         raise MergeError(f"{path}: 'shard' must be an object with index and total, not {json.dumps(shard)[:80]}")
-    index, count = shard.get("index"), shard.get("total")
+    index: Any = shard.get("index")
+    count: Any = shard.get("total")
     if not _fits(index, (int,)) or not _fits(count, (int,)):
         raise MergeError(f"{path}: 'shard' has no index and total")
     if not 1 <= index <= count <= MAX_COUNT:
@@ -191,7 +192,7 @@ def _result(data: dict[str, Any], path: str, number: int) -> CommandResult:
 
 def _not_run(command: dict[str, Any], why: str) -> CommandResult:
     return CommandResult(
-        command=command.get("command", ""), success=False, exit_code=None, stdout="", stderr="",
+        command=command.get("command", ""), success=False, exit_code=-1, stdout="", stderr="",
         duration_ms=0.0, timestamp=None, file=command.get("file"), line=command.get("line"),
         attempts=0, status="not run", message=why, nodeid=command.get("nodeid"),
     )

@@ -26,6 +26,7 @@ import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pytest_batchrunner.values import non_negative_float, non_negative_int, share, timeout_seconds
 
@@ -513,7 +514,7 @@ def _fail(message: str):  # type: ignore[no-untyped-def]
     raise ValueError(message)
 
 
-_KEYS = {
+_KEYS: dict[str, Callable[[str], Any]] = {
     "timeout": _timeout,
     "retries": _count,
     "retry-delay": _seconds,

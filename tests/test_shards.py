@@ -196,6 +196,8 @@ def test_merge_missing_shard_is_not_run(pytester: pytest.Pytester, no_leftovers:
     results = load(pytester.path / "all.json")["results"]
     assert [r["line"] for r in results] == [1, 2, 3, 4, 5, 6]
     assert sorted(r["status"] for r in results) == ["not run"] * 2 + ["passed"] * 4
+    # As in a shard's own JSON: a command that never ran has the original's exit code for none, -1.
+    assert [r["exit_code"] for r in results if r["status"] == "not run"] == [-1, -1]
     assert "Not run: 2" in done.stdout
 
 

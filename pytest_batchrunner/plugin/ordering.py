@@ -119,7 +119,7 @@ class Ordering:
         from pytest_batchrunner.plugin.items import CommandItem
 
         past = history(config)
-        if not worthwhile(past) or order_option(config) == "file":
+        if past is None or not worthwhile(past) or order_option(config) == "file":
             return
         estimates = past.estimates(i.nodeid for i in items if isinstance(i, CommandItem))
         if estimates is None:
@@ -141,7 +141,7 @@ def scope_estimates(config: pytest.Config, is_batch: Callable[[str], bool]) -> A
     if order_option(config) == "file":
         return None
     past = history(config)
-    if not worthwhile(past):
+    if past is None or not worthwhile(past):
         return None
 
     def order(units: dict[Any, list[str]]) -> list[Any]:

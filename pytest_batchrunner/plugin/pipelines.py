@@ -106,7 +106,8 @@ class SequentialGroups:
         # Only a final failure counts: a failure that will be retried is a "rerun".
         if report.outcome == "failed":
             key = group_key(item.spec)  # type: ignore[attr-defined]
-            self.failed.setdefault(key, f"step {item.step} (line {item.spec.line})")  # type: ignore[attr-defined]
+            if key is not None:
+                self.failed.setdefault(key, f"step {item.step} (line {item.spec.line})")  # type: ignore[attr-defined]
         if report.when == "teardown":
             self.running.pop(report.nodeid, None)
             self.finished.add(step_id(item))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -242,7 +243,7 @@ class ReportFiles:
     def finish(self, recorder: Any) -> None:
         """Finish every writer (also after an interruption)."""
         for option, path, writer in self.writers:
-            self.guard(option, path, lambda writer=writer: writer.finish(recorder))
+            self.guard(option, path, functools.partial(writer.finish, recorder))
             # The logs keep going when a line cannot be written; say so now.
             error = getattr(getattr(writer, "file", None), "error", None)
             if error is not None:

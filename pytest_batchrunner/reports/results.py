@@ -574,22 +574,18 @@ class Recorder:
         output (and kept until the recorder changes).
         """
         end = self.finished if self.finished is not None else time.time()
-        options = dict(
-            wall_seconds=end - self.started,
-            mode=self.mode,
-            max_retries=self.max_retries,
-            workers=self.workers,
-            interrupted=self.interrupted,
-        )
+        wall = end - self.started
         if results is not None:
-            return summarize(results, **options)
+            return summarize(results, wall_seconds=wall, mode=self.mode, max_retries=self.max_retries,
+                             workers=self.workers, interrupted=self.interrupted)
         key = (self.interrupted, self.finished)
         if self._summary is not None and (self._summary[0] == key or self._db is None):
             return dict(self._summary[1])
         counter = SummaryCounter()
         for result in self.results(output=False):
             counter.add(result)
-        summary = counter.summary(**options)
+        summary = counter.summary(wall_seconds=wall, mode=self.mode, max_retries=self.max_retries,
+                                  workers=self.workers, interrupted=self.interrupted)
         self._summary = (key, summary)
         return dict(summary)
 

@@ -28,7 +28,7 @@ def measurable(ms: float) -> bool:
 
 def duration(r: CommandResult) -> str:
     """The command's time, saying when it adds up several attempts (``3.02 s (3 attempts added up)``)."""
-    return _seconds(r.attempts_duration_ms) + _over(r)
+    return _seconds(r.attempts_duration_ms or 0.0) + _over(r)
 
 
 def name(r: CommandResult) -> str:
@@ -131,7 +131,7 @@ def summary_lines(summary: dict[str, Any], results: Iterable[CommandResult]) -> 
     if slow.result():
         lines.append(("Slowest commands:", {}))
         for r in slow.result():
-            lines.append((f"  {_seconds(r.attempts_duration_ms):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
+            lines.append((f"  {_seconds(r.attempts_duration_ms or 0.0):>9}  {where(r)}  {name(r)} {_over(r)}".rstrip(), {}))
     if bad:
         lines.append(("Failed commands:", {"red": True}))
         lines.extend(bad)
