@@ -538,7 +538,38 @@ W13L = replace(
     quick_sizes={"short": 40, "long": 5},
 )
 
-WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W13L, W14]
+# W15: a long command first must not hold the other slots back while it is reported (head-of-line wait).
+W15_LONG, W15_SHORT = 10, 0.1  # seconds
+
+
+def _w15_ideal(s: dict[str, int], slots: int = 3) -> float:
+    """File order over *slots*, no overhead: the long command in one slot, the short ones shared by all."""
+    loads = [0.0] * slots
+    for duration in [W15_LONG] + [W15_SHORT] * s["short"]:
+        loads[loads.index(min(loads))] += duration
+    return max(loads)
+
+
+W15 = Workload(
+    key="W15",
+    title="`sleep 10` then 300 x `sleep 0.1`, 3 at a time: no slot waits behind the long command",
+    sizes={"short": 300},
+    quick_sizes={"short": 60},
+    files=lambda s: {"w.batch": f"sleep {W15_LONG}\n" + _lines(f"sleep {W15_SHORT}", s["short"])},
+    variants=[
+        Variant("xargs -P3", _xargs(3), ref="ideal"),
+        Variant("GNU parallel -j3", _parallel(3), ref="xargs -P3"),
+        Variant("pytest --batch-jobs 3", _pytest("--batch-jobs", "3", "--batch-order", "file"),
+                lambda s: rf"\b{s['short'] + 1} passed\b", ref="xargs -P3"),
+        Variant("pytest -n 3", _pytest("-n", "3", "--batch-order", "file"),
+                lambda s: rf"\b{s['short'] + 1} passed\b", ref="xargs -P3"),
+    ],
+    targets=[Target("pytest --batch-jobs 3", "wall", 1.05, "xargs -P3")],
+    rounds=3,
+    ideal=_w15_ideal,
+)
+
+WORKLOADS = [W1, W2, W3, W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W13L, W14, W15]
 VERSUS_ORIGINAL = {"W6", "W7", "W8", "W9", "W10", "W14"}
 
 
