@@ -45,7 +45,7 @@ EXIT_INTERRUPTED = 130
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``batchrunner`` command."""
     from batchrunner.api import DEFAULT_WORKERS
-    from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES
+    from pytest_batchrunner.process.capture import DEFAULT_CAPTURE_BYTES
     from pytest_batchrunner.values import cli_bytes, cli_float, cli_int, cli_timeout
 
     parser = argparse.ArgumentParser(
