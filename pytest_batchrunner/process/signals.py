@@ -32,15 +32,6 @@ def signal_number(name: str | None) -> int | None:
         return None
 
 
-try:
-    # The C functions behind the signal module's wrappers, which convert every
-    # handler and number to an enum: ten times the cost, on every spawn in a
-    # main thread (an xdist worker's), about 40 us a command.
-    import _signal as _raw_signal
-except ImportError:  # another Python than CPython
-    _raw_signal = signal  # type: ignore[assignment]
-
-
 class DeferredSignals:
     """Hold Python-level SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers for a moment; :meth:`replay` runs them.
 
@@ -66,10 +57,10 @@ class DeferredSignals:
         """Start holding the signals (what entering the context does)."""
         if threading.current_thread() is threading.main_thread():
             for sig in self._SIGNALS:
-                handler = _raw_signal.getsignal(sig)
+                handler = signal.getsignal(sig)
                 if callable(handler):
                     self.previous[sig] = handler
-                    _raw_signal.signal(sig, self._defer)
+                    signal.signal(sig, self._defer)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,8 +71,9 @@ class DeferredSignals:
     def restore(self) -> None:
         """Put the held handlers back (signals caught so far wait for :meth:`replay`)."""
         for sig, handler in self.previous.items():
-            if _raw_signal.getsignal(sig) == self._defer:
-                _raw_signal.signal(sig, handler)
+            current = signal.signal(sig, handler)
+            if current != self._defer:  # replaced meanwhile by someone else: theirs stays
+                signal.signal(sig, current)
 
     def replay(self) -> None:
         """Run the held handlers for the signals caught (``KeyboardInterrupt`` for a Ctrl+C)."""
