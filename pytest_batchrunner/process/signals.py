@@ -71,9 +71,8 @@ class DeferredSignals:
     def restore(self) -> None:
         """Put the held handlers back (signals caught so far wait for :meth:`replay`)."""
         for sig, handler in self.previous.items():
-            current = signal.signal(sig, handler)
-            if current != self._defer:  # replaced meanwhile by someone else: theirs stays
-                signal.signal(sig, current)
+            if signal.getsignal(sig) == self._defer:  # else replaced meanwhile (or restored): theirs stays
+                signal.signal(sig, handler)
 
     def replay(self) -> None:
         """Run the held handlers for the signals caught (``KeyboardInterrupt`` for a Ctrl+C)."""
