@@ -28,7 +28,8 @@ from pytest_batchrunner.batchfile import (
     BatchFileError, CommandSpec, LineSettings, not_a_regular_file, parse_batch_file, parse_batch_text,
 )
 from pytest_batchrunner.process.prestart import Prestart
-from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DeferredSignals
+from pytest_batchrunner.process.capture import DEFAULT_CAPTURE_BYTES
+from pytest_batchrunner.process.signals import DeferredSignals
 
 _ONE_RUN_AT_A_TIME = threading.RLock()
 """Held by a run: pytest's in-process runs share the process (plugins, ``os.environ``), so threads take turns."""

@@ -33,7 +33,8 @@ from pytest_batchrunner.batchfile import CommandSpec
 from pytest_batchrunner.plugin.engine import ENVIRONMENT_KEY, JOBS_KEY, PRESTART_KEY, RECORDING_KEY
 from pytest_batchrunner.plugin.items import BatchFile
 from pytest_batchrunner.process.prestart import Prestart
-from pytest_batchrunner.process.command import Attempt, DeferredSignals
+from pytest_batchrunner.process.command import Attempt
+from pytest_batchrunner.process.signals import DeferredSignals
 from pytest_batchrunner.reports.results import CommandResult
 
 

@@ -231,11 +231,7 @@ def leftovers(token: str | None) -> dict[int, tuple[Proc, str]]:
 
 def _own_guardian() -> int | None:
     """The pid of this process's own guardian, if it started one (another one, re-parented to us, is a stray)."""
-    state = guardian._state
-    proc = state.get("proc")
-    if proc is None or state.get("pid") != os.getpid():
-        return None
-    return proc.pid  # type: ignore[attr-defined]
+    return guardian.GUARDIAN.own_pid()
 
 
 def _reap(pid: int) -> None:

@@ -386,3 +386,21 @@ def test_commands_from_a_pipe(tmp_path: Path, no_leftovers: str) -> None:
         "[X] Error: /dev/stdin:2: '# batch:' settings need a regular file (cwd= counts from its folder): "
         "write the commands to a file first"
     )
+
+
+def test_a_reader_that_went_away_leaves_the_exit_status_the_runs(tmp_path: Path, no_leftovers: str) -> None:
+    # ``batchrunner ... | head -0``: buffered output (no PYTHONUNBUFFERED) that can no longer be
+    # written must not turn the exit status into Python's 120.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    statuses = []
+    for command in ("true", "false"):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before anything is written
+        try:
+            proc = subprocess.run([sys.executable, "-m", "batchrunner", "-c", command], cwd=tmp_path, env=env,
+                                  stdout=write, stderr=subprocess.PIPE, timeout=60)
+        finally:
+            os.close(write)
+        assert b"Traceback" not in proc.stderr
+        statuses.append(proc.returncode)
+    assert statuses == [0, 1]

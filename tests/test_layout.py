@@ -153,3 +153,51 @@ def test_the_checker_sees_function_level_imports_and_skips_type_checking(tmp_pat
 def test_each_folder_says_what_it_owns_and_must_not_import(folder: str) -> None:
     doc = ast.get_docstring(ast.parse((ROOT / folder / "__init__.py").read_text()))
     assert doc and "must not import" in doc.lower() or "may import" in (doc or "").lower()
+
+
+def _private_names(path: Path) -> list[str]:
+    """Private modules imported, and private attributes of imported modules used (``atexit._run_exitfuncs``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    aliases: dict[str, str] = {}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [m for m in modules if not m.startswith(PACKAGES)
+                  and any(part.startswith("_") and not part.startswith("__") for part in m.split("."))]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner, attr = node.value.id, node.attr
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and isinstance(node.args[1], ast.Constant)):
+            owner, attr = node.args[0].id, str(node.args[1].value)
+        else:
+            continue
+        if (owner in aliases and attr.startswith("_") and not attr.startswith("__")
+                and not aliases[owner].startswith(PACKAGES) and f"{owner}.{attr}" != "os._exit"):
+            found.append(f"{aliases[owner]}.{attr}")
+    return found
+
+
+@pytest.mark.parametrize("role", ["process", "face"])
+def test_the_engine_and_its_face_use_no_private_name_of_another_package(role: str) -> None:
+    # pytest, xdist, execnet and CPython keep their private names free to change: the process
+    # layer and the BatchRunner face (which run without pytest) use none (docs/internals.md).
+    used = {module: names for module, path in MODULES.items() if _role(module) == role
+            if (names := _private_names(path))}
+    assert used == {}
+
+
+def test_the_private_name_check_sees_imports_and_attributes(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("import atexit\nimport _signal as raw\nfrom _pytest import runner\nimport os\n"
+                      "atexit._run_exitfuncs()\nos._exit(0)\nfrom pytest_batchrunner import _version\n"
+                      "import sys, _thread\ngetattr(sys, '_getframe', None)\n")
+    assert sorted(_private_names(source)) == ["_pytest", "_pytest.runner", "_signal", "_thread", "atexit._run_exitfuncs",
+                                              "sys._getframe"]

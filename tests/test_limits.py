@@ -149,7 +149,8 @@ def test_no_descriptor_left_and_nothing_running_is_a_clear_failure(tmp_path) -> 
     # command fails with the OS's words, no traceback.
     script = textwrap.dedent("""
         import os
-        from pytest_batchrunner.process.command import SpawnError, run_command
+        from pytest_batchrunner.process.command import run_command
+        from pytest_batchrunner.process.spawn import SpawnError
         run_command("true")  # the guardian and the limits are set up
         held = []
         try:

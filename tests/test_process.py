@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from open_stdin import output_with_stdin_open
 
-from pytest_batchrunner.process.command import OutputBuffer, run_command
+from pytest_batchrunner.process.capture import OutputBuffer
+from pytest_batchrunner.process.command import run_command
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

@@ -174,3 +174,34 @@ def test_a_command_killed_by_a_realtime_signal_reports_it(pytester: pytest.Pytes
     assert (r["exit_code"], r["signal"], r["attempt_log"][0]["signal"]) == (-number, "SIGRTMIN+3", "SIGRTMIN+3")
     assert (pytester.path / "j.tsv").read_text().splitlines()[1].split("\t")[7] == str(number)
     assert f"[X] Command failed (exit code -{number})" in (pytester.path / "a.log").read_text()
+
+
+HOLD_SCRIPT = """
+import os, signal
+from pytest_batchrunner.process.signals import DeferredSignals
+
+def theirs(signum, frame):
+    print("theirs ran")
+
+signal.signal(signal.SIGTERM, lambda s, f: print("term ran"))
+original_int = signal.getsignal(signal.SIGINT)
+with DeferredSignals() as held:
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signal.SIGTERM, theirs)  # replaced while held: theirs must stay
+    print("held", [signal.Signals(s).name for s in held.caught])
+held.restore()
+print("restored", signal.getsignal(signal.SIGINT) is original_int, signal.getsignal(signal.SIGTERM) is theirs)
+try:
+    held.replay()
+except KeyboardInterrupt:
+    print("replayed KeyboardInterrupt")
+"""
+
+
+def test_held_signals_wait_for_the_replay_and_the_handlers_come_back() -> None:
+    # Real signals to a real process (the main thread of its own: DeferredSignals holds only there).
+    out = subprocess.run([sys.executable, "-c", HOLD_SCRIPT], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["held ['SIGINT', 'SIGTERM']", "restored True True", "replayed KeyboardInterrupt"]

@@ -44,7 +44,8 @@ from pytest_batchrunner.plugin.engine import (
     runs_commands,
 )
 from pytest_batchrunner.plugin.discovery import BatchDiscovery
-from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE
+from pytest_batchrunner.process.capture import DEFAULT_CAPTURE_BYTES
+from pytest_batchrunner.process.command import DEFAULT_KILL_GRACE
 from pytest_batchrunner.values import (
     MAX_SECONDS,
     byte_count,
@@ -399,7 +400,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from pytest_batchrunner.process.command import stop_adopting
+    from pytest_batchrunner.process.spawn import stop_adopting
 
     stop_adopting()
     if config.stash.get(ONLY_COMMANDS_KEY, False):

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.process.command import DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Echo
+from pytest_batchrunner.process.capture import DEFAULT_CAPTURE_BYTES, Echo
+from pytest_batchrunner.process.command import DEFAULT_KILL_GRACE
 
 __all__ = [
     "ATTEMPT_ENDED_KEY", "ATTEMPT_STARTED_KEY", "ENGINE_KEY", "ENVIRONMENT_KEY", "JOBS_KEY", "LIVE_KEY", "PRESTART_KEY",

@@ -27,7 +27,8 @@ from pytest_batchrunner.plugin.engine import (
     EngineSettings,
 )
 from pytest_batchrunner.plugin.tags import tag_rules
-from pytest_batchrunner.process.command import Attempt, RunningCommand, SpawnError, start_command
+from pytest_batchrunner.process.command import Attempt, RunningCommand, start_command
+from pytest_batchrunner.process.spawn import SpawnError
 
 
 __all__ = ["BatchFile", "CommandFailed", "CommandItem", "BatchFileWarning", "LeftoverProcessWarning"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pytest_batchrunner.process.command import signal_when_parent_dies
+from pytest_batchrunner.process.tree import signal_when_parent_dies
 
 __all__ = ["LocalWorkers", "stop_with_controller"]
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 
-__all__ = ["ENV_VAR", "register", "start", "unregister"]
+__all__ = ["ENV_VAR", "GUARDIAN", "Guardian", "register", "start", "unregister"]
 
 # Run as a script by path: with -I -S it needs nothing from site-packages.
 _SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guardian_process.py")
@@ -30,63 +30,77 @@ _SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guardian_pro
 ENV_VAR = "BATCHRUNNER_GUARDIAN"
 """Set in every command's environment to the guardian's token (see :func:`start`)."""
 
-_lock = threading.Lock()
-_state: dict[str, object] = {"pid": None, "fd": None, "proc": None, "token": None}
 GRACE_SECONDS = 0.2
 
 
-def _writer() -> int | None:
-    """The pipe to this process's guardian, started on first use (and again after a fork)."""
-    fd = _state["fd"]
-    if fd is not None and _state["pid"] == os.getpid():
-        return fd  # type: ignore[return-value]
-    with _lock:
-        if _state["fd"] is not None and _state["pid"] == os.getpid():
-            return _state["fd"]  # type: ignore[return-value]
-        token = os.urandom(8).hex()
-        env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _SCRIPT, str(GRACE_SECONDS), token],
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError:
-            return None  # no guardian: commands are still killed on every normal path
+class Guardian:
+    """This process's guardian: the helper process, the pipe to it and its token (started again after a fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        """The process that started the guardian (a forked child needs its own)."""
+        self.fd: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None
+
+    def own_pid(self) -> int | None:
+        """The pid of this process's own guardian, if it started one."""
+        return self.proc.pid if self.proc is not None and self.pid == os.getpid() else None
+
+    def writer(self) -> int | None:
+        """The pipe to this process's guardian, started on first use (and again after a fork)."""
+        fd = self.fd
+        if fd is not None and self.pid == os.getpid():
+            return fd
+        with self.lock:
+            if self.fd is not None and self.pid == os.getpid():
+                return self.fd
+            token = os.urandom(8).hex()
+            env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", _SCRIPT, str(GRACE_SECONDS), token],
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError:
+                return None  # no guardian: commands are still killed on every normal path
+            assert proc.stdin is not None
+            self.pid, self.fd, self.proc, self.token = os.getpid(), proc.stdin.fileno(), proc, token
+            atexit.register(self.stop, proc)
+            return self.fd
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """At a normal exit: close the pipe and reap the guardian, which then exits at once."""
+        if self.proc is not proc or self.pid != os.getpid():
+            return
         assert proc.stdin is not None
-        _state.update(pid=os.getpid(), fd=proc.stdin.fileno(), proc=proc, token=token)
-        atexit.register(_stop, proc)
-        return _state["fd"]  # type: ignore[return-value]
+        try:
+            os.write(proc.stdin.fileno(), b"bye\n")
+        except OSError:
+            pass
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=GRACE_SECONDS + 1)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def send(self, message: bytes) -> None:
+        fd = self.writer()
+        if fd is None:
+            return
+        try:
+            os.write(fd, message)
+        except OSError:
+            pass  # the guardian is gone; nothing better to do than go on
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """At a normal exit: close the pipe and reap the guardian, which then exits at once."""
-    if _state["proc"] is not proc or _state["pid"] != os.getpid():
-        return
-    assert proc.stdin is not None
-    try:
-        os.write(proc.stdin.fileno(), b"bye\n")
-    except OSError:
-        pass
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=GRACE_SECONDS + 1)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _send(message: bytes) -> None:
-    fd = _writer()
-    if fd is None:
-        return
-    try:
-        os.write(fd, message)
-    except OSError:
-        pass  # the guardian is gone; nothing better to do than go on
+GUARDIAN = Guardian()
 
 
 def start() -> str | None:
@@ -97,16 +111,16 @@ def start() -> str | None:
     once (``kill -9 $PPID``) is then found by the guardian even if it was not
     registered yet.
     """
-    if _writer() is None:
+    if GUARDIAN.writer() is None:
         return None
-    return _state["token"]  # type: ignore[return-value]
+    return GUARDIAN.token
 
 
 def register(pgid: int) -> None:
     """Ask the guardian to kill process group *pgid* should this process die."""
-    _send(b"+%d\n" % pgid)
+    GUARDIAN.send(b"+%d\n" % pgid)
 
 
 def unregister(pgid: int) -> None:
     """Process group *pgid* is gone; the guardian forgets it."""
-    _send(b"-%d\n" % pgid)
+    GUARDIAN.send(b"-%d\n" % pgid)

@@ -28,8 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from pytest_batchrunner.batchfile import CommandSpec, LineSettings
 from pytest_batchrunner.process.environment import command_environment, snapshot
+from pytest_batchrunner.process.capture import DEFAULT_CAPTURE_BYTES
 from pytest_batchrunner.process.command import (
-    DEFAULT_CAPTURE_BYTES, DEFAULT_KILL_GRACE, Attempt, run_command, stop_group, terminate_in_flight,
+    DEFAULT_KILL_GRACE, Attempt, run_command, stop_group, terminate_in_flight,
 )
 
 __all__ = ["Prestart", "PrestartKey", "prestart_key"]

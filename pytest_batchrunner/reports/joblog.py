@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pytest_batchrunner.process.command import signal_number
+from pytest_batchrunner.process.signals import signal_number
 from pytest_batchrunner.reports.files import LineFile, one_line
 from pytest_batchrunner.reports.results import Recorder
 

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_batchrunner.process.command import signal_number
+from pytest_batchrunner.process.signals import signal_number
 
 __all__ = ["CommandResult", "Recorder", "SummaryCounter", "original_exit_code", "summarize"]
 
