@@ -319,6 +319,23 @@ def test_last_failed_after_inserting_lines(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["FAILED cmds.batch::false*"])
 
 
+def test_canary_pytest_lf_file_skipping_plugin_name(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): under --lf pytest skips files through a plugin registered as "lfplugin-collskip"."""
+    from pytest_batchrunner.plugin import LF_SKIP_PLUGIN
+
+    pytester.makepyfile(test_a="def test_fails():\n    assert False\n")
+    pytester.makeconftest(
+        "def pytest_collection_finish(session):\n"
+        f"    print('SKIPPING PLUGIN:', session.config.pluginmanager.get_plugin({LF_SKIP_PLUGIN!r}) is not None)\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(failed=1)
+    result = pytester.runpytest_subprocess("--lf", "-s")
+    assert "SKIPPING PLUGIN: True" in result.stdout.str(), (
+        f"pytest no longer registers its --lf file skipping as {LF_SKIP_PLUGIN!r}: the plugin's "
+        "pytest_make_collect_report cannot collect a failed batch file whose id pytest cannot cut back to its path"
+    )
+
+
 def test_keyword_selection_and_reportinfo(pytester: pytest.Pytester) -> None:
     write(pytester, "echo build\necho test\nfalse build\n")
     result = pytester.runpytest_subprocess("cmds.batch", "-k", "build", "-v", "-rf", "-p", "no:cacheprovider")

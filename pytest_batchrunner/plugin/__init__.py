@@ -23,6 +23,7 @@ import gc
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,6 +93,8 @@ BATCH_TIMEOUT_HELP = (
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 DISCOVERY_KEY = pytest.StashKey[BatchDiscovery]()
+LF_SKIP_PLUGIN = "lfplugin-collskip"
+"""The name pytest registers its ``--lf`` file skipping under (see :func:`pytest_make_collect_report`)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -563,11 +566,13 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
     prefix = collector.nodeid + "::"
     if not any(nodeid.startswith(prefix) for nodeid in failed):
         return None
-    try:
-        from _pytest.runner import pytest_make_collect_report as collect
-    except ImportError:  # pragma: no cover - a pytest that moved it: its own --lf applies
+    # The same hook without --lf's file skipping nor this one: pytest's own collection, by public pluggy calls.
+    pluginmanager = collector.config.pluginmanager
+    skipping = pluginmanager.get_plugin(LF_SKIP_PLUGIN)
+    if skipping is None:  # a pytest that skips files otherwise: its own --lf applies
         return None
-    return collect(collector)
+    collect = pluginmanager.subset_hook_caller("pytest_make_collect_report", remove_plugins=[skipping, sys.modules[__name__]])
+    return collect(collector=collector)  # type: ignore[no-any-return]
 
 
 def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
