@@ -541,7 +541,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ign
             return None
         from pytest_batchrunner.plugin.items import BatchFile
 
-        return BatchFile.from_parent(parent, path=file_path, nodeid=_outside_nodeid(file_path, parent.config))
+        return BatchFile.from_parent(parent, path=file_path, nodeid=_file_nodeid(file_path, parent.config))
     return None
 
 
@@ -575,22 +575,26 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
     return collect(collector=collector)  # type: ignore[no-any-return]
 
 
-def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
-    """The node id of a batch file outside the rootdir: its path relative to the rootdir (``../ext/b.batch``).
+def _file_nodeid(path: Path, config: pytest.Config) -> str | None:
+    """A batch file's node id where pytest's would not do; ``None`` (pytest's own) for most.
 
+    Outside the rootdir, its path relative to the rootdir (``../ext/b.batch``):
     pytest would name it relative to the argument that found it, which is the
-    empty string for a file named on the command line: its commands' ids
+    empty string for a file named on the command line, so that its commands' ids
     (``::echo ok``) would no longer say they are a batch file's, and two such
-    files' would clash. ``None`` (pytest's own id) inside the rootdir.
+    files' would clash. A name holding ESC or BEL shows them escaped
+    (:func:`~pytest_batchrunner.batchfile.printable`), in every ``-v`` line and summary.
     """
+    from pytest_batchrunner.batchfile import printable
+
     try:
-        path.relative_to(config.rootpath)
+        own = path.relative_to(config.rootpath).as_posix()
     except ValueError:
         try:
-            return Path(os.path.relpath(path, config.rootpath)).as_posix()
+            return printable(Path(os.path.relpath(path, config.rootpath)).as_posix())
         except ValueError:  # another drive (Windows): no relative path
-            return path.as_posix()
-    return None
+            return printable(path.as_posix())
+    return None if printable(own) == own else printable(own)
 
 
 def _check_named_batch_files(config: pytest.Config) -> None:
