@@ -282,6 +282,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # there ("soon") is an INTERNALERROR of its own.
     if has_timeout_plugin(config):
         _check_timeout(config)
+    if is_controller(config) and runs_commands(config):
+        from pytest_batchrunner.plugin import live
+
+        live.wrap_terminal(config)  # before pytest_configure makes the terminal reporter
 
 
 def _check_timeout(config: pytest.Config) -> None:
