@@ -602,6 +602,21 @@ def test_tb_line_locates_a_failure_at_its_batch_line(pytester: pytest.Pytester, 
     assert "items.py" not in result.stdout.str()
 
 
+def test_canary_pytest_value_repr_fields_the_failure_report_sets() -> None:
+    """Canary (docs/internals.md): ExceptionInfo.getrepr(style="value") has the fields a command's failure report sets."""
+    from pytest_batchrunner.plugin.items import _failure_repr
+
+    try:
+        raise ValueError("raised\nhere")
+    except ValueError:
+        excinfo = pytest.ExceptionInfo.from_current()
+    rep = _failure_repr(excinfo, "exit code 1\nthe rest", "cmds.batch", 3)
+    fields = "reprtraceback.reprentries[0].lines, reprcrash.message, reprcrash.path, reprcrash.lineno"
+    assert not isinstance(rep, str), f"pytest's getrepr(style='value') no longer has {fields}: failures are plain text"
+    assert rep.reprtraceback.reprentries[0].lines == ["exit code 1", "the rest"], fields
+    assert (rep.reprcrash.message, rep.reprcrash.path, rep.reprcrash.lineno) == ("exit code 1", "cmds.batch", 3), fields
+
+
 def test_retries_without_rerunfailures_is_a_usage_error(pytester: pytest.Pytester, run) -> None:
     """``retries=`` cannot be kept without pytest-rerunfailures: refused before any command runs, naming the line."""
     write(pytester, "touch ran-1\nexit 1   # batch: retries=2\n")
