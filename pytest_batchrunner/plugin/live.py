@@ -371,10 +371,10 @@ AREA_KEY = pytest.StashKey[StatusArea]()
 class TerminalFile:
     """Makes a :class:`StatusArea` the file of pytest's terminal reporter, as the reporter is made.
 
-    A terminal reporter writes to ``sys.stdout`` as it is while pytest_configure
-    runs (``pytest.TerminalReporter(config, file=None)``): it is the area then, so
-    every write of pytest's erases the status first and the area knows pytest's
-    column (pytest has no hook on its terminal writes).
+    pytest makes its terminal reporter in pytest_configure with ``sys.stdout``
+    for its file (so do plugins that replace it): it is the area then, so every
+    write of pytest's erases the status first and the area knows pytest's column
+    (pytest has no hook on its terminal writes).
     """
 
     def __init__(self) -> None:
