@@ -617,6 +617,27 @@ def test_canary_pytest_value_repr_fields_the_failure_report_sets() -> None:
     assert (rep.reprcrash.message, rep.reprcrash.path, rep.reprcrash.lineno) == ("exit code 1", "cmds.batch", 3), fields
 
 
+def test_canary_pytest_capture_manager_the_command_items_leave_out(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): pytest's "capturemanager" plugin wraps the runtest phases a command item runs without it."""
+    from pytest_batchrunner.plugin.items import _UNCAPTURED
+
+    write(pytester, "true\n")
+    pytester.makeconftest(
+        "def pytest_sessionstart(session):\n"
+        "    capture = session.config.pluginmanager.get_plugin('capturemanager')\n"
+        f"    print('CAPTURE PHASES:', capture is not None and all(hasattr(capture, n) for n in {_UNCAPTURED!r}))\n"
+        "def pytest_runtest_call(item):\n"
+        "    print('RELAY OF ITS OWN:', item.ihook is not item.session.gethookproxy(item.path))\n"
+    )
+    result = pytester.runpytest_subprocess("cmds.batch", "-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "CAPTURE PHASES: True" in out and "RELAY OF ITS OWN: True" in out, (
+        "pytest's plugin 'capturemanager' no longer implements " + ", ".join(_UNCAPTURED) + ": command items "
+        "(CommandItem.ihook) would be captured, a quarter of a run of `true`'s time\n" + out
+    )
+
+
 def test_retries_without_rerunfailures_is_a_usage_error(pytester: pytest.Pytester, run) -> None:
     """``retries=`` cannot be kept without pytest-rerunfailures: refused before any command runs, naming the line."""
     write(pytester, "touch ran-1\nexit 1   # batch: retries=2\n")
