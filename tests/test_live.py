@@ -218,3 +218,25 @@ def test_status_area_follows_a_terminal_narrowed_mid_run(pytester: pytest.Pytest
     assert [line for line in shown if "batchrunner:" in line or "(cmds.batch:" in line] == [], "\n".join(shown)
     progress = [line for line in shown if line.startswith("cmds.batch ") or line.startswith("..")]
     assert len(progress) == 1 and re.fullmatch(r"(cmds\.batch )?\.\. +\[100%\]", progress[0]), shown
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["inprocess", "xdist"])
+def test_canary_pytest_terminal_reporter_writes_to_sys_stdout_of_its_configure(
+    pytester: pytest.Pytester, args: tuple[str, ...]
+) -> None:
+    """Canary (docs/internals.md): the terminal reporter writes to sys.stdout as it was during pytest_configure."""
+    write(pytester, "true\n")
+    pytester.makeconftest(
+        "from pytest_batchrunner.plugin.live import AREA_KEY\n"
+        "def pytest_terminal_summary(terminalreporter, config):\n"
+        "    area = config.stash[AREA_KEY]\n"
+        "    terminalreporter.ensure_newline()\n"
+        "    terminalreporter.write('abc')\n"
+        "    terminalreporter.write_line(f' AREA COLUMN: {area.column}')\n"
+    )
+    result = pytester.runpytest_subprocess("cmds.batch", *args)
+    result.assert_outcomes(passed=1)
+    assert "abc AREA COLUMN: 3" in result.stdout.str(), (
+        "pytest's terminal reporter no longer writes to the sys.stdout of pytest_configure (TerminalFile's "
+        "StatusArea): the live status would be drawn through pytest's own lines\n" + result.stdout.str()
+    )

@@ -319,6 +319,23 @@ def test_last_failed_after_inserting_lines(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["FAILED cmds.batch::false*"])
 
 
+def test_canary_pytest_lf_file_skipping_plugin_name(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): under --lf pytest skips files through a plugin registered as "lfplugin-collskip"."""
+    from pytest_batchrunner.plugin import LF_SKIP_PLUGIN
+
+    pytester.makepyfile(test_a="def test_fails():\n    assert False\n")
+    pytester.makeconftest(
+        "def pytest_collection_finish(session):\n"
+        f"    print('SKIPPING PLUGIN:', session.config.pluginmanager.get_plugin({LF_SKIP_PLUGIN!r}) is not None)\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(failed=1)
+    result = pytester.runpytest_subprocess("--lf", "-s")
+    assert "SKIPPING PLUGIN: True" in result.stdout.str(), (
+        f"pytest no longer registers its --lf file skipping as {LF_SKIP_PLUGIN!r}: the plugin's "
+        "pytest_make_collect_report cannot collect a failed batch file whose id pytest cannot cut back to its path"
+    )
+
+
 def test_keyword_selection_and_reportinfo(pytester: pytest.Pytester) -> None:
     write(pytester, "echo build\necho test\nfalse build\n")
     result = pytester.runpytest_subprocess("cmds.batch", "-k", "build", "-v", "-rf", "-p", "no:cacheprovider")
@@ -583,6 +600,42 @@ def test_tb_line_locates_a_failure_at_its_batch_line(pytester: pytest.Pytester, 
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["cmds.batch:2: exit code 1 · cmds.batch:2 ·*"])
     assert "items.py" not in result.stdout.str()
+
+
+def test_canary_pytest_value_repr_fields_the_failure_report_sets() -> None:
+    """Canary (docs/internals.md): ExceptionInfo.getrepr(style="value") has the fields a command's failure report sets."""
+    from pytest_batchrunner.plugin.items import _failure_repr
+
+    try:
+        raise ValueError("raised\nhere")
+    except ValueError:
+        excinfo = pytest.ExceptionInfo.from_current()
+    rep = _failure_repr(excinfo, "exit code 1\nthe rest", "cmds.batch", 3)
+    fields = "reprtraceback.reprentries[0].lines, reprcrash.message, reprcrash.path, reprcrash.lineno"
+    assert not isinstance(rep, str), f"pytest's getrepr(style='value') no longer has {fields}: failures are plain text"
+    assert rep.reprtraceback.reprentries[0].lines == ["exit code 1", "the rest"], fields
+    assert (rep.reprcrash.message, rep.reprcrash.path, rep.reprcrash.lineno) == ("exit code 1", "cmds.batch", 3), fields
+
+
+def test_canary_pytest_capture_manager_the_command_items_leave_out(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): pytest's "capturemanager" plugin wraps the runtest phases a command item runs without it."""
+    from pytest_batchrunner.plugin.items import _UNCAPTURED
+
+    write(pytester, "true\n")
+    pytester.makeconftest(
+        "def pytest_sessionstart(session):\n"
+        "    capture = session.config.pluginmanager.get_plugin('capturemanager')\n"
+        f"    print('CAPTURE PHASES:', capture is not None and all(hasattr(capture, n) for n in {_UNCAPTURED!r}))\n"
+        "def pytest_runtest_call(item):\n"
+        "    print('RELAY OF ITS OWN:', item.ihook is not item.session.gethookproxy(item.path))\n"
+    )
+    result = pytester.runpytest_subprocess("cmds.batch", "-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "CAPTURE PHASES: True" in out and "RELAY OF ITS OWN: True" in out, (
+        "pytest's plugin 'capturemanager' no longer implements " + ", ".join(_UNCAPTURED) + ": command items "
+        "(CommandItem.ihook) would be captured, a quarter of a run of `true`'s time\n" + out
+    )
 
 
 def test_retries_without_rerunfailures_is_a_usage_error(pytester: pytest.Pytester, run) -> None:

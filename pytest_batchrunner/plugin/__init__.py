@@ -23,6 +23,7 @@ import gc
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -93,6 +94,8 @@ BATCH_TIMEOUT_HELP = (
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 DISCOVERY_KEY = pytest.StashKey[BatchDiscovery]()
+LF_SKIP_PLUGIN = "lfplugin-collskip"
+"""The name pytest registers its ``--lf`` file skipping under (see :func:`pytest_make_collect_report`)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -280,6 +283,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # there ("soon") is an INTERNALERROR of its own.
     if has_timeout_plugin(config):
         _check_timeout(config)
+    if is_controller(config) and runs_commands(config):
+        from pytest_batchrunner.plugin import live
+
+        live.wrap_terminal(config)  # before pytest_configure makes the terminal reporter
 
 
 def _check_timeout(config: pytest.Config) -> None:
@@ -539,7 +546,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):  # type: ign
             return None
         from pytest_batchrunner.plugin.items import BatchFile
 
-        return BatchFile.from_parent(parent, path=file_path, nodeid=_outside_nodeid(file_path, parent.config))
+        return BatchFile.from_parent(parent, path=file_path, nodeid=_file_nodeid(file_path, parent.config))
     return None
 
 
@@ -564,29 +571,35 @@ def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectRep
     prefix = collector.nodeid + "::"
     if not any(nodeid.startswith(prefix) for nodeid in failed):
         return None
-    try:
-        from _pytest.runner import pytest_make_collect_report as collect
-    except ImportError:  # pragma: no cover - a pytest that moved it: its own --lf applies
+    # The same hook without --lf's file skipping nor this one: pytest's own collection, by public pluggy calls.
+    pluginmanager = collector.config.pluginmanager
+    skipping = pluginmanager.get_plugin(LF_SKIP_PLUGIN)
+    if skipping is None:  # a pytest that skips files otherwise: its own --lf applies
         return None
-    return collect(collector)
+    collect = pluginmanager.subset_hook_caller("pytest_make_collect_report", remove_plugins=[skipping, sys.modules[__name__]])
+    return collect(collector=collector)  # type: ignore[no-any-return]
 
 
-def _outside_nodeid(path: Path, config: pytest.Config) -> str | None:
-    """The node id of a batch file outside the rootdir: its path relative to the rootdir (``../ext/b.batch``).
+def _file_nodeid(path: Path, config: pytest.Config) -> str | None:
+    """A batch file's node id where pytest's would not do; ``None`` (pytest's own) for most.
 
+    Outside the rootdir, its path relative to the rootdir (``../ext/b.batch``):
     pytest would name it relative to the argument that found it, which is the
-    empty string for a file named on the command line: its commands' ids
+    empty string for a file named on the command line, so that its commands' ids
     (``::echo ok``) would no longer say they are a batch file's, and two such
-    files' would clash. ``None`` (pytest's own id) inside the rootdir.
+    files' would clash. A name holding ESC or BEL shows them escaped
+    (:func:`~pytest_batchrunner.batchfile.printable`), in every ``-v`` line and summary.
     """
+    from pytest_batchrunner.batchfile import printable
+
     try:
-        path.relative_to(config.rootpath)
+        own = path.relative_to(config.rootpath).as_posix()
     except ValueError:
         try:
-            return Path(os.path.relpath(path, config.rootpath)).as_posix()
+            return printable(Path(os.path.relpath(path, config.rootpath)).as_posix())
         except ValueError:  # another drive (Windows): no relative path
-            return path.as_posix()
-    return None
+            return printable(path.as_posix())
+    return None if printable(own) == own else printable(own)
 
 
 def _check_named_batch_files(config: pytest.Config) -> None:

@@ -116,19 +116,6 @@ def _printable(line: str) -> str:
 class BatchFile(pytest.File):
     """A batch file: one :class:`CommandItem` per command."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # A file name holding ESC or BEL would reach the terminal raw in every
-        # "-v" line and summary: its node id (and so its items' ids) shows it
-        # escaped. pytest keeps the id as a path (9.2: a structured id, before:
-        # a string); there is no public way to give a File a different one.
-        if printable(self.nodeid) != self.nodeid:
-            node_id = getattr(self, "_id", None)
-            if node_id is not None and hasattr(node_id, "path"):
-                self._id = type(node_id)(path=printable(node_id.path))
-            elif hasattr(self, "_nodeid"):
-                self._nodeid = printable(self._nodeid)
-
     def collect(self):  # type: ignore[no-untyped-def]
         try:
             # A tag that names a marker pytest or a plugin acts on is refused on the line that sets it.

@@ -39,7 +39,10 @@ import pytest
 from pytest_batchrunner.batchfile import display_command
 from pytest_batchrunner.plugin.engine import RECORDING_KEY
 
-__all__ = ["LiveBoard", "Watch", "WorkerLive", "add_options", "configure", "eta_seconds", "format_elapsed"]
+__all__ = [
+    "LiveBoard", "TerminalFile", "Watch", "WorkerLive", "add_options", "configure", "eta_seconds", "format_elapsed",
+    "wrap_terminal",
+]
 
 LIVE_HELP = (
     "Print every line of every command's output as it arrives, prefixed with its place "
@@ -251,10 +254,9 @@ class Terminal:
     buffered so that the order on screen is the order of the writes.
     """
 
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
-        self.file = writer._file
-        self.lock = threading.RLock()
+    def __init__(self, file: Any, lock: threading.RLock) -> None:
+        self.file = file
+        self.lock = lock
         try:
             self.fd: int | None = os.dup(self.file.fileno())
         except (AttributeError, OSError, ValueError):  # not a real file (an in-process test run)
@@ -282,7 +284,7 @@ class Terminal:
 
 
 class StatusArea:
-    """Stands in for the terminal writer's file, with a few status lines kept under the cursor.
+    """The terminal reporter's file (see :class:`TerminalFile`), with a few status lines kept under the cursor.
 
     Every write of pytest's first erases the status lines (``ESC[J``: from the
     cursor to the end of the screen, which is only them), so text is never
@@ -291,19 +293,25 @@ class StatusArea:
     through this file and the board's own lines, so it is always the real one.
     """
 
-    def __init__(self, terminal: Terminal, column: int, width: Callable[[], int]) -> None:
-        self.terminal = terminal
-        self.file = terminal.file
-        self.column = column
-        self.width = width
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.lock = threading.RLock()
+        self.terminal: Terminal | None = None
+        """Where the board's text goes, once the board uses this area (:meth:`start`)."""
+        self.column = 0
+        self.width: Callable[[], int] = lambda: 80
         """The terminal's width now (read at each draw: the terminal may be resized mid-run)."""
-        self.lock = terminal.lock
         self.drawn = 0
         self.pad = 0
         """The column of pytest's line when the board's lines interrupted it."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)
+
+    def start(self, terminal: Terminal, width: Callable[[], int]) -> None:
+        """The board draws here from now on."""
+        with self.lock:
+            self.terminal, self.width = terminal, width
 
     def write(self, text: str) -> int:
         with self.lock:
@@ -328,7 +336,7 @@ class StatusArea:
             self._erase()
             if self.column:
                 self.pad = self.column
-            self.terminal.raw(text)
+            self.terminal.raw(text)  # type: ignore[union-attr]
             self._advance(text)
 
     def _advance(self, text: str) -> None:
@@ -338,7 +346,7 @@ class StatusArea:
 
     def _erase(self) -> None:
         if self.drawn:
-            self.terminal.raw("\x1b[J")
+            self.terminal.raw("\x1b[J")  # type: ignore[union-attr]
             self.drawn = 0
 
     def draw(self, lines: list[str]) -> None:
@@ -349,12 +357,54 @@ class StatusArea:
             lines = [line[: width - 1] for line in lines][:8]
             back = "\r" + (f"\x1b[{self.column}C" if self.column else "")
             text = "".join("\n\x1b[2K" + line for line in lines) + f"\x1b[{len(lines)}A" + back
-            self.terminal.raw(("\x1b[J" if self.drawn else "") + text)
+            self.terminal.raw(("\x1b[J" if self.drawn else "") + text)  # type: ignore[union-attr]
             self.drawn = len(lines)
 
     def clear(self) -> None:
         with self.lock:
             self._erase()
+
+
+AREA_KEY = pytest.StashKey[StatusArea]()
+
+
+class TerminalFile:
+    """Makes a :class:`StatusArea` the file of pytest's terminal reporter, as the reporter is made.
+
+    pytest makes its terminal reporter in pytest_configure with ``sys.stdout``
+    for its file (so do plugins that replace it): it is the area then, so every
+    write of pytest's erases the status first and the area knows pytest's column
+    (pytest has no hook on its terminal writes).
+    """
+
+    def __init__(self) -> None:
+        self.file: Any = None
+        self.area: StatusArea | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.file = sys.stdout
+        config.stash[AREA_KEY] = self.area = StatusArea(self.file)
+        sys.stdout = self.area  # type: ignore[assignment]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        self.restore()
+
+    def pytest_unconfigure(self) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """``sys.stdout`` back as it was, once every pytest_configure has run."""
+        if self.area is not None and sys.stdout is self.area:
+            sys.stdout = self.file
+        self.area = None
+
+
+def wrap_terminal(config: pytest.Config) -> None:
+    """In the process that reports, before pytest_configure: the terminal reporter is to write through a :class:`StatusArea`."""
+    if config.pluginmanager.hasplugin("terminal"):
+        config.pluginmanager.register(TerminalFile(), "batchrunner-terminal-file")
 
 
 class LiveBoard:
@@ -372,7 +422,6 @@ class LiveBoard:
         self.done = 0
         self.total = 0
         self.started = time.time()
-        self.writer: Any = None
         self.terminal: Terminal | None = None
         self.area: StatusArea | None = None
         self.stop = threading.Event()
@@ -448,15 +497,14 @@ class LiveBoard:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None:
             return
-        self.writer = self.config.get_terminal_writer()
-        self.terminal = Terminal(self.writer)
+        area = self.config.stash.get(AREA_KEY, None)
+        if area is None:
+            return
+        writer = self.config.get_terminal_writer()
+        self.terminal = Terminal(area.file, area.lock)
         if self.status_line or self.output or self.interval > 0:
-            # The writer's file is wrapped, so that every write of pytest's erases the
-            # status first and the column pytest's line has reached is known (pytest
-            # has no public hook on its terminal writes).
-            writer = self.writer
-            self.area = StatusArea(self.terminal, writer.width_of_current_line, lambda: writer.fullwidth)
-            self.writer._file = self.area
+            area.start(self.terminal, lambda: writer.fullwidth)
+            self.area = area
         if self.status_line or self.interval > 0:
             self.thread = threading.Thread(target=self._tick, name="batchrunner-status", daemon=True)
             self.thread.start()
@@ -591,7 +639,7 @@ class LiveBoard:
         self.close()
 
     def close(self) -> None:
-        """Stop the status, erase it and give the terminal writer its file back (idempotent)."""
+        """Stop the status and erase it (idempotent); the area writes on as pytest's file."""
         self.stop.set()
         thread, self.thread = self.thread, None
         if thread is not None:
@@ -599,8 +647,6 @@ class LiveBoard:
         area, self.area = self.area, None
         if area is not None:
             area.clear()
-            if self.writer is not None and self.writer._file is area:
-                self.writer._file = area.file
         terminal, self.terminal = self.terminal, None
         if terminal is not None:
             terminal.close()

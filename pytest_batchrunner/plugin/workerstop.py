@@ -7,15 +7,14 @@ them has run out: their commands went on for seconds. And a controller that is
 killed outright (SIGKILL, the OOM killer) cannot tell them at all: they went on
 until execnet noticed the broken link.
 
-So the controller passes such a signal on to its workers on this
-machine (popen gateways; their process ids are what execnet's gateway reports
-when it starts), and each local worker asks the kernel (Linux) for a SIGTERM
-should its controller die. A worker takes SIGTERM as an interrupt (see
-:class:`~pytest_batchrunner.plugin.Interrupts`): its commands are killed, as on
-Ctrl+C; once its controller is gone, it exits at once and its guardian
-(:mod:`~pytest_batchrunner.process.guardian`) kills them. A signal that reached
-the workers as well (Ctrl+C reaches the terminal's whole process group) counts
-once in each: the same signal twice within a second is one stop.
+So the controller passes such a signal on to its workers on this machine
+(popen gateways; each says its process id as it starts), and each local worker
+asks the kernel (Linux) for a SIGTERM should its controller die. A worker takes
+SIGTERM as an interrupt (see :class:`~pytest_batchrunner.plugin.Interrupts`):
+its commands are killed, as on Ctrl+C; once its controller is gone, it exits at
+once and its guardian (:mod:`~pytest_batchrunner.process.guardian`) kills them.
+A signal that reached the workers as well (Ctrl+C reaches the terminal's whole
+process group) counts once in each: the same signal twice within a second is one stop.
 """
 
 from __future__ import annotations
@@ -32,6 +31,9 @@ __all__ = ["LocalWorkers", "stop_with_controller"]
 
 LOCAL_INPUT = "batchrunner_local"
 """workerinput key: the worker is a child of the controller (a popen gateway)."""
+PID_TIMEOUT = 30.0
+"""Seconds a new gateway has to say its process id."""
+_PID_SOURCE = "import os; channel.send(os.getpid())"
 
 
 def _local(spec: Any) -> bool:
@@ -53,8 +55,8 @@ class LocalWorkers:
         if not _local(gateway.spec):
             return
         try:
-            # execnet's own description of the gateway's process (xdist reads it too, for -v).
-            pid = gateway._rinfo().pid
+            # The worker's process asked through execnet's public remote_exec (one round trip, before xdist starts it).
+            pid = gateway.remote_exec(_PID_SOURCE).receive(timeout=PID_TIMEOUT)
         except Exception:  # noqa: BLE001 - without it the worker stops as xdist stops it
             return
         if isinstance(pid, int) and pid != os.getpid():
