@@ -321,6 +321,48 @@ def test_junit_ini_settings_are_honoured(pytester: pytest.Pytester, no_leftovers
     assert cases["echo oops; false"].find("system-out").text == "oops\n"
 
 
+def test_canary_pytest_junitxml_takes_its_path_from_the_option_at_configure(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): pytest's junitxml reads ``config.option.xmlpath`` (``--junitxml``'s dest) in its
+    ``pytest_configure``, after the plugin's, and keeps it in ``LogXML.logfile``: JUnitReport points the option at
+    its spool, and sets ``logfile`` back to the report path for pytest's "generated xml file" line."""
+    write(pytester, "true\n")
+    config = pytester.parseconfigure("cmds.batch", "--junitxml", "j.xml")
+    logfiles = [p.logfile for p in config.pluginmanager.get_plugins() if isinstance(getattr(p, "logfile", None), str)]
+    assert len(logfiles) == 1 and os.path.basename(logfiles[0]).startswith(".batchrunner-junit-"), (
+        "pytest's junitxml no longer takes its path from config.option.xmlpath at its pytest_configure "
+        f"(or no longer keeps it in LogXML.logfile): {logfiles}"
+    )
+    assert config.option.xmlpath == logfiles[0]
+
+    def spools() -> set[str]:
+        return {p.name for p in pytester.path.iterdir() if p.name.startswith(".batchrunner-junit-")}
+
+    before = spools()  # the configured config's, until the test ends
+    result = pytester.runpytest_subprocess("cmds.batch", "--junitxml", "j.xml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"*generated xml file: {pytester.path / 'j.xml'}*"])
+    assert spools() == before
+
+
+def test_canary_pytest_junitxml_names_testcases_as_the_rewrite_finds_them(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): the rewrite finds pytest's testcases for commands by pytest's classname rule
+    (``_pytest.junitxml.mangle_test_address``, copied in ``reports/junit.py``): one testcase per command is left."""
+    from _pytest.junitxml import mangle_test_address
+
+    from pytest_batchrunner.reports.junit import _mangle
+
+    for nodeid in ("sub/dir/cmds.batch::echo [x]", "a.py.batch::f::g", "t/test_x.py::test_p[a::b/c.py]"):
+        assert _mangle(nodeid) == list(mangle_test_address(nodeid)), f"mangle_test_address changed for {nodeid!r}"
+    (pytester.path / "sub" / "dir").mkdir(parents=True)
+    (pytester.path / "sub" / "dir" / "cmds.batch").write_text("echo [x]\ntrue\n")
+    result = pytester.runpytest_subprocess("sub/dir/cmds.batch", "--junitxml", "j.xml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    cases = [(c.get("classname"), c.get("name")) for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")]
+    assert cases == [("sub.dir.cmds.batch", "echo (x)"), ("sub.dir.cmds.batch", "true")], (
+        f"pytest's junitxml names testcases otherwise (mangle_test_address): its own were left in: {cases}"
+    )
+
+
 def test_junit_when_the_command_succeeds_but_its_test_fails(pytester: pytest.Pytester, no_leftovers: str) -> None:
     pytester.makeconftest(
         "import pytest\n\n\n@pytest.hookimpl(wrapper=True)\ndef pytest_runtest_teardown(item):\n"

@@ -5,7 +5,7 @@ pytest-rerunfailures that is one per attempt, all with the same name, and a
 failed attempt that is rerun leaves an empty one (no ``<failure>``). CI then
 counts a flaky command twice and never shows its failed attempt. So, after
 pytest has written the file (a ``trylast`` ``pytest_sessionfinish``), the
-:class:`JUnitReport` plugin rewrites it:
+:class:`~pytest_batchrunner.reports.junitxml.JUnitReport` plugin rewrites it:
 
 * every ``<testcase>`` pytest wrote for a batch command is dropped, and one
   ``<testcase>`` per command is put in place of the first of them, built from the
@@ -52,9 +52,7 @@ from __future__ import annotations
 
 import bisect
 import io
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -63,14 +61,13 @@ from typing import Any
 import pytest
 
 from pytest_batchrunner.batchfile import split_nodeid
-from pytest_batchrunner.reports.files import attempt_status, write_atomically
-from pytest_batchrunner.reports.results import CommandResult, Recorder
+from pytest_batchrunner.reports.files import attempt_status
+from pytest_batchrunner.reports.results import CommandResult
 
 __all__ = [
     "FAIL_OUTPUT_CHARS",
     "PASS_OUTPUT_CHARS",
     "SIZE_TARGET",
-    "JUnitReport",
     "PytestCounts",
     "batch_testcases",
     "junit_address",
@@ -136,23 +133,13 @@ def _xml_size(text: str) -> int:
 
 
 def _mangle(nodeid: str) -> list[str]:
-    """pytest's junitxml rule before 9.2: the part before the first ``[`` is split
+    """pytest's junitxml rule for a test's address: the part before the first ``[`` is split
     at ``::``, the file's ``/`` become dots and ``.py`` is dropped."""
     path, bracket, params = nodeid.partition("[")
     names = path.split("::")
     names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
     names[-1] += bracket + params
     return names
-
-
-try:
-    # The rewrite must find the testcases pytest wrote, so it names them with
-    # pytest's own function: the rule changed in pytest 9.2 (an id holding "[" now
-    # gets a closing "]"), and there is no public API for it. The fallback is
-    # the older rule.
-    from _pytest.junitxml import mangle_test_address as _pytest_mangle
-except ImportError:  # pragma: no cover - every supported pytest has it
-    _pytest_mangle = _mangle
 
 
 def command_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
@@ -170,10 +157,7 @@ def junit_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
 
     The last part is the name, the others (after ``--junitprefix``) the classname.
     """
-    try:
-        names = list(_pytest_mangle(nodeid))
-    except Exception:  # noqa: BLE001 - a rule pytest cannot apply: keep the old one
-        names = _mangle(nodeid)
+    names = _mangle(nodeid)
     classnames = names[:-1]
     if prefix:
         classnames.insert(0, prefix)
@@ -638,158 +622,3 @@ def junit_chunks(
 def rewrite_junit(data: bytes | None, rows: Rows, **options: Any) -> bytes:
     """:func:`junit_chunks` joined: the whole file in memory, for small runs and tests."""
     return b"".join(junit_chunks(data, rows, **options))
-
-
-# How far back from the end pytest's list of testcases is searched for one to drop.
-_SEARCH = 256
-
-
-class JUnitReport:
-    """pytest plugin, registered on the controller when ``--junitxml`` is given."""
-
-    def __init__(
-        self, config: pytest.Config, recording: Any, guard: Callable[[str, str, Callable[[], None]], None]
-    ) -> None:
-        xmlpath = config.getoption("xmlpath")
-        # The same path as pytest's junitxml computes, at the same moment (configure).
-        self.path = os.path.normpath(os.path.abspath(os.path.expanduser(os.path.expandvars(xmlpath))))
-        self.prefix = config.getoption("junitprefix", None)
-        family = config.getini("junit_family")
-        self.family = "xunit1" if family == "legacy" else family
-        self.log_passing = bool(config.getini("junit_log_passing_tests"))
-        self.streams = logged_streams(config.getini("junit_logging"))
-        self.suite_name = config.getini("junit_suite_name")
-        self.recording = recording
-        self.guard = guard
-        self.counted = PytestCounts()
-        self.spool: str | None = None
-        self._logxml: Any = None
-        self._logfile: str | None = None
-        self.config = config
-        self._log: Any = False
-        self._placeholder: Any = None
-        self._open: dict[tuple[str, Any], Any] = {}
-
-    def _is_command(self, nodeid: str) -> bool:
-        return "::" in nodeid and self.recording.is_batch_nodeid(nodeid)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport):  # type: ignore[no-untyped-def]
-        if not self._is_command(report.nodeid):
-            return (yield)
-        self.counted.add(report)
-        log = self._pytest_log()
-        before = len(log.node_reporters_ordered) if log is not None else 0
-        try:
-            return (yield)
-        finally:
-            if log is not None:
-                self._drop_testcase(log, report, before)
-
-    # pytest's junitxml keeps every testcase it built (an element tree per item)
-    # until the session ends; the rewrite replaces the commands' testcases
-    # anyway. Only the first is kept, to mark where ours go; the others are let
-    # go of as soon as pytest has finished them, so that its copies do not grow
-    # with the number of commands. pytest has no public API for its junitxml
-    # object: without the attributes this relies on, nothing is dropped.
-
-    def _pytest_log(self) -> Any:
-        if self._log is False:
-            try:
-                from _pytest.junitxml import xml_key
-
-                log = self.config.stash.get(xml_key, None)
-            except ImportError:  # pragma: no cover - every supported pytest has it
-                log = None
-            self._log = log if isinstance(getattr(log, "node_reporters_ordered", None), list) else None
-        return self._log
-
-    def _drop_testcase(self, log: Any, report: pytest.TestReport, before: int) -> None:
-        ordered = log.node_reporters_ordered
-        if len(ordered) == before + 1:
-            # This report opened the item's testcase: remember it until teardown.
-            if self._placeholder is None:
-                self._placeholder = ordered[-1]
-            elif report.when != "teardown":
-                self._open[_item_key(report)] = ordered[-1]
-                return
-        if report.when != "teardown":
-            return
-        reporter = self._open.pop(_item_key(report), None)
-        if reporter is None:
-            return
-        # It was appended a few items ago at most (the items in flight).
-        for index in range(len(ordered) - 1, max(-1, len(ordered) - 1 - _SEARCH), -1):
-            if ordered[index] is reporter:
-                del ordered[index]
-                break
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # pytest's junitxml writes into a temporary regular file of ours: the
-        # only file read back. The report path itself is written once, at the
-        # end: a symlink's target, a device or /dev/stdout straight, and a path
-        # that cannot be written is named with exit status 3, not a traceback.
-        for plugin in session.config.pluginmanager.get_plugins():
-            if type(plugin).__name__ == "LogXML" and isinstance(getattr(plugin, "logfile", None), str):
-                fd, self.spool = _spool_file(plugin.logfile)
-                os.close(fd)
-                self._logxml, self._logfile = plugin, plugin.logfile
-                plugin.logfile = self.spool
-                break
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self) -> None:
-        # trylast: pytest's junitxml has written the file in its own pytest_sessionfinish.
-        self.guard("--junitxml", self.path, lambda: self.write(self.recording.recorder))
-        if self._logxml is not None:
-            # pytest's "generated xml file" line names the user's path, not our spool.
-            self._logxml.logfile = self._logfile
-
-    def pytest_unconfigure(self) -> None:
-        if self.spool is not None:
-            try:
-                os.unlink(self.spool)
-            except OSError:
-                pass
-            self.spool = None
-
-    def write(self, recorder: Recorder) -> None:
-        """Rewrite the file with the batch testcases of *recorder*, streamed from its spool."""
-        if self.spool is not None:
-            with open(self.spool, "rb") as f:
-                data: bytes | None = f.read()
-            if not len(recorder):
-                write_atomically(self.path, data or b"")
-                return
-        else:
-            if not len(recorder):
-                return
-            # Without the spool (pytest's junitxml changed), read back only a regular file.
-            data = None
-            if os.path.isfile(self.path):
-                with open(self.path, "rb") as f:
-                    data = f.read()
-        chunks = junit_chunks(
-            data,
-            recorder.results_with_records,
-            counted=self.counted,
-            prefix=self.prefix,
-            family=self.family,
-            log_passing=self.log_passing,
-            streams=self.streams,
-            suite_name=self.suite_name,
-        )
-        write_atomically(self.path, chunks)
-
-
-def _spool_file(report: str) -> tuple[int, str]:
-    """A temporary file for pytest's junitxml: beside a regular *report* (its disk must take the report anyway,
-    and pytest cannot be kept from failing on a full ``$TMPDIR``), else in ``$TMPDIR``."""
-    folder = os.path.dirname(os.path.abspath(report))
-    if os.path.isdir(folder) and (not os.path.lexists(report) or os.path.isfile(report)):
-        try:
-            return tempfile.mkstemp(prefix=".batchrunner-junit-", suffix=".xml", dir=folder)
-        except OSError:
-            pass
-    return tempfile.mkstemp(prefix="batchrunner-junit-", suffix=".xml")

@@ -208,7 +208,7 @@ def configure(config: pytest.Config, recording, timeout: float | None) -> None: 
         recording.writers.append(files)
     junit = bool(getattr(config.option, "xmlpath", None))  # None with -p no:junitxml
     if junit:
-        from pytest_batchrunner.reports.junit import JUnitReport
+        from pytest_batchrunner.reports.junitxml import JUnitReport
 
         config.pluginmanager.register(JUnitReport(config, recording, files.guard), "batchrunner-junit")
     if files.writers or junit:
