@@ -6,6 +6,7 @@ import it at the top, without an import cycle through :mod:`~pytest_batchrunner.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,15 +80,13 @@ def has_timeout_plugin(config: pytest.Config) -> bool:
 
 
 def default_timeout(config: pytest.Config) -> float | None:
-    """The run's per-attempt timeout as pytest-timeout resolves it (option, environment, ini), or None."""
+    """The run's per-attempt timeout as pytest-timeout documents it (``--timeout`` > ``PYTEST_TIMEOUT`` > ini), or None."""
     if not has_timeout_plugin(config):
         return None
-    try:
-        from pytest_timeout import get_env_settings
-
-        return get_env_settings(config).timeout
-    except (ImportError, AttributeError):  # an older or newer pytest-timeout without it
-        return config.getoption("timeout", None)
+    value = config.getoption("timeout", None)
+    if value is None:
+        value = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout") or None
+    return None if value is None else float(value)
 
 
 def runs_commands(config: pytest.Config) -> bool:

@@ -22,11 +22,9 @@ at the end of collection, in every process that runs items.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from pytest_batchrunner.plugin.engine import MIN_RELATIVE_TIMEOUT, has_timeout_plugin
+from pytest_batchrunner.plugin.engine import MIN_RELATIVE_TIMEOUT, default_timeout, has_timeout_plugin
 from pytest_batchrunner.plugin.history import history
 from pytest_batchrunner.plugin.items import CommandItem
 
@@ -84,9 +82,9 @@ def resolve_timeout(item: CommandItem) -> float | None:
 
     ``--batch-jobs`` starts commands before pytest-timeout's hook runs for their
     item, so it applies pytest-timeout's documented precedence itself, from the
-    same public sources: the ``timeout`` marker, then ``--timeout``, then
-    ``PYTEST_TIMEOUT``, then the ``timeout`` ini value. Without pytest-timeout,
-    the line's own ``timeout=`` setting. A relative timeout comes first.
+    same public sources: the ``timeout`` marker, then :func:`default_timeout`.
+    Without pytest-timeout, the line's own ``timeout=`` setting. A relative
+    timeout comes first.
     """
     if item.relative_timeout is not None:
         return item.relative_timeout[0]
@@ -94,13 +92,8 @@ def resolve_timeout(item: CommandItem) -> float | None:
     if not has_timeout_plugin(config):
         return item.spec.settings.timeout
     marker = item.get_closest_marker("timeout")
+    value = None
     if marker is not None:
         value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
-    else:
-        value = config.getoption("timeout", None)
-        if value is None:
-            value = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout") or None
-    if value is None:
-        return None
-    seconds = float(value)
-    return seconds if seconds > 0 else None
+    seconds = default_timeout(config) if value is None else float(value)
+    return seconds if seconds is not None and seconds > 0 else None
