@@ -349,3 +349,128 @@ def test_one_at_a_time_a_rerun_comes_before_the_next_command(pytester: pytest.Py
         "start a 1", "end a 1", "start b 1", "end b 1", "start b 2", "end b 2",
         "start c 1", "end c 1", "start d 1", "end d 1",
     ]
+
+
+# -- canaries: what the plugin reads of pytest-rerunfailures and pytest-timeout -------------------
+
+REPORT_TIMEOUTS = """
+import json
+
+import pytest
+
+from pytest_batchrunner.plugin.timeouts import resolve_timeout
+
+seen = {}
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        seen[item.spec.line] = [None, resolve_timeout(item)]  # pytest-timeout arms no timer without a timeout
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_timeout_set_timer(item, settings):
+    seen[item.spec.line][0] = settings.timeout or None
+    return (yield)
+
+
+def pytest_sessionfinish(session):
+    with open("timeouts.json", "w") as f:
+        json.dump(seen, f)
+"""
+
+
+@pytest.mark.parametrize(
+    "ini, env, args",
+    [("", None, []), ("timeout = 7", None, []), ("timeout = 7", "8", []), ("timeout = 7", "8", ["--timeout", "9"]),
+     ("", "8", []), ("", None, ["--timeout", "9"])],
+    ids=["none", "ini", "env-over-ini", "option-over-env", "env", "option"],
+)
+def test_canary_resolve_timeout_matches_pytest_timeout(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, no_leftovers: str, ini: str, env: str | None, args: list[str]
+) -> None:
+    """Canary: --batch-jobs starts a command before pytest-timeout resolves its item's timeout, so
+    resolve_timeout (plugin/timeouts.py) and default_timeout (plugin/engine.py) apply pytest-timeout's
+    documented precedence (marker > --timeout > PYTEST_TIMEOUT > ini) themselves.
+
+    pytest-timeout's public hook, pytest_timeout_set_timer, receives the value it resolved: if this fails
+    after an upgrade of pytest-timeout, its precedence changed; follow it there.
+    """
+    pytester.makeconftest(REPORT_TIMEOUTS)
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    if env is None:
+        monkeypatch.delenv("PYTEST_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_TIMEOUT", env)
+    write(pytester, "true\ntrue # batch: timeout=5\n")
+    result = pytester.runpytest_subprocess("cmds.batch", *args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    seen = json.loads((pytester.path / "timeouts.json").read_text())
+    assert len(seen) == 2, seen
+    for line, (by_pytest_timeout, ours) in seen.items():
+        assert ours == by_pytest_timeout, (
+            f"pytest-timeout changed its precedence: resolve_timeout gives line {line} {ours}, pytest-timeout {by_pytest_timeout}")
+    assert seen["2"][0] == 5.0  # the line's own timeout=, as a marker, beats all
+
+
+RERUN_STATE_SEEN = """
+import json
+
+import pytest
+
+from pytest_batchrunner.plugin.items import _RERUN_STATE
+
+seen = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item):
+    # Inside the plugin's ReportCopies wrapper (tryfirst): rerunfailures' protocol is over, the pop not yet done.
+    result = yield
+    seen[item.spec.line] = [name for name in _RERUN_STATE if name in item.__dict__]
+    return result
+
+
+def pytest_sessionfinish(session):
+    left = {item.spec.line: [name for name in _RERUN_STATE if name in item.__dict__] for item in session.items}
+    with open("state.json", "w") as f:
+        json.dump({"seen": seen, "left": left}, f)
+"""
+
+
+def test_canary_rerunfailures_item_state_is_what_the_plugin_frees(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    """Canary: ReportCopies (plugin/items.py) pops pytest-rerunfailures' private per-run attributes,
+    _RERUN_STATE, from each batch item once its protocol is over (about 1 kB an item, kept to the session's end).
+
+    If this fails after an upgrade of pytest-rerunfailures, it renamed or dropped some of them:
+    the pop silently frees nothing any more; update _RERUN_STATE (or drop it if none is left).
+    """
+    from pytest_batchrunner.plugin.items import _RERUN_STATE
+
+    pytester.makeconftest(RERUN_STATE_SEEN)
+    write(pytester, "exit 1\ntrue\n")
+    result = pytester.runpytest_subprocess("cmds.batch", "--reruns", "1", "-p", "no:cacheprovider")
+    assert outcomes(result) == {"passed": 1, "failed": 1, "rerun": 1}
+    state = json.loads((pytester.path / "state.json").read_text())
+    for line in ("1", "2"):
+        assert state["seen"][line] == list(_RERUN_STATE), (
+            f"pytest-rerunfailures no longer sets {sorted(set(_RERUN_STATE) - set(state['seen'][line]))} on an item: "
+            "update _RERUN_STATE in plugin/items.py"
+        )
+        assert state["left"][line] == [], state["left"]
+
+
+def test_canary_rerunfailures_helpers_the_job_slots_call() -> None:
+    """Canary (docs/internals.md): pytest-rerunfailures' module helpers that RerunPolicy and the job slots' reruns
+    (plugin/items.py, plugin/jobs.py) call to read its decision ahead; kept until the Python API has an engine of its own."""
+    import inspect
+
+    import pytest_rerunfailures as rr
+
+    for name, params in [("_get_global_reruns", ["config"]), ("_should_hard_fail_on_error", ["item", "report"]),
+                         ("_is_rerun_path_excluded", ["item"]), ("get_reruns_count", ["item"]),
+                         ("get_reruns_delay", ["item"]), ("get_reruns_delay_backoff_factor", ["item"])]:
+        helper = getattr(rr, name, None)
+        assert callable(helper), f"pytest-rerunfailures no longer has {name}: see docs/internals.md"
+        assert list(inspect.signature(helper).parameters)[: len(params)] == params, (
+            f"pytest-rerunfailures' {name} takes {list(inspect.signature(helper).parameters)} now, not {params}")
