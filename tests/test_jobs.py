@@ -31,6 +31,18 @@ def test_runs_four_at_once(pytester: pytest.Pytester, run) -> None:
     result.stdout.fnmatch_lines(["Success Rate: 100.0%"])
 
 
+def test_a_long_command_leaves_no_slot_idle(pytester: pytest.Pytester, no_leftovers: str) -> None:
+    # The first command ends once the 40 after it have all run (or gives up after 60 s): the other two
+    # slots must go on through them while it runs and pytest waits to report it (no head-of-line wait).
+    short = 'touch "short.$BATCH_LINE"; sleep 0.05'
+    long = ('n=0; until [ "$(ls short.* 2>/dev/null | wc -l)" -ge 40 ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n+1)); done; '
+            'ls short.* | wc -l > seen')
+    write(pytester, "\n".join([long] + [short] * 40) + "\n")
+    result = pytester.runpytest_subprocess("--batch-jobs", "3", "-p", "no:randomly", "cmds.batch", timeout=120)
+    result.assert_outcomes(passed=41)
+    assert int((pytester.path / "seen").read_text()) == 40
+
+
 @pytest.mark.parametrize("jobs", ["0", "1"])
 def test_one_at_a_time_cannot_pass_the_barrier(pytester: pytest.Pytester, jobs: str) -> None:
     # Four barrier lines, each giving up after about 0.2 s: only four commands

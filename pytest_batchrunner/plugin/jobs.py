@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -50,6 +51,12 @@ from pytest_batchrunner.plugin.items import CommandFailed, CommandItem
 from pytest_batchrunner.process.prestart import Prestart, PrestartKey, prestart_key
 from pytest_batchrunner.process.command import Attempt, RunningCommand, stop_group, terminate_in_flight
 from pytest_batchrunner.plugin.timeouts import resolve_timeout
+
+
+HELD_COUNT = 10_000
+"""At most this many commands started ahead and not yet taken by their items."""
+HELD_BYTES = 64 * 1024 * 1024
+"""No more starts while attempts that ended ahead hold this much output (each is bounded by the capture limit)."""
 
 
 class JobRunner:
@@ -79,6 +86,15 @@ class JobRunner:
         self.upcoming: list[pytest.Item] = []
         self.window = jobs * 2
         """Items looked at ahead of the one pytest runs (more with longest-first order, see :mod:`.ordering`)."""
+        self.items: list[pytest.Item] | None = None
+        """In-process with several jobs: the session's items, scanned from :attr:`cursor` on (see :meth:`_scan`)."""
+        self.start = 0
+        """The index of the item pytest runs."""
+        self.cursor = 0
+        """The first item a refill looks at: those before it have started, or may not start ahead."""
+        self.held_bytes = 0
+        self.sizes: dict[CommandItem, int] = {}
+        """Output held by attempts that ended ahead of their turn, not yet taken (bounds how far ahead commands start)."""
         self.live: set[int] = set()
         self.index: dict[int, int] = {}
         self.stopping = False
@@ -235,6 +251,7 @@ class JobRunner:
                     return None
                 return future
             self.claimed.add(item)
+            self.held_bytes -= self.sizes.pop(item, 0)
             return self._started_ahead(item, remove=True)
 
     def ahead(self, item: pytest.Item) -> Future[Attempt] | None:
@@ -345,7 +362,7 @@ class JobRunner:
         with self.lock:
             if self.stopping or self.holds:
                 return
-            for item in self.upcoming:
+            for item in self._scan():
                 if self.running >= self.jobs:
                     break
                 if not isinstance(item, CommandItem):
@@ -412,7 +429,7 @@ class JobRunner:
                 raise
             future.set_exception(exc)
             return None  # type: ignore[return-value]
-        self._ended(item, failed=not attempt.success)
+        self._ended(item, failed=not attempt.success, held=len(attempt.stdout) + len(attempt.stderr))
         self.finished(attempt.pid)
         self._announce_end(item, 1, attempt, False)
         try:
@@ -507,11 +524,14 @@ class JobRunner:
         if ended is not None:
             ended(item, number, attempt, rerun)
 
-    def _ended(self, item: CommandItem, failed: bool) -> None:
+    def _ended(self, item: CommandItem, failed: bool, held: int = 0) -> None:
         # One step under the lock: no other job can see the free slot before
         # the failure holds every start.
         with self.lock:
             self.running -= 1
+            if item in self.pending:  # not taken yet: its output waits for its item's turn
+                self.sizes[item] = held
+                self.held_bytes += held
             if failed and self.maxfail > 0:
                 self.holds.add(item)
 
@@ -567,8 +587,31 @@ class JobRunner:
             self.index = {id(it): i for i, it in enumerate(items)}
         start = self.index.get(id(item))
         if start is None:
+            self.items = None
             return [item] + ([nextitem] if nextitem is not None else [])
+        if self.jobs > 1:
+            self.items, self.start = items, start
         return items[start : start + self.window]
+
+    def _scan(self) -> Iterator[pytest.Item]:
+        """The items a refill looks at, in order (under the lock).
+
+        With several jobs in-process, every item from the one pytest runs on, so
+        that a long command being reported never leaves a slot idle (no
+        head-of-line wait); the scan resumes where the last one stopped, and stops
+        while the attempts that ended ahead hold more than :data:`HELD_BYTES` of
+        output or :data:`HELD_COUNT` commands. Else the fixed window of :meth:`_upcoming`.
+        """
+        items = self.items
+        if items is None:
+            yield from self.upcoming
+            return
+        index = max(self.cursor, self.start)
+        while index < len(items) and len(self.pending) < HELD_COUNT and self.held_bytes < HELD_BYTES:
+            self.cursor = index  # a refill that stops at this item looks at it again next time
+            yield items[index]
+            index += 1
+        self.cursor = index
 
     def _worker_queue(self, items: list[pytest.Item], nextitem: pytest.Item | None) -> list[pytest.Item]:
         ahead = [nextitem] if nextitem is not None else []
