@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from difflib import unified_diff
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,11 +152,15 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery, is_
 
     Under ``load`` only when the batch files have groups or the history can order them
     (else xdist's own, which sends short items in chunks); under the others whenever
-    batch files are collected. ``worksteal`` and ``each`` keep xdist's schedulers.
+    batch files are collected. ``worksteal`` and ``each`` keep xdist's schedulers
+    (``each`` behind :class:`EachGuard`).
     """
     if hasattr(config, "workerinput"):
         return
     dist = getattr(config.option, "dist", "no")
+    if dist == "each":
+        config.pluginmanager.register(EachGuard(), "batchrunner-each")
+        return
     if dist not in ("load", "loadgroup", "loadfile", "loadscope", "worksteal"):
         return
     remote = config.stash.get(REMOTE_KEY, None)
@@ -185,6 +190,50 @@ def configure_distribution(config: pytest.Config, discovery: BatchDiscovery, is_
         return
     always = dist != "load" and bool(texts)
     config.pluginmanager.register(GroupScheduling(groups, dist, is_batch, always=always), "batchrunner-groups")
+
+
+class EachGuard:
+    """``--dist each``: xdist's own scheduler, asked to schedule only once every worker it was given has collected.
+
+    xdist's ``EachScheduling.schedule`` fails (an INTERNALERROR, ``KeyError``) when a
+    replacement worker has collected while another replacement has not yet: two
+    workers that crashed at once. Through xdist's scheduler protocol alone, this
+    holds such a call back until the other has collected, or is gone.
+    """
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.collecting: set[Any] = set()
+        self.deferred = False
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log):  # type: ignore[no-untyped-def]
+        from xdist.scheduler import EachScheduling
+
+        return EachGuard(EachScheduling(config, log))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def add_node(self, node: Any) -> None:
+        self.collecting.add(node)
+        self.inner.add_node(node)
+
+    def add_node_collection(self, node: Any, collection: Any) -> None:
+        self.collecting.discard(node)
+        self.inner.add_node_collection(node, collection)
+
+    def remove_node(self, node: Any) -> str | None:
+        self.collecting.discard(node)
+        crashed = self.inner.remove_node(node)
+        if self.deferred and not self.collecting:
+            self.schedule()
+        return crashed
+
+    def schedule(self) -> None:
+        self.deferred = bool(self.collecting)
+        if not self.deferred:
+            self.inner.schedule()
 
 
 class GroupScheduling:
