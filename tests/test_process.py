@@ -171,6 +171,39 @@ def test_a_command_signalled_by_the_runs_stop_is_interrupted_whatever_happens_ne
     assert attempt.describe_status().startswith("interrupted after ")
 
 
+# A runner in its own process group runs commands in a thread, its main thread sends SIGINT to that group as a
+# terminal's Ctrl+C would; it stops at the first command that does not pass: one caught by a Ctrl+C as it was spawned.
+CTRL_C_DURING_SPAWNS = """
+import json, os, signal, threading, time
+from pytest_batchrunner.process.command import run_command
+signal.signal(signal.SIGINT, lambda *_: None)
+attempts = [run_command("true")]  # the guardian starts before the first Ctrl+C
+def spawn():
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and attempts[-1].success:
+        attempts.append(run_command("true"))
+thread = threading.Thread(target=spawn)
+thread.start()
+while thread.is_alive():
+    os.killpg(0, signal.SIGINT)
+    time.sleep(0.0002)
+print(json.dumps([[a.success, a.interrupted, a.describe_status()] for a in attempts]))
+"""
+
+
+def test_a_command_caught_by_a_ctrl_c_as_it_is_spawned_is_interrupted_not_failed() -> None:
+    # Between the fork and setsid() the shell is still in the runner's process group, and a Ctrl+C kills it:
+    # the run's stop, not the command's failure ("killed by SIGINT").
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DURING_SPAWNS], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert result.returncode == 0, result.stderr
+    attempts = json.loads(result.stdout)
+    assert [status for success, interrupted, status in attempts if not success and not interrupted] == []
+    assert attempts[-1][1], f"no spawn was caught by a Ctrl+C in {len(attempts)} commands"
+    assert attempts[-1][2].startswith("interrupted after ")
+
+
 @pytest.mark.parametrize(
     "command",
     ["touch started; sleep 208", "touch started; kill -9 $PPID; sleep 209"],

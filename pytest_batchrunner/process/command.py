@@ -169,6 +169,8 @@ def start_command(
                 )
                 running.ended = ended
                 running.script = script
+                if _killed_before_its_session(proc.pid):
+                    running._decide("stopped")
                 if started is not None:
                     started(proc.pid)
         except WaitInterrupted:
@@ -379,6 +381,15 @@ def stop_group(pgid: int, sig: int) -> None:
     if running is not None and not _exited(pgid):
         running._decide("stopped")
     kill_group(pgid, sig)
+
+
+def _killed_before_its_session(pid: int) -> bool:
+    """Whether the shell *pid* died before it made its session: between the fork and ``setsid`` it is
+    still in the runner's process group, and a signal sent to that group (a terminal's Ctrl+C) kills it."""
+    try:
+        return os.getsid(pid) != pid
+    except OSError:
+        return False  # reaped already, or not known (a zombie's session on macOS): as before
 
 
 def _exited(pid: int) -> bool:
