@@ -344,6 +344,25 @@ def test_canary_pytest_junitxml_takes_its_path_from_the_option_at_configure(pyte
     assert spools() == before
 
 
+def test_canary_pytest_junitxml_keeps_its_testcases_in_a_list_the_plugin_trims(pytester: pytest.Pytester) -> None:
+    """Canary (docs/internals.md): pytest's junitxml keeps every testcase it built in ``LogXML.node_reporters_ordered``
+    to the session's end; JUnitReport lets go of the commands' (all but the first) as they end, which keeps memory flat."""
+    pytester.makeconftest("""
+import json
+def pytest_sessionfinish(session):
+    lists = [p.node_reporters_ordered for p in session.config.pluginmanager.get_plugins()
+             if isinstance(getattr(p, "node_reporters_ordered", None), list)]
+    with open("kept.json", "w") as f:
+        json.dump([len(x) for x in lists], f)
+""")
+    write(pytester, "true\n" * 50)
+    result = pytester.runpytest_subprocess("cmds.batch", "--junitxml", "j.xml", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.OK
+    kept = json.loads((pytester.path / "kept.json").read_text())
+    assert kept == [1], f"pytest's junitxml no longer keeps its testcases in LogXML.node_reporters_ordered: {kept}"
+    assert len(ET.parse(pytester.path / "j.xml").getroot().findall(".//testcase")) == 50
+
+
 def test_canary_pytest_junitxml_names_testcases_as_the_rewrite_finds_them(pytester: pytest.Pytester) -> None:
     """Canary (docs/internals.md): the rewrite finds pytest's testcases for commands by pytest's classname rule
     (``_pytest.junitxml.mangle_test_address``, copied in ``reports/junit.py``): one testcase per command is left."""

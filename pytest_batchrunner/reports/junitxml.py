@@ -15,6 +15,8 @@ from pytest_batchrunner.reports.results import Recorder
 
 __all__ = ["JUnitReport"]
 
+_SEARCH = 256
+
 
 class JUnitReport:
     """pytest plugin, registered on the controller when ``--junitxml`` is given.
@@ -39,6 +41,10 @@ class JUnitReport:
         self.recording = recording
         self.guard = guard
         self.counted = PytestCounts()
+        self.ordered: list[Any] | None = None
+        """pytest's junitxml's list of the testcases it built (see :meth:`_drop_testcase`)."""
+        self.placeholder: Any = None
+        self.open: dict[tuple[str, Any], Any] = {}
         self.config = config
         self.xmlpath = xmlpath
         fd, self.spool = _spool_file(self.path)
@@ -49,15 +55,54 @@ class JUnitReport:
     def _is_command(self, nodeid: str) -> bool:
         return "::" in nodeid and self.recording.is_batch_nodeid(nodeid)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self._is_command(report.nodeid):
-            self.counted.add(report)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport):  # type: ignore[no-untyped-def]
+        if not self._is_command(report.nodeid):
+            return (yield)
+        self.counted.add(report)
+        ordered = self.ordered
+        before = len(ordered) if ordered is not None else 0
+        try:
+            return (yield)
+        finally:
+            if ordered is not None:
+                self._drop_testcase(ordered, report, before)
+
+    # pytest's junitxml keeps every testcase it built (an element tree per item)
+    # until the session ends; the rewrite replaces the commands' testcases
+    # anyway. Only the first is kept, to mark where ours go; the others are let
+    # go of as soon as pytest has finished them, so that its copies do not grow
+    # with the number of commands (about 1.4 kB a command). pytest has no public
+    # way to this list (docs/internals.md): without it, nothing is dropped.
+
+    def _drop_testcase(self, ordered: list[Any], report: pytest.TestReport, before: int) -> None:
+        if len(ordered) == before + 1:
+            # This report opened the item's testcase: remember it until teardown.
+            if self.placeholder is None:
+                self.placeholder = ordered[-1]
+            elif report.when != "teardown":
+                self.open[(report.nodeid, getattr(report, "node", None))] = ordered[-1]
+                return
+        if report.when != "teardown":
+            return
+        reporter = self.open.pop((report.nodeid, getattr(report, "node", None)), None)
+        if reporter is None:
+            return
+        # It was appended a few items ago at most (the items in flight).
+        for index in range(len(ordered) - 1, max(-1, len(ordered) - 1 - _SEARCH), -1):
+            if ordered[index] is reporter:
+                del ordered[index]
+                break
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # pytest's junitxml has its path by now: the option says the user's
         # again (for xdist's workers, started later, and any other reader).
         session.config.option.xmlpath = self.xmlpath
+        for plugin in session.config.pluginmanager.get_plugins():
+            if getattr(plugin, "logfile", None) == self.spool:
+                ordered = getattr(plugin, "node_reporters_ordered", None)
+                self.ordered = ordered if isinstance(ordered, list) else None
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
