@@ -491,9 +491,10 @@ def test_canary_rerunfailures_helpers_the_job_slots_call() -> None:
 def test_canary_xdist_worker_queue_reaches_ahead(pytester: pytest.Pytester, no_leftovers: str) -> None:
     """Canary (docs/internals.md): under -n, --batch-jobs looks into the items the worker has been given
     (pytest-xdist's ``WorkerInteractor.torun``); with only the next item, one worker runs two commands at once."""
-    write(pytester, "\n".join([BARRIER] * 4) + "\n")
+    # 40 lines: xdist hands a worker a share of them (a quarter here), of which it runs one and sees the next.
+    write(pytester, "\n".join([BARRIER] * 40) + "\n")
     result = pytester.runpytest_subprocess("cmds.batch", "-n", "1", "--batch-jobs", "4", "-p", "no:randomly",
                                            "-p", "no:cacheprovider", timeout=120)
-    assert outcomes(result) == {"passed": 4}, (
+    assert outcomes(result) == {"passed": 40}, (
         "pytest-xdist's WorkerInteractor.torun is no longer reachable: see _xdist_queue in plugin/jobs.py",
         result.stdout.str())
