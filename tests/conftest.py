@@ -88,6 +88,22 @@ def pytest_configure(config: pytest.Config) -> None:
     _become_subreaper()
 
 
+_STOPS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
+
+
+@pytest.fixture(autouse=True)
+def _signals_left_inheritable_as_they_were():
+    """A test that leaves a stop signal ignored or blocked in this process fails by name: the runs every later
+    test starts here would inherit it (an ignored or blocked signal stays so across ``exec``) and never stop."""
+    def state() -> tuple[list[str], set[int]]:
+        ignored = [signal.Signals(s).name for s in _STOPS if signal.getsignal(s) == signal.SIG_IGN]
+        return ignored, set(signal.pthread_sigmask(signal.SIG_BLOCK, [])) & set(_STOPS)
+    before = state()
+    yield
+    after = state()
+    assert after == before, f"the test left stop signals ignored or blocked: {after} (before: {before})"
+
+
 @pytest.fixture(autouse=True)
 def _gc_left_as_it_was():
     """Unfreeze what a test's in-process run froze, so that no later test in this worker sees it.
@@ -104,7 +120,7 @@ def _gc_left_as_it_was():
 
 
 def _default_signals() -> None:
-    """Give the processes tests start default SIGINT / SIGTERM handling, whatever this run inherited.
+    """Give the processes tests start default handling of the stop signals, whatever this run inherited.
 
     An ignored signal stays ignored across ``exec`` (a script's background
     ``&`` starts the suite with SIGINT ignored), and so does a blocked one:
@@ -112,9 +128,10 @@ def _default_signals() -> None:
     """
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    for sig in _STOPS[1:]:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPS))
 
 
 def _become_subreaper() -> None:
